@@ -1,0 +1,3 @@
+from auditsvc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,227 @@
+"""Builds every part from Settings and runs them in one written-down order.
+
+Start: logging → database client (lazy) → stores → leadership → use cases →
+gRPC server (readiness NOT_SERVING) → readiness probe loop → election →
+scheduler.
+
+Stop (SIGTERM/SIGINT), in this order:
+1. readiness NOT_SERVING, so Kubernetes stops routing new calls here;
+2. the scheduler stops and leadership is released (lease expired now, epoch
+   kept), so a follower takes over within one heartbeat;
+3. open streams are told to finish with OK;
+4. in-flight RPCs drain for up to SHUTDOWN_GRACE seconds;
+5. the database client closes and ``run`` returns (exit code 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import suppress
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import start_http_server
+
+from auditsvc.auditing import Auditor
+from auditsvc.clock import Clock, SystemClock
+from auditsvc.config import Settings
+from auditsvc.dedupe import Deduplicator
+from auditsvc.leadership import Leadership, Standalone
+from auditsvc.metrics import Metrics
+from auditsvc.mongo import (
+    MongoBackfillStore,
+    MongoCandleStore,
+    MongoDuplicateStore,
+    MongoFence,
+    MongoLeaseStore,
+    MongoStateStore,
+    connect,
+)
+from auditsvc.mongo.client import detect_transactions, ensure_indexes
+from auditsvc.paging import PageTokens
+from auditsvc.scheduler import Scheduler
+from auditsvc.server import MetricsInterceptor, Server
+from auditsvc.service import AuditService
+from auditsvc.servicer import AuditServicer
+
+log = logging.getLogger(__name__)
+
+_PROBE_MIN = 0.5
+_PROBE_MAX = 10.0
+
+
+class App:
+    def __init__(
+        self, settings: Settings, clock: Clock | None = None, metrics: Metrics | None = None
+    ) -> None:
+        s = self.settings = settings
+        self.clock = clock or SystemClock()
+        self.metrics = metrics or Metrics()
+        self.database = connect(s.mongodb_uri, s.mongodb_database, s.mongodb_timeout_ms)
+        self.state = MongoStateStore(self.database)
+        self.fence = MongoFence(self.database, s.leader_election_name, s.replica_id)
+        self.leases = MongoLeaseStore(self.database, s.leader_election_name)
+        self.leadership: Leadership = self._leadership()
+        candles = MongoCandleStore(self.database, s.candle_collection_template)
+        self.ready = False
+        self.auditor = Auditor(
+            s,
+            self.clock,
+            candles,
+            self.state,
+            MongoBackfillStore(self.database),
+            self.fence,
+            self.leadership,
+            self.metrics,
+        )
+        dedupe = Deduplicator(
+            s,
+            self.clock,
+            candles,
+            MongoDuplicateStore(self.database, s.replica_id),
+            self.fence,
+            self.leadership,
+            self.metrics,
+        )
+        self.scheduler: Scheduler | None = None
+        self.service = AuditService(
+            s,
+            self.auditor,
+            dedupe,
+            self.state,
+            self.leadership,
+            PageTokens(s.mongodb_database),
+            lambda: self.ready,
+            self._next_cycle_ms,
+        )
+        if s.enable_auditor:
+            self.scheduler = Scheduler(
+                self.service,
+                self.state,
+                self.leadership,
+                self.clock,
+                s.audit_interval,
+                s.audit_startup_delay,
+            )
+        self.server = Server(
+            AuditServicer(self.service),
+            host=s.grpc_host,
+            port=s.grpc_port,
+            max_message_bytes=s.grpc_max_message_bytes,
+            interceptors=self._interceptors(),
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self._stopped = False
+        self._http: WSGIServer | None = None
+
+    def _leadership(self) -> Leadership:
+        s = self.settings
+        if not s.enable_leader_election:
+            return Standalone(s.replica_id, s.advertise_address, self.clock.now_ms())
+        from auditsvc.election import Callbacks, ElectionConfig, LeaderElector
+
+        config = ElectionConfig(
+            lease_duration=s.election_timeout,
+            renew_deadline=s.renew_deadline,
+            retry_period=s.heartbeat_interval,
+            replica_id=s.replica_id,
+            address=s.advertise_address,
+        )
+        return LeaderElector(config, self.leases, self.clock, self.metrics, Callbacks())
+
+    def _interceptors(self) -> list[object]:
+        return [MetricsInterceptor(self.metrics)]
+
+    def _next_cycle_ms(self) -> int | None:
+        return self.scheduler.next_cycle_ms if self.scheduler else None
+
+    async def start(self) -> None:
+        s = self.settings
+        if s.metrics_port:
+            self._http, _ = start_http_server(
+                s.metrics_port, s.metrics_host, registry=self.metrics.registry
+            )
+        await self.server.start()
+        log.info(
+            "serving",
+            extra={"grpc": f"{s.grpc_host}:{self.server.port}", "metrics_port": s.metrics_port},
+        )
+        self._tasks.append(asyncio.create_task(self._probe_database(), name="db-probe"))
+        if isinstance(self.leadership, Standalone):
+            self.metrics.set_leading(True)
+        else:
+            await self.leadership.start()  # type: ignore[attr-defined]
+        if self.scheduler is not None:
+            self.scheduler.start()
+
+    async def _probe_database(self) -> None:
+        """Keeps readiness in step with the database; retries with capped backoff."""
+        delay = _PROBE_MIN
+        prepared = False
+        while True:
+            try:
+                await asyncio.wait_for(self.state.ping(), timeout=max(2.0, delay))
+                if not prepared:
+                    await detect_transactions(self.database)
+                    await ensure_indexes(self.database)
+                    prepared = True
+                if not self.ready:
+                    log.info(
+                        "database reachable; ready",
+                        extra={"transactions": self.database.transactions},
+                    )
+                self.ready = True
+                delay = _PROBE_MIN
+            except Exception as exc:
+                if self.ready or delay == _PROBE_MIN:
+                    log.warning(
+                        "database unreachable; not ready, retrying",
+                        extra={"reason": type(exc).__name__, "retry_in_s": delay},
+                    )
+                self.ready = False
+                delay = min(delay * 2, _PROBE_MAX)
+            if not self._stopping.is_set():
+                await self.server.set_ready(self.ready)
+            await asyncio.sleep(delay if not self.ready else 1.0)
+
+    async def stop(self) -> None:
+        """Idempotent; see the module docstring for the order."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stopping.set()
+        await self.server.set_ready(False)
+        log.info("shutting down: readiness off")
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        if isinstance(self.leadership, Standalone):
+            self.leadership.stop()
+        else:
+            await self.leadership.stop()  # type: ignore[attr-defined]
+        self.metrics.set_leading(False)
+        log.info("shutting down: leadership released")
+        self.service.closing.set()
+        await self.server.stop(self.settings.shutdown_grace)
+        log.info("shutting down: RPCs drained")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.database.close()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        log.info("stopped")
+
+    async def run(self) -> None:
+        """Serves until SIGTERM or SIGINT, then stops in order."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        await self.start()
+        try:
+            await self._stopping.wait()
+        finally:
+            with suppress(Exception):
+                await self.stop()

@@ -1,0 +1,258 @@
+"""The audit use case: audit selected series over a window, store the result,
+request backfills. RunAudit and the scheduler both call ``Auditor.run``.
+
+Cycles never overlap: one lock serialises them, so no series is ever audited
+twice at once. Inside a cycle, AUDIT_CONCURRENCY series run at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+
+from auditsvc.audit.errors import AuditError, Cancelled, InvalidArgument, NotFound, NotLeader
+from auditsvc.audit.gaps import SeriesScanner
+from auditsvc.audit.health import score
+from auditsvc.audit.models import Gap, Severity, Window
+from auditsvc.audit.timeframes import Timeframe, default_window, parse_timeframe
+from auditsvc.clock import Clock
+from auditsvc.config import Settings
+from auditsvc.leadership import Leadership, Term
+from auditsvc.metrics import Metrics
+from auditsvc.records import BackfillRequest, Cycle, GapRecord, ScoreRecord, SeriesReport
+from auditsvc.store import BackfillStore, CandleStore, Fence, StateStore
+
+log = logging.getLogger(__name__)
+
+
+class Auditor:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        candles: CandleStore,
+        state: StateStore,
+        backfills: BackfillStore,
+        fence: Fence,
+        leadership: Leadership,
+        metrics: Metrics,
+    ) -> None:
+        self._s = settings
+        self._clock = clock
+        self._candles = candles
+        self._state = state
+        self._backfills = backfills
+        self._fence = fence
+        self._leadership = leadership
+        self._metrics = metrics
+        self._cycle_lock = asyncio.Lock()
+        self._backfill_lock = asyncio.Lock()
+        self.last_cycle: Cycle | None = None
+
+    def select(
+        self,
+        symbols: Sequence[str],
+        timeframes: Sequence[str],
+        start_ms: int | None,
+        end_ms: int | None,
+    ) -> list[tuple[str, Timeframe, Window]]:
+        """Validates a request and returns the series with their windows."""
+        for sym in symbols:
+            if sym not in self._s.audit_symbols:
+                raise NotFound(
+                    f"symbol {sym[:64]!r} is not configured (AUDIT_SYMBOLS)", field="symbols"
+                )
+        tfs: list[Timeframe] = []
+        for name in timeframes:
+            tf = parse_timeframe(name)
+            if tf.name not in self._s.audit_timeframes:
+                raise NotFound(
+                    f"timeframe {name!r} is not configured (AUDIT_TIMEFRAMES)", field="timeframes"
+                )
+            tfs.append(tf)
+        if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+            raise InvalidArgument("start_time must be before end_time", field="start_time")
+        chosen_syms = list(dict.fromkeys(symbols)) or list(self._s.audit_symbols)
+        chosen_tfs = list(dict.fromkeys(tfs)) or [
+            parse_timeframe(t) for t in self._s.audit_timeframes
+        ]
+        now = self._clock.now_ms()
+        selected = []
+        for tf in chosen_tfs:
+            window = self._window(tf, now, start_ms, end_ms)
+            for sym in chosen_syms:
+                selected.append((sym, tf, window))
+        return selected
+
+    def _window(self, tf: Timeframe, now: int, start: int | None, end: int | None) -> Window:
+        default = default_window(tf, now, self._s.audit_lookback, self._s.audit_min_candles)
+        if start is None and end is None:
+            return default
+        if end is None:
+            end = max(default.end_ms, start + 1 if start is not None else default.end_ms)
+        if start is None:
+            start = end - (default.end_ms - default.start_ms)
+        if start >= end:
+            raise InvalidArgument("start_time must be before end_time", field="start_time")
+        slots = tf.count_slots(start, end)
+        if slots > self._s.audit_max_range_candles:
+            raise InvalidArgument(
+                f"the range spans {slots} {tf.name} candles; the limit is "
+                f"{self._s.audit_max_range_candles} (AUDIT_MAX_RANGE_CANDLES)",
+                field="end_time",
+            )
+        return Window(start, end)
+
+    async def run(self, selection: list[tuple[str, Timeframe, Window]], *, trigger: str) -> Cycle:
+        term = self._leadership.term()
+        if term is None:
+            raise NotLeader("not leader", leader_address=self._leadership.last_known_address())
+        async with self._cycle_lock, term.guard():
+            return await self._cycle(selection, term, trigger)
+
+    async def _cycle(
+        self, selection: list[tuple[str, Timeframe, Window]], term: Term, trigger: str
+    ) -> Cycle:
+        cycle_id = f"c-{self._clock.now_ms()}-{uuid.uuid4().hex[:8]}"
+        started = self._clock.now_ms()
+        begun = self._clock.monotonic()
+        gate = asyncio.Semaphore(self._s.audit_concurrency)
+
+        async def one(sym: str, tf: Timeframe, window: Window) -> SeriesReport:
+            async with gate:
+                return await self._series(sym, tf, window, cycle_id, term.epoch)
+
+        log.info("audit cycle started", extra={"cycle_id": cycle_id, "series": len(selection)})
+        try:
+            reports = await asyncio.gather(*(one(*item) for item in selection))
+        except (Cancelled, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            cycle = Cycle(
+                cycle_id,
+                started,
+                self._clock.now_ms(),
+                self._s.replica_id,
+                term.epoch,
+                trigger,
+                (),
+                succeeded=False,
+                error=_reason(exc),
+            )
+            self.last_cycle = cycle
+            log.warning("audit cycle failed", extra={"cycle_id": cycle_id, "error": cycle.error})
+            try:
+                await self._fence.run(term.epoch, lambda s: self._state.save_cycle(cycle, s))
+            except Exception:
+                log.warning("could not record the failed cycle", extra={"cycle_id": cycle_id})
+            raise
+        cycle = Cycle(
+            cycle_id,
+            started,
+            self._clock.now_ms(),
+            self._s.replica_id,
+            term.epoch,
+            trigger,
+            tuple(reports),
+        )
+        await self._fence.run(term.epoch, lambda s: self._state.save_cycle(cycle, s))
+        self.last_cycle = cycle
+        self._metrics.cycle_seconds.observe(self._clock.monotonic() - begun)
+        self._metrics.last_success.set(cycle.finished_ms / 1000)
+        log.info("audit cycle finished", extra={"cycle_id": cycle_id, "series": len(reports)})
+        return cycle
+
+    async def _series(
+        self, symbol: str, tf: Timeframe, window: Window, cycle_id: str, epoch: int
+    ) -> SeriesReport:
+        scanner = SeriesScanner(tf, window)
+        async for batch in self._candles.timestamps(symbol, tf.name, window):
+            scanner.feed(batch)
+        found = scanner.finish()
+        health = score(found, tf)
+        now = self._clock.now_ms()
+        gaps: list[GapRecord] = []
+        requested = skipped = 0
+        for gap in found.gaps:
+            backfill_id, new, capped = await self._maybe_backfill(symbol, tf, gap, epoch)
+            requested += new
+            skipped += capped
+            gaps.append(
+                GapRecord(
+                    symbol,
+                    tf.name,
+                    gap.start_ms,
+                    gap.end_ms,
+                    gap.missing_candles,
+                    gap.severity,
+                    now,
+                    backfill_id,
+                )
+            )
+        record = ScoreRecord(symbol, tf.name, health, now, cycle_id)
+        report = SeriesReport(
+            symbol=symbol,
+            timeframe=tf.name,
+            window_start_ms=window.start_ms,
+            window_end_ms=window.end_ms,
+            expected_candles=found.expected_candles,
+            present_candles=found.present_candles,
+            missing_candles=found.missing_candles,
+            gap_count=len(found.gaps),
+            duplicate_groups=len(found.duplicates),
+            surplus_documents=found.surplus_documents,
+            misaligned_candles=found.misaligned_candles,
+            backfills_requested=requested,
+            backfills_skipped=skipped,
+            health=record,
+        )
+        await self._fence.run(
+            epoch,
+            lambda s: self._state.save_series(
+                report, gaps, cycle_id=cycle_id, epoch=epoch, session=s
+            ),
+        )
+        labels = (symbol, tf.name)
+        self._metrics.gaps_detected.labels(*labels).inc(len(found.gaps))
+        self._metrics.duplicates_detected.labels(*labels).inc(len(found.duplicates))
+        self._metrics.health_score.labels(*labels).set(health.quality)
+        return report
+
+    async def _maybe_backfill(
+        self, symbol: str, tf: Timeframe, gap: Gap, epoch: int
+    ) -> tuple[str, int, int]:
+        """Returns (request id or '', 1 if newly requested, 1 if skipped by the cap)."""
+        if not self._s.enable_auto_backfill:
+            return "", 0, 0
+        if gap.end_ms - gap.start_ms < self._s.min_auto_backfill_gap * 1000:
+            return "", 0, 0
+        # One lock so that concurrent series cannot together overshoot the cap.
+        async with self._backfill_lock:
+            existing = await self._backfills.open_request_id(symbol, tf.name, gap.start_ms)
+            if existing is not None:
+                return existing, 0, 0
+            if await self._backfills.open_count() >= self._s.max_auto_backfill_jobs:
+                self._metrics.backfills_skipped.labels(symbol, tf.name).inc()
+                return "", 0, 1
+            req = BackfillRequest(
+                request_id=f"bf-{uuid.uuid4().hex}",
+                symbol=symbol,
+                timeframe=tf.name,
+                start_ms=gap.start_ms,
+                end_ms=gap.end_ms,
+                priority=1 if gap.severity is Severity.HIGH else 5,
+                epoch=epoch,
+            )
+            made = await self._fence.run(epoch, lambda s: self._backfills.create(req, s))
+        if made == req.request_id:
+            self._metrics.backfills_triggered.labels(symbol, tf.name, gap.severity.value).inc()
+            return made, 1, 0
+        return made, 0, 0
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, AuditError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"[:500]

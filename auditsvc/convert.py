@@ -1,0 +1,182 @@
+"""Proto messages <-> domain records. Pure functions; the only place that
+knows both the generated classes and the domain.
+"""
+
+from __future__ import annotations
+
+from auditpb.v1 import audit_pb2 as pb
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from auditsvc.audit.errors import InvalidArgument
+from auditsvc.audit.models import Role, Severity, Strategy
+from auditsvc.records import (
+    Cycle,
+    DuplicateReport,
+    GapRecord,
+    LeaderInfo,
+    ScoreRecord,
+    SeriesReport,
+    Status,
+)
+
+# google.protobuf.Timestamp's valid range: 0001-01-01 to 9999-12-31.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+
+_ROLES = {
+    Role.LEADER: pb.ROLE_LEADER,
+    Role.FOLLOWER: pb.ROLE_FOLLOWER,
+    Role.STANDALONE: pb.ROLE_STANDALONE,
+}
+_SEVERITIES = {Severity.MEDIUM: pb.SEVERITY_MEDIUM, Severity.HIGH: pb.SEVERITY_HIGH}
+_STRATEGIES = {
+    pb.STRATEGY_KEEP_NEWEST: Strategy.KEEP_NEWEST,
+    pb.STRATEGY_KEEP_OLDEST: Strategy.KEEP_OLDEST,
+    pb.STRATEGY_MANUAL: Strategy.MANUAL,
+}
+_STRATEGY_PB = {v: k for k, v in _STRATEGIES.items()}
+
+
+def ms_from(msg: object, field: str) -> int | None:
+    """The field's instant in ms, None when unset; INVALID_ARGUMENT when out of range."""
+    if not msg.HasField(field):  # type: ignore[attr-defined]
+        return None
+    ts: Timestamp = getattr(msg, field)
+    if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS or not 0 <= ts.nanos <= 999_999_999:
+        raise InvalidArgument(
+            "timestamp out of range (0001-01-01..9999-12-31, nanos 0..999999999)", field=field
+        )
+    return ts.seconds * 1000 + ts.nanos // 1_000_000
+
+
+def ts(ms: int) -> Timestamp:
+    seconds, rem = divmod(ms, 1000)
+    return Timestamp(seconds=seconds, nanos=rem * 1_000_000)
+
+
+def strategy_from(value: int) -> Strategy | None:
+    if value == pb.STRATEGY_UNSPECIFIED:
+        return None
+    try:
+        return _STRATEGIES[value]
+    except KeyError:
+        raise InvalidArgument(f"unknown strategy value {value}", field="strategy") from None
+
+
+def score_pb(r: ScoreRecord) -> pb.HealthScore:
+    h = r.score
+    return pb.HealthScore(
+        symbol=r.symbol,
+        timeframe=r.timeframe,
+        quality=h.quality,
+        completeness=h.completeness,
+        consistency=h.consistency,
+        freshness=h.freshness,
+        gap_count=h.gap_count,
+        duplicate_groups=h.duplicate_groups,
+        computed_at=ts(r.computed_ms),
+        cycle_id=r.cycle_id,
+    )
+
+
+def report_pb(r: SeriesReport) -> pb.SeriesReport:
+    return pb.SeriesReport(
+        symbol=r.symbol,
+        timeframe=r.timeframe,
+        window_start=ts(r.window_start_ms),
+        window_end=ts(r.window_end_ms),
+        expected_candles=r.expected_candles,
+        present_candles=r.present_candles,
+        missing_candles=r.missing_candles,
+        gap_count=r.gap_count,
+        duplicate_groups=r.duplicate_groups,
+        surplus_documents=r.surplus_documents,
+        misaligned_candles=r.misaligned_candles,
+        backfills_requested=r.backfills_requested,
+        backfills_skipped=r.backfills_skipped,
+        health=score_pb(r.health),
+    )
+
+
+def cycle_pb(c: Cycle) -> pb.AuditCycle:
+    return pb.AuditCycle(
+        cycle_id=c.cycle_id,
+        started_at=ts(c.started_ms),
+        finished_at=ts(c.finished_ms),
+        served_by=c.served_by,
+        epoch=c.epoch,
+        series=[report_pb(r) for r in c.series],
+        status=pb.CYCLE_STATUS_SUCCEEDED if c.succeeded else pb.CYCLE_STATUS_FAILED,
+        error=c.error,
+        trigger=c.trigger,
+    )
+
+
+def gap_pb(g: GapRecord) -> pb.Gap:
+    return pb.Gap(
+        symbol=g.symbol,
+        timeframe=g.timeframe,
+        start_time=ts(g.start_ms),
+        end_time=ts(g.end_ms),
+        missing_candles=g.missing_candles,
+        severity=_SEVERITIES[g.severity],
+        backfill_request_id=g.backfill_request_id,
+        detected_at=ts(g.detected_ms),
+    )
+
+
+def duplicates_pb(r: DuplicateReport) -> pb.ResolveDuplicatesResponse:
+    return pb.ResolveDuplicatesResponse(
+        duplicate_groups=r.duplicate_groups,
+        surplus_documents=r.surplus_documents,
+        documents_removed=r.documents_removed,
+        documents_archived=r.documents_archived,
+        strategy=_STRATEGY_PB[r.strategy],
+        dry_run=r.dry_run,
+        served_by=r.served_by,
+        epoch=r.epoch,
+        groups=[
+            pb.DuplicateGroup(
+                timestamp=ts(g.timestamp_ms),
+                kept_id=g.kept_id,
+                removed_ids=list(g.removed_ids),
+                document_ids=list(g.document_ids),
+            )
+            for g in r.groups
+        ],
+        removal_enabled=r.removal_enabled,
+        message=r.message,
+        request_id=r.request_id,
+    )
+
+
+def leader_pb(info: LeaderInfo) -> pb.GetLeaderResponse:
+    reply = pb.GetLeaderResponse(
+        leader_id=info.leader_id,
+        leader_address=info.leader_address,
+        epoch=info.epoch,
+        is_self=info.is_self,
+    )
+    if info.elected_ms is not None:
+        reply.elected_at.CopyFrom(ts(info.elected_ms))
+    if info.expires_ms is not None:
+        reply.lease_expires_at.CopyFrom(ts(info.expires_ms))
+    return reply
+
+
+def status_pb(s: Status) -> pb.GetStatusResponse:
+    reply = pb.GetStatusResponse(
+        replica_id=s.replica_id,
+        role=_ROLES[s.role],
+        auditor_enabled=s.auditor_enabled,
+        series_count=s.series_count,
+        version=s.version,
+        database_reachable=s.database_reachable,
+        leader_id=s.leader_id,
+        epoch=s.epoch,
+    )
+    if s.last_cycle is not None:
+        reply.last_cycle.CopyFrom(cycle_pb(s.last_cycle))
+    if s.next_cycle_ms is not None:
+        reply.next_cycle_at.CopyFrom(ts(s.next_cycle_ms))
+    return reply

@@ -1,0 +1,77 @@
+"""One-shot database commands: setup-db, restore-duplicates, seed-demo."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from auditsvc.config import Settings
+from auditsvc.demo import demo_series
+from auditsvc.mongo import MongoDuplicateStore, MongoLeaseStore, connect
+from auditsvc.mongo.client import ensure_candle_index, ensure_indexes
+
+_TIMEOUT = 30.0
+
+
+async def setup_db(settings: Settings, *, candle_indexes: bool) -> int:
+    database = connect(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_timeout_ms)
+    try:
+        async with asyncio.timeout(_TIMEOUT):
+            for name in await ensure_indexes(database):
+                print(f"index ok: {name}")
+            if candle_indexes:
+                for sym in settings.audit_symbols:
+                    for tf in settings.audit_timeframes:
+                        index = await ensure_candle_index(
+                            database, settings.collection_for(sym, tf)
+                        )
+                        print(f"index ok: {index}")
+            # Verify with a lease round trip on a scratch election, never the real one.
+            probe = MongoLeaseStore(database, f"setup-check-{uuid.uuid4().hex[:8]}")
+            lease = await probe.try_acquire("setup-db", "setup", 5_000)
+            if lease is None or not await probe.release("setup-db", lease.epoch):
+                print("lease round trip FAILED")
+                return 1
+            await database.db["leader_election"].delete_one({"_id": probe._election})
+            print(f"lease round trip ok (database clock {lease.now_ms} ms)")
+    finally:
+        database.close()
+    return 0
+
+
+async def restore(settings: Settings, request_id: str) -> int:
+    database = connect(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_timeout_ms)
+    try:
+        restored, present = await MongoDuplicateStore(database, settings.replica_id).restore(
+            request_id
+        )
+    finally:
+        database.close()
+    print(f"restored {restored} documents; {present} were already present")
+    return 0
+
+
+async def seed_demo(settings: Settings, *, force: bool, end_ms: int | None = None) -> int:
+    import time
+
+    end = end_ms if end_ms is not None else int(time.time() * 1000)
+    database = connect(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_timeout_ms)
+    try:
+        for i, sym in enumerate(settings.audit_symbols):
+            for tf in settings.audit_timeframes:
+                col = database.db[settings.collection_for(sym, tf)]
+                if not force and await col.estimated_document_count() > 0:
+                    print(f"{col.name}: already seeded")
+                    continue
+                await col.delete_many({"symbol": sym})
+                slots = 1440 if tf == "1m" else 48
+                docs, expected = demo_series(sym, tf, end, slots, price=100.0 * (i + 1))
+                await col.insert_many(docs)
+                await ensure_candle_index(database, col.name)
+                print(
+                    f"{col.name}: {len(docs)} candles, {len(expected.gaps)} gaps, "
+                    f"{len(expected.duplicate_slots)} duplicated slots"
+                )
+    finally:
+        database.close()
+    return 0

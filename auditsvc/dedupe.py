@@ -1,0 +1,173 @@
+"""The ResolveDuplicates use case: find duplicate groups, decide which document
+each keeps, archive the others whole and delete them, in fenced batches.
+
+Nothing is deleted unless ENABLE_DUPLICATE_REMOVAL is on, dry_run is false and
+the strategy is not manual. Re-running a request_id after a crash completes
+the work: groups are recomputed from what is left, the archive key is
+(request_id, collection, _id), and the choice of kept document is deterministic.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from auditsvc.audit.duplicates import resolve, sort_ids
+from auditsvc.audit.errors import InvalidArgument, NotFound, NotLeader
+from auditsvc.audit.models import Resolution, Strategy, Window
+from auditsvc.audit.timeframes import Timeframe, default_window, parse_timeframe
+from auditsvc.clock import Clock
+from auditsvc.config import Settings
+from auditsvc.leadership import Leadership
+from auditsvc.metrics import Metrics
+from auditsvc.records import DuplicateReport, GroupReport
+from auditsvc.store import CandleStore, DuplicateStore, Fence
+
+log = logging.getLogger(__name__)
+
+BATCH_GROUPS = 200
+REPORTED_GROUPS = 100
+
+
+class Deduplicator:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        candles: CandleStore,
+        duplicates: DuplicateStore,
+        fence: Fence,
+        leadership: Leadership,
+        metrics: Metrics,
+    ) -> None:
+        self._s = settings
+        self._clock = clock
+        self._candles = candles
+        self._duplicates = duplicates
+        self._fence = fence
+        self._leadership = leadership
+        self._metrics = metrics
+
+    def validate(
+        self, symbol: str, timeframe: str, start_ms: int | None, end_ms: int | None
+    ) -> tuple[Timeframe, Window]:
+        if not symbol:
+            raise InvalidArgument("symbol is required", field="symbol")
+        if symbol not in self._s.audit_symbols:
+            raise NotFound(f"symbol {symbol!r} is not configured (AUDIT_SYMBOLS)", field="symbol")
+        if not timeframe:
+            raise InvalidArgument("timeframe is required", field="timeframe")
+        tf = parse_timeframe(timeframe)
+        if tf.name not in self._s.audit_timeframes:
+            raise NotFound(f"timeframe {timeframe!r} is not configured", field="timeframe")
+        default = default_window(
+            tf, self._clock.now_ms(), self._s.audit_lookback, self._s.audit_min_candles
+        )
+        start = default.start_ms if start_ms is None else start_ms
+        end = default.end_ms if end_ms is None else end_ms
+        if start >= end:
+            raise InvalidArgument("start_time must be before end_time", field="start_time")
+        return tf, Window(start, end)
+
+    async def run(
+        self,
+        symbol: str,
+        tf: Timeframe,
+        window: Window,
+        strategy: Strategy,
+        dry_run: bool,
+        request_id: str,
+    ) -> DuplicateReport:
+        term = self._leadership.term()
+        if term is None:
+            raise NotLeader("not leader", leader_address=self._leadership.last_known_address())
+        removing = (
+            self._s.enable_duplicate_removal and not dry_run and strategy is not Strategy.MANUAL
+        )
+        collection = self._candles.collection(symbol, tf.name)
+        groups = surplus = archived = removed = 0
+        reported: list[GroupReport] = []
+        batch: list[Resolution] = []
+
+        async def flush() -> None:
+            nonlocal archived, removed
+            if not batch:
+                return
+            work = list(batch)
+            batch.clear()
+            a, d = await self._fence.run(
+                term.epoch,
+                lambda s: self._duplicates.archive_and_delete(
+                    collection,
+                    work,
+                    request_id=request_id,
+                    strategy=strategy,
+                    epoch=term.epoch,
+                    session=s,
+                ),
+            )
+            archived += a
+            removed += d
+            self._metrics.duplicates_removed.labels(symbol, tf.name, strategy.value).inc(d)
+
+        async with term.guard():
+            async for refs in self._candles.duplicate_groups(
+                symbol, tf.name, window, self._s.duplicate_version_field
+            ):
+                if not tf.is_aligned(refs[0].timestamp_ms):
+                    continue  # misaligned documents are reported by audits, never removed
+                groups += 1
+                surplus += len(refs) - 1
+                ids = [str(i) for i in sort_ids([r.doc_id for r in refs])]
+                if strategy is Strategy.MANUAL:
+                    if len(reported) < REPORTED_GROUPS:
+                        reported.append(GroupReport(refs[0].timestamp_ms, "", (), tuple(ids)))
+                    continue
+                decision = resolve(strategy, refs)
+                if len(reported) < REPORTED_GROUPS:
+                    reported.append(
+                        GroupReport(
+                            decision.timestamp_ms,
+                            str(decision.kept.doc_id),
+                            tuple(str(r.doc_id) for r in decision.removed),
+                            tuple(ids),
+                        )
+                    )
+                if removing:
+                    batch.append(decision)
+                    if len(batch) >= BATCH_GROUPS:
+                        await flush()
+            if removing:
+                await flush()
+        log.info(
+            "duplicates resolved",
+            extra={
+                "request_id": request_id,
+                "groups": groups,
+                "removed": removed,
+                "epoch": term.epoch,
+            },
+        )
+        return DuplicateReport(
+            request_id=request_id,
+            strategy=strategy,
+            dry_run=dry_run,
+            removal_enabled=self._s.enable_duplicate_removal,
+            duplicate_groups=groups,
+            surplus_documents=surplus,
+            documents_removed=removed,
+            documents_archived=archived,
+            served_by=self._s.replica_id,
+            epoch=term.epoch,
+            message=_message(self._s.enable_duplicate_removal, dry_run, strategy, removed),
+            groups=tuple(reported),
+        )
+
+
+def _message(enabled: bool, dry_run: bool, strategy: Strategy, removed: int) -> str:
+    if strategy is Strategy.MANUAL:
+        return "strategy manual: report only, nothing removed"
+    if dry_run:
+        return "dry run: nothing removed"
+    if not enabled:
+        return "removal is disabled (ENABLE_DUPLICATE_REMOVAL=false): report only"
+    return f"removed {removed} documents; each archived in duplicate_archive first"

@@ -1,0 +1,24 @@
+"""Motor implementations of the store Protocols in ``auditsvc.store``.
+
+Everything that knows about collection names, BSON documents or the driver
+lives in this package, so that another driver could replace it in one place.
+"""
+
+from auditsvc.mongo.backfill import MongoBackfillStore
+from auditsvc.mongo.candles import MongoCandleStore
+from auditsvc.mongo.client import Database, connect
+from auditsvc.mongo.duplicates import MongoDuplicateStore
+from auditsvc.mongo.fence import MongoFence
+from auditsvc.mongo.lease import MongoLeaseStore
+from auditsvc.mongo.state import MongoStateStore
+
+__all__ = [
+    "Database",
+    "MongoBackfillStore",
+    "MongoCandleStore",
+    "MongoDuplicateStore",
+    "MongoFence",
+    "MongoLeaseStore",
+    "MongoStateStore",
+    "connect",
+]

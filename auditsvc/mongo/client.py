@@ -1,0 +1,117 @@
+"""Connection, collection names and the indexes the service relies on."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+LEASES = "leader_election"
+CYCLES = "audit_cycles"
+SERIES = "audit_series"
+GAPS = "audit_gaps"
+BACKFILLS = "backfill_requests"
+ARCHIVE = "duplicate_archive"
+AUDIT_LOG = "audit_log"
+REQUESTS = "audit_requests"
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def to_dt(ms: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(milliseconds=ms)
+
+
+def to_ms(value: dt.datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return (value - EPOCH) // dt.timedelta(milliseconds=1)
+
+
+@dataclass
+class Database:
+    """The client and database handle, plus whether transactions are available."""
+
+    client: Any
+    db: Any
+    transactions: bool
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def connect(uri: str, database: str, timeout_ms: int) -> Database:
+    """Builds the client without contacting the server (motor connects lazily)."""
+    client: Any = AsyncIOMotorClient(
+        uri,
+        tz_aware=True,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        socketTimeoutMS=max(timeout_ms, 30_000),
+        appname="auditsvc",
+    )
+    db: AsyncIOMotorDatabase[Any] = client[database]
+    return Database(client=client, db=db, transactions=False)
+
+
+async def detect_transactions(database: Database) -> bool:
+    """Transactions need a replica set or mongos; a bare mongod has none."""
+    hello = await database.client.admin.command("hello")
+    database.transactions = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+    return database.transactions
+
+
+INDEXES: dict[str, list[IndexModel]] = {
+    # Failover never waits for this: expiry is judged in the acquire filter.
+    LEASES: [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=3600, name="lease_ttl")],
+    CYCLES: [IndexModel([("started_at", DESCENDING)], name="by_start")],
+    SERIES: [IndexModel([("computed_at", ASCENDING)], name="by_computed")],
+    GAPS: [
+        IndexModel(
+            [("symbol", ASCENDING), ("timeframe", ASCENDING), ("start_time", ASCENDING)],
+            name="by_series_start",
+        ),
+    ],
+    BACKFILLS: [
+        # One open request per gap: data writers set open=false when they finish.
+        IndexModel(
+            [("gap_key", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"open": True},
+            name="one_open_per_gap",
+        ),
+        IndexModel([("open", ASCENDING)], name="by_open"),
+    ],
+    ARCHIVE: [
+        IndexModel([("request_id", ASCENDING)], name="by_request"),
+        IndexModel([("epoch", ASCENDING), ("removed_at", ASCENDING)], name="by_epoch"),
+    ],
+    AUDIT_LOG: [IndexModel([("at", DESCENDING)], name="by_time")],
+}
+
+
+async def ensure_indexes(database: Database) -> list[str]:
+    """Idempotent; returns ``collection.index`` names that now exist."""
+    made: list[str] = []
+    existing = set(await database.db.list_collection_names())
+    for name in (LEASES, CYCLES, SERIES, GAPS, BACKFILLS, ARCHIVE, AUDIT_LOG, REQUESTS):
+        if name not in existing:
+            try:
+                await database.db.create_collection(name)
+            except Exception as exc:
+                if "already exists" not in str(exc):
+                    raise
+        for index in INDEXES.get(name, []):
+            created = await database.db[name].create_indexes([index])
+            made.append(f"{name}.{created[0]}")
+    return made
+
+
+async def ensure_candle_index(database: Database, collection: str) -> str:
+    name = await database.db[collection].create_index(
+        [("symbol", ASCENDING), ("timestamp", ASCENDING)], name="symbol_timestamp"
+    )
+    return f"{collection}.{name}"

@@ -1,0 +1,63 @@
+"""Fenced writes: a write made under leadership commits only while the lease
+still holds the writer's epoch.
+
+With transactions (replica set or mongos) each batch runs in a transaction
+that first *writes* the lease document, conditioned on holder and epoch and
+on the lease being unexpired by the database's clock. Because it writes, a
+concurrent acquisition by another replica conflicts with it and one of the
+two aborts, so no batch can commit after a newer epoch exists. Without
+transactions the lease is re-checked before each batch, which narrows but
+cannot close the window; the epoch is stored in every document either way so
+that an audit can prove which leader wrote what.
+
+Epoch 0 means standalone (ENABLE_LEADER_ELECTION=false): no lease to check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from auditsvc.audit.errors import Fenced
+from auditsvc.mongo.client import LEASES, Database
+
+T = TypeVar("T")
+
+_LIVE = {"$expr": {"$gt": [{"$toLong": "$expires_at"}, {"$toLong": "$$NOW"}]}}
+
+
+class MongoFence:
+    def __init__(self, database: Database, election: str, replica_id: str) -> None:
+        self._database = database
+        self._election = election
+        self._replica_id = replica_id
+
+    def _lease_filter(self, epoch: int) -> dict[str, Any]:
+        return {"_id": self._election, "holder": self._replica_id, "epoch": epoch, **_LIVE}
+
+    async def check(self, epoch: int) -> None:
+        """Raises Fenced unless this replica holds a live lease at ``epoch``."""
+        if epoch == 0:
+            return
+        lease = await self._database.db[LEASES].find_one(self._lease_filter(epoch))
+        if lease is None:
+            raise Fenced(f"lease no longer held at epoch {epoch}; write refused")
+
+    async def run(self, epoch: int, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Runs ``work(session)`` as one fenced batch; session is None without transactions."""
+        if epoch == 0 or not self._database.transactions:
+            await self.check(epoch)
+            return await work(None)
+        leases = self._database.db[LEASES]
+
+        async def guarded(session: Any) -> T:
+            touched = await leases.find_one_and_update(
+                self._lease_filter(epoch), {"$inc": {"fenced_batches": 1}}, session=session
+            )
+            if touched is None:
+                raise Fenced(f"lease no longer held at epoch {epoch}; write refused")
+            return await work(session)
+
+        async with await self._database.client.start_session() as session:
+            result: T = await session.with_transaction(guarded)
+            return result

@@ -1,0 +1,173 @@
+"""Stored audit results that every replica reads: series reports, gaps,
+cycles, health scores and idempotent request results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from pymongo import ReplaceOne
+from pymongo.errors import PyMongoError
+
+from auditsvc.mongo import codec
+from auditsvc.mongo.client import CYCLES, GAPS, REQUESTS, SERIES, Database, to_dt, to_ms
+from auditsvc.records import Cycle, GapQuery, GapRecord, ScoreRecord, SeriesReport
+
+log = logging.getLogger(__name__)
+
+
+class MongoStateStore:
+    def __init__(self, database: Database, poll_interval: float = 0.25) -> None:
+        self._database = database
+        self._db = database.db
+        self._poll_interval = poll_interval
+
+    async def ping(self) -> None:
+        await self._database.client.admin.command("ping")
+
+    async def save_series(
+        self,
+        report: SeriesReport,
+        gaps: Sequence[GapRecord],
+        *,
+        cycle_id: str,
+        epoch: int,
+        session: Any = None,
+    ) -> None:
+        key = {"symbol": report.symbol, "timeframe": report.timeframe}
+        if gaps:
+            ops = [
+                ReplaceOne({"_id": doc["_id"]}, doc, upsert=True)
+                for doc in (codec.gap_doc(g, cycle_id, epoch) for g in gaps)
+            ]
+            await self._db[GAPS].bulk_write(ops, ordered=False, session=session)
+        await self._db[GAPS].delete_many({**key, "cycle_id": {"$ne": cycle_id}}, session=session)
+        doc = {
+            **codec.score_doc(report.health),
+            "report": codec.report_doc(report),
+            "epoch": epoch,
+        }
+        await self._db[SERIES].replace_one(
+            {"_id": f"{report.symbol}|{report.timeframe}"}, doc, upsert=True, session=session
+        )
+
+    async def save_cycle(self, cycle: Cycle, session: Any = None) -> None:
+        await self._db[CYCLES].replace_one(
+            {"_id": cycle.cycle_id}, codec.cycle_doc(cycle), upsert=True, session=session
+        )
+
+    async def get_cycle(self, cycle_id: str) -> Cycle | None:
+        doc = await self._db[CYCLES].find_one({"_id": cycle_id})
+        return None if doc is None else codec.cycle_record(doc)
+
+    async def last_cycle(self) -> Cycle | None:
+        docs = await self._db[CYCLES].find().sort("started_at", -1).limit(1).to_list(1)
+        return codec.cycle_record(docs[0]) if docs else None
+
+    async def last_success_ms(self) -> int | None:
+        docs = (
+            await self._db[CYCLES]
+            .find({"succeeded": True}, {"finished_at": 1})
+            .sort("started_at", -1)
+            .limit(1)
+            .to_list(1)
+        )
+        return to_ms(docs[0]["finished_at"]) if docs else None
+
+    async def list_gaps(self, q: GapQuery) -> list[GapRecord]:
+        clauses: list[dict[str, Any]] = []
+        if q.symbol:
+            clauses.append({"symbol": q.symbol})
+        if q.timeframe:
+            clauses.append({"timeframe": q.timeframe})
+        if q.start_ms is not None:
+            clauses.append({"end_time": {"$gt": to_dt(q.start_ms)}})
+        if q.end_ms is not None:
+            clauses.append({"start_time": {"$lt": to_dt(q.end_ms)}})
+        if q.min_missing:
+            clauses.append({"missing_candles": {"$gte": q.min_missing}})
+        if q.after is not None:
+            sym, tf, start = q.after
+            clauses.append(
+                {
+                    "$or": [
+                        {"symbol": {"$gt": sym}},
+                        {"symbol": sym, "timeframe": {"$gt": tf}},
+                        {"symbol": sym, "timeframe": tf, "start_time": {"$gt": to_dt(start)}},
+                    ]
+                }
+            )
+        query = {"$and": clauses} if clauses else {}
+        cursor = (
+            self._db[GAPS]
+            .find(query)
+            .sort([("symbol", 1), ("timeframe", 1), ("start_time", 1)])
+            .limit(q.limit)
+        )
+        return [codec.gap_record(d) for d in await cursor.to_list(q.limit)]
+
+    async def scores(self) -> list[ScoreRecord]:
+        docs = await self._db[SERIES].find({}, {"report": 0}).to_list(None)
+        return [codec.score_record(d) for d in docs]
+
+    async def series_reports(self) -> list[SeriesReport]:
+        docs = await self._db[SERIES].find({}, {"report": 1}).to_list(None)
+        return [codec.report_record(d["report"]) for d in docs if "report" in d]
+
+    async def watch_scores(self) -> AsyncIterator[ScoreRecord]:
+        """New scores as any replica stores them: a change stream, else polling."""
+        try:
+            async with self._db[SERIES].watch(full_document="updateLookup") as stream:
+                async for change in stream:
+                    doc = change.get("fullDocument")
+                    if doc is not None:
+                        yield codec.score_record(doc)
+            return
+        except PyMongoError as exc:
+            if "not supported" not in str(exc) and "replica set" not in str(exc):
+                raise
+            log.info("change streams unavailable; polling scores", extra={"reason": str(exc)})
+        since = dt.datetime.now(dt.UTC)
+        while True:
+            docs = (
+                await self._db[SERIES]
+                .find({"computed_at": {"$gt": since}}, {"report": 0})
+                .sort("computed_at", 1)
+                .to_list(None)
+            )
+            for doc in docs:
+                since = max(since, doc["computed_at"])
+                yield codec.score_record(doc)
+            await asyncio.sleep(self._poll_interval)
+
+    async def get_request(self, kind: str, request_id: str) -> dict[str, Any] | None:
+        doc: dict[str, Any] | None = await self._db[REQUESTS].find_one(
+            {"_id": f"{kind}:{request_id}"}
+        )
+        return doc
+
+    async def put_request(
+        self,
+        kind: str,
+        request_id: str,
+        body_hash: str,
+        result: dict[str, Any],
+        epoch: int,
+        session: Any = None,
+    ) -> None:
+        await self._db[REQUESTS].replace_one(
+            {"_id": f"{kind}:{request_id}"},
+            {
+                "kind": kind,
+                "body_hash": body_hash,
+                "result": result,
+                "epoch": epoch,
+                "at": dt.datetime.now(dt.UTC),
+            },
+            upsert=True,
+            session=session,
+        )

@@ -1,0 +1,53 @@
+"""Opaque, tamper-evident ListGaps page tokens.
+
+A token carries the last (symbol, timeframe, start) served and a digest of the
+query's filters, signed with HMAC-SHA256. The key is derived from the database
+name so that every replica accepts every other's tokens; the signature detects
+edits and tokens replayed against another query, it does not hide anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+from auditsvc.audit.errors import InvalidArgument
+
+_MAX_TOKEN = 2048
+
+
+class PageTokens:
+    def __init__(self, secret: str) -> None:
+        self._key = hashlib.sha256(f"auditsvc-page-token:{secret}".encode()).digest()
+
+    def _sign(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
+
+    def encode(self, filters: str, after: tuple[str, str, int]) -> str:
+        body = json.dumps(
+            {"f": hashlib.sha256(filters.encode()).hexdigest()[:16], "a": list(after)},
+            separators=(",", ":"),
+        ).encode()
+        return base64.urlsafe_b64encode(self._sign(body) + body).decode().rstrip("=")
+
+    def decode(self, filters: str, token: str) -> tuple[str, str, int]:
+        bad = InvalidArgument("malformed or tampered page token", field="page_token")
+        if len(token) > _MAX_TOKEN:
+            raise bad
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (ValueError, TypeError):
+            raise bad from None
+        sig, body = raw[:16], raw[16:]
+        if len(sig) != 16 or not hmac.compare_digest(sig, self._sign(body)):
+            raise bad
+        data = json.loads(body)
+        if data.get("f") != hashlib.sha256(filters.encode()).hexdigest()[:16]:
+            raise InvalidArgument(
+                "page token belongs to a different query; keep the same filters",
+                field="page_token",
+            )
+        sym, tf, start = data["a"]
+        return str(sym), str(tf), int(start)

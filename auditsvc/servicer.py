@@ -1,0 +1,108 @@
+"""AuditService over gRPC: decode the request, call the service, encode the
+reply. Errors go through the one table in ``auditsvc.errors``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from auditpb.v1 import audit_pb2 as pb
+from auditpb.v1 import audit_pb2_grpc as pb_grpc
+
+from auditsvc import convert
+from auditsvc.errors import leader_hint, status_for
+from auditsvc.service import AuditService
+
+R = TypeVar("R")
+LEADER_TRAILER = "x-audit-leader"
+
+
+async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    code, details = status_for(exc)
+    hint = leader_hint(exc)
+    if hint:
+        context.set_trailing_metadata(((LEADER_TRAILER, hint),))
+    await context.abort(code, details)
+
+
+def _unary(
+    method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort(context, exc)
+            raise AssertionError("unreachable") from exc
+
+    return wrapper
+
+
+class AuditServicer(pb_grpc.AuditServiceServicer):  # type: ignore[misc]
+    def __init__(self, service: AuditService) -> None:
+        self._service = service
+
+    @_unary
+    async def GetLeader(self, request: pb.GetLeaderRequest, context: Any) -> pb.GetLeaderResponse:
+        return convert.leader_pb(await self._service.leader())
+
+    @_unary
+    async def GetStatus(self, request: pb.GetStatusRequest, context: Any) -> pb.GetStatusResponse:
+        return convert.status_pb(await self._service.status())
+
+    @_unary
+    async def RunAudit(self, request: pb.RunAuditRequest, context: Any) -> pb.RunAuditResponse:
+        cycle = await self._service.run_audit(
+            list(request.symbols),
+            list(request.timeframes),
+            convert.ms_from(request, "start_time"),
+            convert.ms_from(request, "end_time"),
+            request_id=request.request_id,
+        )
+        return pb.RunAuditResponse(cycle=convert.cycle_pb(cycle))
+
+    @_unary
+    async def ListGaps(self, request: pb.ListGapsRequest, context: Any) -> pb.ListGapsResponse:
+        gaps, token = await self._service.list_gaps(
+            request.symbol,
+            request.timeframe,
+            convert.ms_from(request, "start_time"),
+            convert.ms_from(request, "end_time"),
+            request.min_missing_candles,
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListGapsResponse(gaps=[convert.gap_pb(g) for g in gaps], next_page_token=token)
+
+    @_unary
+    async def ResolveDuplicates(
+        self, request: pb.ResolveDuplicatesRequest, context: Any
+    ) -> pb.ResolveDuplicatesResponse:
+        report = await self._service.resolve_duplicates(
+            request.symbol,
+            request.timeframe,
+            convert.ms_from(request, "start_time"),
+            convert.ms_from(request, "end_time"),
+            convert.strategy_from(request.strategy),
+            request.dry_run,
+            request.request_id,
+        )
+        return convert.duplicates_pb(report)
+
+    async def StreamHealthScores(
+        self, request: pb.StreamHealthScoresRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamHealthScoresResponse]:
+        try:
+            stream = self._service.health_scores(list(request.symbols), list(request.timeframes))
+            async for record in stream:
+                yield pb.StreamHealthScoresResponse(score=convert.score_pb(record))
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort(context, exc)

@@ -1,0 +1,96 @@
+"""The store interfaces the use cases depend on. ``auditsvc.mongo`` implements
+them with motor; tests may use those against a real server or fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+from auditsvc.audit.models import CandleRef, Resolution, Strategy, Window
+from auditsvc.records import BackfillRequest, Cycle, GapQuery, GapRecord, ScoreRecord, SeriesReport
+
+T = TypeVar("T")
+
+
+class CandleStore(Protocol):
+    def collection(self, symbol: str, timeframe: str) -> str: ...
+
+    def timestamps(self, symbol: str, timeframe: str, window: Window) -> AsyncIterator[list[int]]:
+        """Ascending timestamps (ms) of the series' documents, in batches."""
+        ...
+
+    def duplicate_groups(
+        self, symbol: str, timeframe: str, window: Window, version_field: str | None
+    ) -> AsyncIterator[list[CandleRef]]: ...
+
+
+class Fence(Protocol):
+    async def check(self, epoch: int) -> None: ...
+
+    async def run(self, epoch: int, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Runs ``work(session)`` only while the lease holds ``epoch``."""
+        ...
+
+
+class StateStore(Protocol):
+    async def ping(self) -> None: ...
+
+    async def save_series(
+        self,
+        report: SeriesReport,
+        gaps: Sequence[GapRecord],
+        *,
+        cycle_id: str,
+        epoch: int,
+        session: Any = None,
+    ) -> None: ...
+
+    async def save_cycle(self, cycle: Cycle, session: Any = None) -> None: ...
+
+    async def get_cycle(self, cycle_id: str) -> Cycle | None: ...
+
+    async def last_cycle(self) -> Cycle | None: ...
+
+    async def last_success_ms(self) -> int | None: ...
+
+    async def list_gaps(self, q: GapQuery) -> list[GapRecord]: ...
+
+    async def scores(self) -> list[ScoreRecord]: ...
+
+    def watch_scores(self) -> AsyncIterator[ScoreRecord]: ...
+
+    async def get_request(self, kind: str, request_id: str) -> dict[str, Any] | None: ...
+
+    async def put_request(
+        self,
+        kind: str,
+        request_id: str,
+        body_hash: str,
+        result: dict[str, Any],
+        epoch: int,
+        session: Any = None,
+    ) -> None: ...
+
+
+class BackfillStore(Protocol):
+    async def open_count(self) -> int: ...
+
+    async def open_request_id(self, symbol: str, timeframe: str, start_ms: int) -> str | None: ...
+
+    async def create(self, req: BackfillRequest, session: Any = None) -> str: ...
+
+
+class DuplicateStore(Protocol):
+    async def archive_and_delete(
+        self,
+        collection: str,
+        batch: list[Resolution],
+        *,
+        request_id: str,
+        strategy: Strategy,
+        epoch: int,
+        session: Any = None,
+    ) -> tuple[int, int]: ...
+
+    async def restore(self, request_id: str) -> tuple[int, int]: ...

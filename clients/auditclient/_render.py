@@ -1,0 +1,229 @@
+"""Render auditsvc responses for humans (aligned text tables) and machines (JSON).
+
+Guarantees: JSON is protobuf's canonical ``json_format`` output with the .proto field
+names and every field present (zeros included); tables never include secrets (no
+response carries any); an unset timestamp renders as ``-``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC
+from typing import Any
+
+from auditpb.v1 import audit_pb2
+from google.protobuf import json_format  # type: ignore[import-untyped]
+
+
+def message_dict(message: object) -> dict[str, Any]:
+    """Return a protobuf message as a JSON-ready dict (proto field names, zeros kept)."""
+    result: dict[str, Any] = json_format.MessageToDict(
+        message,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+    )
+    return result
+
+
+def to_json(value: object, *, compact: bool = False) -> str:
+    """Return a message (or a dict of already converted messages) as JSON text."""
+    data = value if isinstance(value, dict) else message_dict(value)
+    return json.dumps(data, indent=None if compact else 2, sort_keys=False)
+
+
+def gaps_json(gaps: Iterable[audit_pb2.Gap]) -> str:
+    """Return ``{"gaps": [...]}`` for every gap of every page."""
+    return to_json({"gaps": [message_dict(gap) for gap in gaps]})
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Return left-aligned columns separated by two spaces, headers first."""
+    cells = [list(headers)] + [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    )
+
+
+def timestamp(message: object, field: str) -> str:
+    """Return ``message.field`` as ``YYYY-MM-DDTHH:MM:SSZ``, or ``-`` when unset."""
+    if not message.HasField(field):  # type: ignore[attr-defined]
+        return "-"
+    value = getattr(message, field).ToDatetime(tzinfo=UTC)
+    text: str = value.isoformat().replace("+00:00", "Z")
+    return text
+
+
+def _enum(wrapper: Any, value: int, prefix: str) -> str:
+    try:
+        name: str = wrapper.Name(value)
+    except ValueError:
+        return str(value)
+    return name.removeprefix(prefix).lower()
+
+
+def _pairs(pairs: Iterable[tuple[str, object]]) -> str:
+    return table(("FIELD", "VALUE"), ((key, value) for key, value in pairs))
+
+
+def leader(response: audit_pb2.GetLeaderResponse) -> str:
+    """Render GetLeader."""
+    return _pairs(
+        [
+            ("leader_id", response.leader_id or "(none known)"),
+            ("leader_address", response.leader_address or "-"),
+            ("epoch", response.epoch),
+            ("is_self", str(response.is_self).lower()),
+            ("elected_at", timestamp(response, "elected_at")),
+            ("lease_expires_at", timestamp(response, "lease_expires_at")),
+        ]
+    )
+
+
+def cycle(c: audit_pb2.AuditCycle) -> str:
+    """Render one audit cycle: a summary, then one row per series."""
+    summary = _pairs(
+        [
+            ("cycle_id", c.cycle_id),
+            ("status", _enum(audit_pb2.CycleStatus, c.status, "CYCLE_STATUS_")),
+            ("trigger", c.trigger or "-"),
+            ("served_by", c.served_by or "-"),
+            ("epoch", c.epoch),
+            ("started_at", timestamp(c, "started_at")),
+            ("finished_at", timestamp(c, "finished_at")),
+        ]
+        + ([("error", c.error)] if c.error else [])
+    )
+    series = table(
+        ("SYMBOL", "TF", "EXPECTED", "PRESENT", "MISSING", "GAPS", "DUP_GROUPS", "QUALITY"),
+        (
+            (
+                s.symbol,
+                s.timeframe,
+                s.expected_candles,
+                s.present_candles,
+                s.missing_candles,
+                s.gap_count,
+                s.duplicate_groups,
+                f"{s.health.quality:.2f}" if s.HasField("health") else "-",
+            )
+            for s in c.series
+        ),
+    )
+    return f"{summary}\n\n{series}"
+
+
+def status(response: audit_pb2.GetStatusResponse) -> str:
+    """Render GetStatus."""
+    text = _pairs(
+        [
+            ("replica_id", response.replica_id),
+            ("role", _enum(audit_pb2.Role, response.role, "ROLE_")),
+            ("leader_id", response.leader_id or "(none known)"),
+            ("epoch", response.epoch),
+            ("auditor_enabled", str(response.auditor_enabled).lower()),
+            ("database_reachable", str(response.database_reachable).lower()),
+            ("series_count", response.series_count),
+            ("version", response.version or "-"),
+            ("next_cycle_at", timestamp(response, "next_cycle_at")),
+        ]
+    )
+    if response.HasField("last_cycle"):
+        return f"{text}\n\nlast cycle:\n{cycle(response.last_cycle)}"
+    return f"{text}\n\nlast cycle: none yet"
+
+
+def gaps(items: Sequence[audit_pb2.Gap]) -> str:
+    """Render gaps, one row each, with a count line."""
+    rows = table(
+        ("SYMBOL", "TF", "START", "END", "MISSING", "SEVERITY", "BACKFILL"),
+        (
+            (
+                g.symbol,
+                g.timeframe,
+                timestamp(g, "start_time"),
+                timestamp(g, "end_time"),
+                g.missing_candles,
+                _enum(audit_pb2.Severity, g.severity, "SEVERITY_"),
+                g.backfill_request_id or "-",
+            )
+            for g in items
+        ),
+    )
+    return f"{rows}\n{len(items)} gap(s)"
+
+
+def resolve(response: audit_pb2.ResolveDuplicatesResponse) -> str:
+    """Render ResolveDuplicates: a summary, then the reported groups."""
+    summary = _pairs(
+        [
+            ("dry_run", str(response.dry_run).lower()),
+            ("strategy", _enum(audit_pb2.Strategy, response.strategy, "STRATEGY_")),
+            ("duplicate_groups", response.duplicate_groups),
+            ("surplus_documents", response.surplus_documents),
+            ("documents_removed", response.documents_removed),
+            ("documents_archived", response.documents_archived),
+            ("removal_enabled", str(response.removal_enabled).lower()),
+            ("served_by", response.served_by or "-"),
+            ("request_id", response.request_id or "-"),
+        ]
+        + ([("message", response.message)] if response.message else [])
+    )
+    groups = table(
+        ("TIMESTAMP", "KEPT", "REMOVED", "DOCUMENTS"),
+        (
+            (
+                timestamp(g, "timestamp"),
+                g.kept_id or "-",
+                ",".join(g.removed_ids) or "-",
+                ",".join(g.document_ids),
+            )
+            for g in response.groups
+        ),
+    )
+    return f"{summary}\n\n{groups}"
+
+
+HEALTH_HEADERS = (
+    "SYMBOL",
+    "TF",
+    "QUALITY",
+    "COMPLETE",
+    "CONSIST",
+    "FRESH",
+    "GAPS",
+    "DUPS",
+    "COMPUTED_AT",
+)
+
+
+def health_row(s: audit_pb2.HealthScore) -> tuple[object, ...]:
+    """Return one health score as a row of :data:`HEALTH_HEADERS`."""
+    return (
+        s.symbol,
+        s.timeframe,
+        f"{s.quality:.2f}",
+        f"{s.completeness:.2f}",
+        f"{s.consistency:.2f}",
+        f"{s.freshness:.2f}",
+        s.gap_count,
+        s.duplicate_groups,
+        timestamp(s, "computed_at"),
+    )
+
+
+def health_table(scores: Iterable[audit_pb2.HealthScore]) -> str:
+    """Render the latest score of each series, sorted by (symbol, timeframe)."""
+    ordered = sorted(scores, key=lambda s: (s.symbol, s.timeframe))
+    return table(HEALTH_HEADERS, (health_row(s) for s in ordered))
+
+
+def health_line(s: audit_pb2.HealthScore) -> str:
+    """Render one score update as a single line."""
+    return (
+        f"{timestamp(s, 'computed_at')} {s.symbol} {s.timeframe} quality={s.quality:.2f} "
+        f"completeness={s.completeness:.2f} consistency={s.consistency:.2f} "
+        f"freshness={s.freshness:.2f} gaps={s.gap_count} duplicates={s.duplicate_groups}"
+    )

@@ -1,0 +1,119 @@
+"""Build auditsvc request messages from plain Python arguments.
+
+Guarantees: datetimes must be timezone-aware and are stored as UTC Timestamps (a naive
+datetime raises ``ValueError`` rather than being guessed at); ``None`` leaves a time
+unset; mutating requests get a fresh uuid4 ``request_id`` unless the caller gave one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import cast
+
+from auditpb.v1 import audit_pb2
+
+StrategyLike = int | str | None
+"""A ``Strategy`` enum value, a name such as ``"keep_newest"``, or ``None`` (server default)."""
+
+
+def to_timestamp(value: datetime | None, name: str) -> datetime | None:
+    """Check that ``value`` is aware and return it in UTC; ``None`` stays ``None``.
+
+    The generated message constructors turn the UTC datetime into a Timestamp.
+    """
+    if value is None:
+        return None
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime, got {value!r}")
+    return value.astimezone(UTC)
+
+
+def strategy_value(strategy: StrategyLike) -> audit_pb2.Strategy:
+    """Return the ``Strategy`` enum value for an enum value or a (short) name.
+
+    ``"keep_newest"``, ``"KEEP-NEWEST"`` and ``"STRATEGY_KEEP_NEWEST"`` are all accepted;
+    an unknown name or number raises ``ValueError``.
+    """
+    if strategy is None:
+        return audit_pb2.STRATEGY_UNSPECIFIED
+    if isinstance(strategy, int):
+        audit_pb2.Strategy.Name(strategy)  # raises ValueError on an unknown number
+        return cast("audit_pb2.Strategy", strategy)
+    name = strategy.strip().upper().replace("-", "_")
+    if not name.startswith("STRATEGY_"):
+        name = "STRATEGY_" + name
+    try:
+        return cast("audit_pb2.Strategy", audit_pb2.Strategy.Value(name))
+    except ValueError:
+        raise ValueError(f"unknown strategy {strategy!r}") from None
+
+
+def new_request_id() -> str:
+    """Return a fresh idempotency key (uuid4)."""
+    return str(uuid.uuid4())
+
+
+def run_audit_request(
+    symbols: Iterable[str],
+    timeframes: Iterable[str],
+    start: datetime | None,
+    end: datetime | None,
+    request_id: str,
+) -> audit_pb2.RunAuditRequest:
+    """Build a RunAuditRequest."""
+    return audit_pb2.RunAuditRequest(
+        symbols=list(symbols),
+        timeframes=list(timeframes),
+        start_time=to_timestamp(start, "start"),
+        end_time=to_timestamp(end, "end"),
+        request_id=request_id,
+    )
+
+
+def list_gaps_request(
+    symbol: str,
+    timeframe: str,
+    start: datetime | None,
+    end: datetime | None,
+    min_missing_candles: int,
+    page_size: int,
+) -> audit_pb2.ListGapsRequest:
+    """Build the first ListGapsRequest; later pages only change ``page_token``."""
+    return audit_pb2.ListGapsRequest(
+        symbol=symbol,
+        timeframe=timeframe,
+        start_time=to_timestamp(start, "start"),
+        end_time=to_timestamp(end, "end"),
+        min_missing_candles=min_missing_candles,
+        page_size=page_size,
+    )
+
+
+def resolve_duplicates_request(
+    symbol: str,
+    timeframe: str,
+    start: datetime | None,
+    end: datetime | None,
+    strategy: StrategyLike,
+    dry_run: bool,
+    request_id: str,
+) -> audit_pb2.ResolveDuplicatesRequest:
+    """Build a ResolveDuplicatesRequest."""
+    return audit_pb2.ResolveDuplicatesRequest(
+        symbol=symbol,
+        timeframe=timeframe,
+        start_time=to_timestamp(start, "start"),
+        end_time=to_timestamp(end, "end"),
+        strategy=strategy_value(strategy),
+        dry_run=dry_run,
+        request_id=request_id,
+    )
+
+
+def health_request(
+    symbols: Iterable[str], timeframes: Iterable[str]
+) -> audit_pb2.StreamHealthScoresRequest:
+    """Build a StreamHealthScoresRequest."""
+    return audit_pb2.StreamHealthScoresRequest(symbols=list(symbols), timeframes=list(timeframes))

@@ -1,0 +1,297 @@
+"""``auditctl``: the command line of auditsvc.
+
+Guarantees:
+
+* Exit codes: 0 success; 2 bad argument (argparse errors, and the server's
+  INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION); 3 server unavailable, no leader or
+  deadline exceeded; 4 unauthenticated; 1 anything else.
+* An error prints exactly one line to stderr and no traceback.
+* ``resolve-duplicates`` is a dry run unless ``--apply`` is given.
+* ``watch`` runs until Ctrl-C, then exits 0; on a terminal it redraws a table in place,
+  otherwise it prints one line (or one JSON object with ``--json``) per update.
+* The token (``--token`` or ``AUDITSVC_TOKEN``) is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from auditpb.v1 import audit_pb2
+
+from . import _render
+from .client import AuditClient
+from .errors import (
+    AuditError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
+from .options import DEFAULT_TARGET, ClientOptions
+from .sync import BlockingAuditClient
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_UNAUTHENTICATED = 4
+
+STRATEGIES = ("keep_newest", "keep_oldest", "manual")
+_CLEAR = "\x1b[H\x1b[2J"
+
+
+def exit_code(error: AuditError) -> int:
+    """Return the exit code for a server error."""
+    if isinstance(error, Unauthenticated):
+        return EXIT_UNAUTHENTICATED
+    if isinstance(error, InvalidArgument | NotFound | FailedPrecondition):
+        return EXIT_USAGE
+    if isinstance(error, Unavailable | DeadlineExceeded):
+        return EXIT_UNAVAILABLE
+    return EXIT_ERROR
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _utc(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
+    return value
+
+
+def _connection_flags(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """Add connection flags; on subcommands they default to SUPPRESS so that
+    ``auditctl --target X status`` and ``auditctl status --target X`` both work."""
+
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    group = parser.add_argument_group("connection")
+    group.add_argument(
+        "--target",
+        default=default(os.environ.get("AUDITSVC_TARGET") or DEFAULT_TARGET),
+        help="host:port of auditsvc (env AUDITSVC_TARGET, default %(default)s)",
+    )
+    group.add_argument(
+        "--token",
+        default=default(os.environ.get("AUDITSVC_TOKEN")),
+        help="bearer token (env AUDITSVC_TOKEN)",
+    )
+    group.add_argument("--tls", action="store_true", default=default(False), help="use TLS")
+    group.add_argument("--ca-file", default=default(None), help="PEM roots (implies --tls)")
+    group.add_argument("--cert-file", default=default(None), help="client cert (implies --tls)")
+    group.add_argument("--key-file", default=default(None), help="client key (implies --tls)")
+    group.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=default(10.0),
+        help="deadline of each call in seconds (default 10)",
+    )
+    group.add_argument(
+        "--json", action="store_true", default=default(False), help="print JSON, not tables"
+    )
+
+
+def _window_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--start", type=_utc, help="ISO-8601 time, UTC if no offset")
+    parser.add_argument("--end", type=_utc, help="ISO-8601 time, UTC if no offset")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``auditctl`` argument parser."""
+    parser = _Parser(prog="auditctl", description="Query and operate auditsvc.")
+    _connection_flags(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+        _connection_flags(p, top=False)
+        return p
+
+    command("status", "show the replica's role and the latest audit cycle")
+    command("leader", "show the current leader")
+
+    gaps = command("gaps", "list gaps of the latest audit of each series (all pages)")
+    gaps.add_argument("--symbol", default="")
+    gaps.add_argument("--timeframe", default="")
+    _window_flags(gaps)
+    gaps.add_argument("--min-missing", type=_non_negative, default=0, metavar="N")
+    gaps.add_argument("--page-size", type=_non_negative, default=0, help=argparse.SUPPRESS)
+
+    run = command("run", "audit the selected series now")
+    run.add_argument("--symbol", action="append", default=[], help="repeatable; default all")
+    run.add_argument("--timeframe", action="append", default=[], help="repeatable; default all")
+    _window_flags(run)
+    run.add_argument("--request-id", help="idempotency key; makes retries safe")
+
+    resolve = command("resolve-duplicates", "report duplicate candles (remove with --apply)")
+    resolve.add_argument("--symbol", required=True)
+    resolve.add_argument("--timeframe", required=True)
+    _window_flags(resolve)
+    resolve.add_argument("--strategy", choices=STRATEGIES, help="default: the server's")
+    resolve.add_argument("--apply", action="store_true", help="remove (default: dry run)")
+    resolve.add_argument("--request-id", help="idempotency key; makes retries safe")
+
+    watch = command("watch", "live table of health scores (Ctrl-C stops)")
+    watch.add_argument("--symbol", action="append", default=[], help="repeatable; default all")
+    watch.add_argument("--timeframe", action="append", default=[], help="repeatable")
+    return parser
+
+
+def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ClientOptions:
+    if (args.cert_file is None) != (args.key_file is None):
+        parser.error("--cert-file and --key-file go together")
+
+    def read(path: str | None) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            parser.error(f"cannot read {path}: {exc.strerror}")
+
+    ca, cert, key = read(args.ca_file), read(args.cert_file), read(args.key_file)
+    try:
+        return ClientOptions(
+            target=args.target,
+            token=args.token or None,
+            timeout=args.timeout,
+            tls=bool(args.tls or ca or cert),
+            root_certificates=ca,
+            cert_chain=cert,
+            private_key=key,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def _unary(args: argparse.Namespace, options: ClientOptions, out: TextIO) -> None:
+    with BlockingAuditClient(options=options) as client:
+        if args.command == "status":
+            status = client.get_status()
+            out.write((_render.to_json(status) if args.json else _render.status(status)) + "\n")
+        elif args.command == "leader":
+            leader = client.get_leader()
+            out.write((_render.to_json(leader) if args.json else _render.leader(leader)) + "\n")
+        elif args.command == "gaps":
+            found = list(
+                client.list_gaps(
+                    args.symbol,
+                    args.timeframe,
+                    args.start,
+                    args.end,
+                    args.min_missing,
+                    args.page_size,
+                )
+            )
+            out.write((_render.gaps_json(found) if args.json else _render.gaps(found)) + "\n")
+        elif args.command == "run":
+            ran = client.run_audit(
+                args.symbol, args.timeframe, args.start, args.end, request_id=args.request_id
+            )
+            out.write((_render.to_json(ran) if args.json else _render.cycle(ran.cycle)) + "\n")
+        elif args.command == "resolve-duplicates":
+            resolved = client.resolve_duplicates(
+                args.symbol,
+                args.timeframe,
+                args.start,
+                args.end,
+                strategy=args.strategy,
+                dry_run=not args.apply,
+                request_id=args.request_id,
+            )
+            text = _render.to_json(resolved) if args.json else _render.resolve(resolved)
+            out.write(text + "\n")
+
+
+async def _watch(args: argparse.Namespace, options: ClientOptions, out: TextIO) -> None:
+    live = out.isatty() and not args.json
+    latest: dict[tuple[str, str], audit_pb2.HealthScore] = {}
+    async with AuditClient(options=options) as client:
+        if live:
+            out.write(f"{_CLEAR}waiting for health scores from {options.target} ...\n")
+            out.flush()
+        async for score in client.watch_health(args.symbol, args.timeframe):
+            latest[(score.symbol, score.timeframe)] = score
+            if args.json:
+                out.write(_render.to_json(score, compact=True) + "\n")
+            elif live:
+                stamp = datetime.now(UTC).strftime("%H:%M:%SZ")
+                table = _render.health_table(latest.values())
+                out.write(f"{_CLEAR}auditsvc {options.target}  updated {stamp}\n\n{table}\n")
+            else:
+                out.write(_render.health_line(score) + "\n")
+            out.flush()
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"auditctl: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``auditctl`` with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        options = _options(args, parser)
+    except SystemExit as exc:  # argparse: --help, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        if args.command == "watch":
+            asyncio.run(_watch(args, options, sys.stdout))
+        else:
+            _unary(args, options, sys.stdout)
+    except KeyboardInterrupt:
+        return EXIT_OK if args.command == "watch" else 130
+    except AuditError as exc:
+        where = f" [target {options.target}]" if exit_code(exc) == EXIT_UNAVAILABLE else ""
+        return _fail(f"{exc}{where}", exit_code(exc))
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:
+        return _fail(f"{type(exc).__name__}: {exc}", EXIT_ERROR)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

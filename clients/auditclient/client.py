@@ -1,0 +1,271 @@
+"""The asyncio client of auditsvc.
+
+Guarantees:
+
+* Every unary call has a deadline (``ClientOptions.timeout`` unless ``call_timeout=`` is given);
+  a mutating call's retries all fit inside that one deadline.
+* Failures raise the typed exceptions of :mod:`auditclient.errors`, never raw gRPC errors.
+* Reads (GetLeader, GetStatus, ListGaps) are retried on UNAVAILABLE by the channel's
+  service config. RunAudit and ResolveDuplicates send a fresh uuid4 ``request_id`` and
+  are sent once; only when the caller passes ``request_id`` are they retried on
+  UNAVAILABLE (at most ``mutating_max_attempts`` attempts, with backoff).
+* :meth:`AuditClient.list_gaps` follows ``next_page_token`` until the last page.
+* :meth:`AuditClient.watch_health` reconnects after UNAVAILABLE, stream end or a lost
+  connection, with capped, jittered exponential backoff, and never yields a score whose
+  ``computed_at`` is older than or equal to one already yielded for the same series.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from datetime import datetime
+from types import TracebackType
+from typing import Self, TypeVar
+
+import grpc
+import grpc.aio
+from auditpb.v1 import audit_pb2, audit_pb2_grpc
+
+from . import _requests
+from ._backoff import RETRYABLE_MUTATION_CODES, backoff_delay, mutation_attempts
+from ._channel import aio_channel
+from ._scores import LatestScores
+from .errors import AuditError, from_rpc_error
+from .options import ClientOptions, with_overrides
+
+_T = TypeVar("_T")
+
+# Stream outcomes after which watch_health reconnects instead of raising.
+_RECONNECT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+
+class AuditClient:
+    """Async client: ``async with AuditClient("host:50051") as client: ...``."""
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        options: ClientOptions | None = None,
+        token: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.options: ClientOptions = with_overrides(options, target, token, timeout)
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: audit_pb2_grpc.AuditServiceStub | None = None
+
+    def __repr__(self) -> str:
+        return f"AuditClient(target={self.options.target!r}, connected={self._channel is not None})"
+
+    async def connect(self) -> Self:
+        """Open the channel (idempotent); the TCP connection is made on the first call."""
+        if self._channel is None:
+            self._channel = aio_channel(self.options)
+            self._stub = audit_pb2_grpc.AuditServiceStub(self._channel)
+        return self
+
+    async def close(self, grace: float | None = None) -> None:
+        """Close the channel, cancelling calls still running after ``grace`` seconds."""
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            await channel.close(grace)
+
+    async def __aenter__(self) -> Self:
+        return await self.connect()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def stub(self) -> audit_pb2_grpc.AuditServiceStub:
+        """The generated stub; raises RuntimeError before :meth:`connect`."""
+        if self._stub is None:
+            raise RuntimeError("AuditClient is not connected: use `async with` or connect()")
+        return self._stub
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get_leader(self, *, call_timeout: float | None = None) -> audit_pb2.GetLeaderResponse:
+        """Return the current lease holder as seen by the answering replica."""
+        return await self._unary(self.stub.GetLeader, audit_pb2.GetLeaderRequest(), call_timeout)
+
+    async def get_status(self, *, call_timeout: float | None = None) -> audit_pb2.GetStatusResponse:
+        """Return the answering replica's role and the latest stored cycle."""
+        return await self._unary(self.stub.GetStatus, audit_pb2.GetStatusRequest(), call_timeout)
+
+    async def list_gaps(
+        self,
+        symbol: str = "",
+        timeframe: str = "",
+        start: datetime | None = None,
+        end: datetime | None = None,
+        min_missing_candles: int = 0,
+        page_size: int = 0,
+        *,
+        call_timeout: float | None = None,
+    ) -> AsyncIterator[audit_pb2.Gap]:
+        """Yield every matching gap, fetching page after page (each page has its deadline)."""
+        request = _requests.list_gaps_request(
+            symbol, timeframe, start, end, min_missing_candles, page_size
+        )
+        while True:
+            page: audit_pb2.ListGapsResponse = await self._unary(
+                self.stub.ListGaps, request, call_timeout
+            )
+            for gap in page.gaps:
+                yield gap
+            token = str(page.next_page_token)
+            if not token:
+                return
+            if token == request.page_token:
+                raise AuditError(None, f"server repeated page token {token!r}")
+            request.page_token = token
+
+    # -- mutations -----------------------------------------------------------------------
+
+    async def run_audit(
+        self,
+        symbols: Iterable[str] = (),
+        timeframes: Iterable[str] = (),
+        start: datetime | None = None,
+        end: datetime | None = None,
+        request_id: str | None = None,
+        *,
+        call_timeout: float | None = None,
+    ) -> audit_pb2.RunAuditResponse:
+        """Audit the selected series now; retried on UNAVAILABLE only with ``request_id``."""
+        request = _requests.run_audit_request(
+            symbols, timeframes, start, end, request_id or _requests.new_request_id()
+        )
+        return await self._mutate(self.stub.RunAudit, request, request_id, call_timeout)
+
+    async def resolve_duplicates(
+        self,
+        symbol: str,
+        timeframe: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        strategy: _requests.StrategyLike = None,
+        dry_run: bool = True,
+        request_id: str | None = None,
+        *,
+        call_timeout: float | None = None,
+    ) -> audit_pb2.ResolveDuplicatesResponse:
+        """Report (``dry_run=True``, the default) or remove duplicate candles."""
+        request = _requests.resolve_duplicates_request(
+            symbol,
+            timeframe,
+            start,
+            end,
+            strategy,
+            dry_run,
+            request_id or _requests.new_request_id(),
+        )
+        return await self._mutate(self.stub.ResolveDuplicates, request, request_id, call_timeout)
+
+    # -- stream --------------------------------------------------------------------------
+
+    async def watch_health(
+        self,
+        symbols: Iterable[str] = (),
+        timeframes: Iterable[str] = (),
+        *,
+        max_reconnects: int | None = None,
+    ) -> AsyncIterator[audit_pb2.HealthScore]:
+        """Yield health scores as cycles finish, reconnecting until cancelled.
+
+        After ``max_reconnects`` consecutive failed reconnects (``None``: never give up)
+        the last error is raised. Errors other than a lost connection (e.g.
+        Unauthenticated, InvalidArgument) are raised at once.
+        """
+        request = _requests.health_request(symbols, timeframes)
+        latest = LatestScores()
+        failures = 0
+        while True:
+            call = self.stub.StreamHealthScores(
+                request,
+                timeout=self.options.stream_timeout,
+                metadata=self.options.call_metadata(),
+            )
+            error: AuditError | None = None
+            try:
+                async for response in call:
+                    failures = 0
+                    if latest.admit(response.score):
+                        yield response.score
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                    continue  # the stream's own deadline passed: reopen at once
+                if exc.code() not in _RECONNECT_CODES:
+                    raise from_rpc_error(exc) from exc
+                error = from_rpc_error(exc)
+            finally:
+                call.cancel()
+            if max_reconnects is not None and failures >= max_reconnects:
+                raise error or AuditError(None, "health stream ended")
+            await asyncio.sleep(
+                backoff_delay(
+                    failures,
+                    self.options.reconnect_initial_backoff,
+                    self.options.reconnect_max_backoff,
+                )
+            )
+            failures += 1
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def _unary(
+        self,
+        method: Callable[..., Awaitable[_T]],
+        request: object,
+        call_timeout: float | None,
+    ) -> _T:
+        try:
+            return await method(
+                request,
+                timeout=self.options.timeout if call_timeout is None else call_timeout,
+                metadata=self.options.call_metadata(),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+
+    async def _mutate(
+        self,
+        method: Callable[..., Awaitable[_T]],
+        request: object,
+        caller_request_id: str | None,
+        call_timeout: float | None,
+    ) -> _T:
+        attempts = mutation_attempts(caller_request_id, self.options.mutating_max_attempts)
+        deadline = time.monotonic() + (
+            self.options.timeout if call_timeout is None else call_timeout
+        )
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return await self._unary(method, request, max(remaining, 0.001))
+            except AuditError as exc:
+                attempt += 1
+                if exc.code not in RETRYABLE_MUTATION_CODES or attempt >= attempts:
+                    raise
+                delay = backoff_delay(
+                    attempt - 1, self.options.retry_initial_backoff, self.options.retry_max_backoff
+                )
+                if time.monotonic() + delay >= deadline:
+                    raise
+                await asyncio.sleep(delay)
