@@ -56,7 +56,7 @@ async def start_replica() -> AsyncIterator[Callable[..., Any]]:
         replica = Replica(app, channel)
         started.append(replica)
         if wait_ready:
-            await eventually(lambda: _ready(app), timeout=15)
+            await eventually(lambda: _ready(app), within=15)
         return replica
 
     yield start

@@ -84,10 +84,10 @@ class SecantusDB:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[Any]], timeout: float = 10.0, interval: float = 0.05
+    check: Callable[[], Awaitable[Any]], within: float = 10.0, interval: float = 0.05
 ) -> Any:
     """Polls ``check`` until it returns a truthy value or raises nothing falsy; deadline-bound."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     last: BaseException | None = None
     while time.monotonic() < deadline:
         try:
@@ -97,7 +97,7 @@ async def eventually(
         except AssertionError as exc:
             last = exc
         await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s") from last
+    raise AssertionError(f"condition not met within {within}s") from last
 
 
 def replica_env(uri: str, database: str, **overrides: str) -> dict[str, str]:

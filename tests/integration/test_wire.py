@@ -52,7 +52,7 @@ class TestRunAudit:
     async def test_reports_known_gaps_and_duplicates(self, make_settings, start_replica, database):
         """The report's counts and scores match the seeded series exactly."""
         settings = make_settings()
-        docs, expected = await seed(settings)
+        _, expected = await seed(settings)
         replica = await start_replica(settings)
         reply = await replica.stub.RunAudit(
             window_request(symbols=["BTCUSDT"], timeframes=["1m"]), timeout=TIMEOUT

@@ -1,0 +1,287 @@
+"""auditctl against the fake server, as a subprocess, plus in-process argument errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pty
+import signal
+import sys
+from asyncio.subprocess import Process
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from auditclient.cli import main
+from auditpb.v1 import audit_pb2
+
+from .fakes import FakeAuditService, FakeServer, gap, score
+
+
+async def auditctl(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> tuple[int, str, str]:
+    """Run ``python -m auditclient.cli ARGS``; return (exit code, stdout, stderr)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AUDITSVC_")}
+    environ.update(env or {})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "auditclient.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environ,
+    )
+    async with asyncio.timeout(timeout):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+class TestCommands:
+    """Each subcommand prints a table or JSON and exits 0."""
+
+    async def test_status_table_and_json(self, server: FakeServer) -> None:
+        """status prints a table, and protobuf JSON with proto field names under --json."""
+        code, out, err = await auditctl("--target", server.target, "status")
+        assert (code, err) == (0, "")
+        assert "replica-a" in out and "leader" in out and "cycle-1" in out
+        code, out, _ = await auditctl("status", "--target", server.target, "--json")
+        assert code == 0
+        data = json.loads(out)
+        assert data["role"] == "ROLE_LEADER"
+        assert data["last_cycle"]["series"][0]["symbol"] == "BTCUSDT"
+
+    async def test_leader(self, server: FakeServer) -> None:
+        """leader prints the lease holder."""
+        code, out, _ = await auditctl("leader", "--target", server.target)
+        assert code == 0
+        assert "10.0.0.1:50051" in out
+
+    async def test_gaps_follows_all_pages(
+        self, server: FakeServer, service: FakeAuditService
+    ) -> None:
+        """gaps prints every gap of every page and passes the filters on."""
+        service.gap_pages = [[gap("BTCUSDT", 0), gap("BTCUSDT", 3)], [gap("BTCUSDT", 6)], []]
+        code, out, _ = await auditctl(
+            "gaps",
+            "--target",
+            server.target,
+            "--symbol",
+            "BTCUSDT",
+            "--timeframe",
+            "1m",
+            "--start",
+            "2024-01-01T00:00:00Z",
+            "--min-missing",
+            "2",
+        )
+        assert code == 0
+        assert out.count("BTCUSDT") == 3
+        assert "3 gap(s)" in out
+        assert "2024-01-01T00:06:00Z" in out
+        first = service.requests["ListGaps"][0]
+        assert (first.symbol, first.timeframe, first.min_missing_candles) == ("BTCUSDT", "1m", 2)
+        assert first.start_time.seconds == 1_704_067_200
+        code, out, _ = await auditctl("gaps", "--json", "--target", server.target)
+        assert code == 0
+        assert len(json.loads(out)["gaps"]) == 3
+
+    async def test_run_repeatable_filters(
+        self, server: FakeServer, service: FakeAuditService
+    ) -> None:
+        """run sends repeated --symbol/--timeframe and the UTC window."""
+        code, out, _ = await auditctl(
+            "run",
+            "--target",
+            server.target,
+            "--symbol",
+            "BTCUSDT",
+            "--symbol",
+            "ETHUSDT",
+            "--timeframe",
+            "1m",
+            "--start",
+            "2024-01-01T02:00:00+02:00",
+            "--end",
+            "2024-01-02",
+            "--request-id",
+            "cli-1",
+        )
+        assert code == 0
+        assert "cycle-1" in out and "96.50" in out
+        sent = service.requests["RunAudit"][0]
+        assert list(sent.symbols) == ["BTCUSDT", "ETHUSDT"]
+        assert (sent.start_time.seconds, sent.end_time.seconds) == (1_704_067_200, 1_704_153_600)
+        assert sent.request_id == "cli-1"
+
+    async def test_resolve_duplicates_dry_run_by_default(
+        self, server: FakeServer, service: FakeAuditService
+    ) -> None:
+        """resolve-duplicates is a dry run unless --apply; --strategy is sent."""
+        args = ("resolve-duplicates", "--target", server.target, "--symbol", "BTCUSDT")
+        code, out, _ = await auditctl(*args, "--timeframe", "1m")
+        assert code == 0 and "dry_run" in out
+        code, out, _ = await auditctl(
+            *args, "--timeframe", "1m", "--strategy", "keep_oldest", "--apply", "--json"
+        )
+        assert code == 0
+        assert json.loads(out)["documents_removed"] == "1"
+        first, second = service.requests["ResolveDuplicates"]
+        assert (first.dry_run, second.dry_run) == (True, False)
+        assert second.strategy == audit_pb2.STRATEGY_KEEP_OLDEST
+
+    async def test_env_target_and_token(
+        self, server: FakeServer, service: FakeAuditService
+    ) -> None:
+        """AUDITSVC_TARGET and AUDITSVC_TOKEN are used; the token is never printed."""
+        env = {"AUDITSVC_TARGET": server.target, "AUDITSVC_TOKEN": "s3cret"}
+        code, out, err = await auditctl("leader", env=env)
+        assert code == 0
+        assert service.metadata[0]["authorization"] == "Bearer s3cret"
+        assert "s3cret" not in out + err
+
+
+class TestExitCodes:
+    """Server errors map to exit codes 2/3/4/1 with a one-line message."""
+
+    @pytest.mark.parametrize(
+        ("status", "details", "expected"),
+        [
+            (grpc.StatusCode.INVALID_ARGUMENT, "unknown timeframe 7m", 2),
+            (grpc.StatusCode.NOT_FOUND, "no such series", 2),
+            (grpc.StatusCode.FAILED_PRECONDITION, "auditor disabled", 2),
+            (grpc.StatusCode.UNAVAILABLE, "no leader is known", 3),
+            (grpc.StatusCode.UNAUTHENTICATED, "bad token", 4),
+            (grpc.StatusCode.INTERNAL, "boom", 1),
+        ],
+    )
+    async def test_server_errors(
+        self,
+        server: FakeServer,
+        service: FakeAuditService,
+        status: grpc.StatusCode,
+        details: str,
+        expected: int,
+    ) -> None:
+        """The exit code follows the error class; stderr is one line without traceback."""
+        service.always["RunAudit"] = (status, details, ())
+        code, out, err = await auditctl("run", "--target", server.target)
+        assert code == expected
+        assert out == ""
+        assert err.count("\n") == 1 and details in err and "Traceback" not in err
+
+    async def test_unreachable_server_exits_3(self) -> None:
+        """A closed port exits 3 within the deadline."""
+        code, _, err = await auditctl("--target", "127.0.0.1:1", "--timeout", "1", "status")
+        assert code == 3
+        assert err.startswith("auditctl: error:") and err.count("\n") == 1
+
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ["gaps", "--start", "yesterday"],
+            ["gaps", "--min-missing", "-1"],
+            ["resolve-duplicates", "--symbol", "BTCUSDT"],
+            ["resolve-duplicates", "--symbol", "A", "--timeframe", "1m", "--strategy", "x"],
+            ["--timeout", "0", "status"],
+            ["status", "--ca-file", "/nonexistent/ca.pem"],
+            ["status", "--cert-file", "c.pem"],
+            ["frobnicate"],
+            [],
+        ],
+    )
+    def test_bad_arguments_exit_2(
+        self, argv: list[str], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Argument errors exit 2 with one line on stderr, before any connection."""
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("auditctl")
+
+    def test_help_exits_0(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """--help prints usage and exits 0."""
+        assert main(["--help"]) == 0
+        assert "resolve-duplicates" in capsys.readouterr().out
+
+
+@contextlib.asynccontextmanager
+async def watching(server: FakeServer, *args: str, **kwargs: Any) -> AsyncIterator[Process]:
+    """Run ``auditctl watch``; kill it on the way out if it is still running."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AUDITSVC_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "auditclient.cli",
+        "watch",
+        "--target",
+        server.target,
+        *args,
+        env=environ,
+        **kwargs,
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            async with asyncio.timeout(10):
+                await process.wait()
+
+
+class TestWatch:
+    """watch prints updates until Ctrl-C and then exits 0."""
+
+    async def test_lines_when_not_a_tty(
+        self, server: FakeServer, service: FakeAuditService
+    ) -> None:
+        """Without a tty, each update is one line; SIGINT exits 0."""
+        service.stream_batches = [[score("BTCUSDT", "1m", 100, 91.0), score("ETH", "5m", 100)]]
+        pipes = {"stdout": asyncio.subprocess.PIPE, "stderr": asyncio.subprocess.PIPE}
+        async with watching(server, **pipes) as process, asyncio.timeout(30):
+            assert process.stdout is not None
+            lines = [await process.stdout.readline() for _ in range(2)]
+            process.send_signal(signal.SIGINT)
+            _, err = await process.communicate()
+        assert process.returncode == 0, err
+        assert b"BTCUSDT 1m quality=91.00" in lines[0]
+        assert b"ETH 5m" in lines[1]
+        assert b"Traceback" not in err
+
+    async def test_json_lines(self, server: FakeServer, service: FakeAuditService) -> None:
+        """With --json each update is one JSON object per line."""
+        service.stream_batches = [[score("BTCUSDT", "1m", 100)]]
+        pipes = {"stdout": asyncio.subprocess.PIPE}
+        async with watching(server, "--json", **pipes) as process, asyncio.timeout(30):
+            assert process.stdout is not None
+            line = await process.stdout.readline()
+            process.send_signal(signal.SIGINT)
+            await process.wait()
+        assert json.loads(line)["symbol"] == "BTCUSDT"
+        assert process.returncode == 0
+
+    async def test_redraws_in_place_on_a_tty(
+        self, server: FakeServer, service: FakeAuditService
+    ) -> None:
+        """On a tty the table is cleared and redrawn with ANSI codes."""
+        service.stream_batches = [[score("BTCUSDT", "1m", 100, 88.0)]]
+        controller, terminal = pty.openpty()
+        loop = asyncio.get_running_loop()
+        screen = b""
+        try:
+            async with watching(server, stdout=terminal) as process, asyncio.timeout(30):
+                os.close(terminal)
+                while b"88.00" not in screen:
+                    chunk = await loop.run_in_executor(None, os.read, controller, 4096)
+                    assert chunk, screen
+                    screen += chunk
+                process.send_signal(signal.SIGINT)
+                await process.wait()
+        finally:
+            os.close(controller)
+        assert process.returncode == 0
+        assert b"\x1b[2J" in screen and b"QUALITY" in screen
