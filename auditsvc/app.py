@@ -24,9 +24,11 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import start_http_server
 
 from auditsvc.auditing import Auditor
+from auditsvc.auth import AuthInterceptor
 from auditsvc.clock import Clock, SystemClock
 from auditsvc.config import Settings
 from auditsvc.dedupe import Deduplicator
+from auditsvc.forwarding import Forwarder, ForwardingInterceptor
 from auditsvc.leadership import Leadership, Standalone
 from auditsvc.metrics import Metrics
 from auditsvc.mongo import (
@@ -41,7 +43,7 @@ from auditsvc.mongo import (
 from auditsvc.mongo.client import detect_transactions, ensure_indexes
 from auditsvc.paging import PageTokens
 from auditsvc.scheduler import Scheduler
-from auditsvc.server import MetricsInterceptor, Server
+from auditsvc.server import ALL_METHODS, MUTATING, MetricsInterceptor, Server, tls
 from auditsvc.service import AuditService
 from auditsvc.servicer import AuditServicer
 
@@ -104,12 +106,15 @@ class App:
                 s.audit_interval,
                 s.audit_startup_delay,
             )
+        server_creds, peer_creds = tls(s)
+        self.forwarder = Forwarder(s.replica_id, self.metrics, peer_creds)
         self.server = Server(
             AuditServicer(self.service),
             host=s.grpc_host,
             port=s.grpc_port,
             max_message_bytes=s.grpc_max_message_bytes,
             interceptors=self._interceptors(),
+            credentials=server_creds,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -120,19 +125,23 @@ class App:
         s = self.settings
         if not s.enable_leader_election:
             return Standalone(s.replica_id, s.advertise_address, self.clock.now_ms())
-        from auditsvc.election import Callbacks, ElectionConfig, LeaderElector
+        from auditsvc.election import ElectionConfig, LeaderElector
 
-        config = ElectionConfig(
-            lease_duration=s.election_timeout,
-            renew_deadline=s.renew_deadline,
-            retry_period=s.heartbeat_interval,
-            replica_id=s.replica_id,
-            address=s.advertise_address,
-        )
-        return LeaderElector(config, self.leases, self.clock, self.metrics, Callbacks())
+        return LeaderElector(ElectionConfig.from_settings(s), self.leases, self.clock, self.metrics)
 
     def _interceptors(self) -> list[object]:
-        return [MetricsInterceptor(self.metrics)]
+        forwarding = ForwardingInterceptor(
+            MUTATING, self.leadership, self.forwarder, self._leader_address
+        )
+        chain: list[object] = [MetricsInterceptor(self.metrics)]
+        token = self.settings.api_token
+        if token:
+            protected = ALL_METHODS if self.settings.reads_require_token else MUTATING
+            chain.append(AuthInterceptor(token, protected))
+        return [*chain, forwarding]
+
+    def _leader_address(self) -> str | None:
+        return self.leadership.last_known_address() or None
 
     def _next_cycle_ms(self) -> int | None:
         return self.scheduler.next_cycle_ms if self.scheduler else None
@@ -205,6 +214,7 @@ class App:
         self.service.closing.set()
         await self.server.stop(self.settings.shutdown_grace)
         log.info("shutting down: RPCs drained")
+        await self.forwarder.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

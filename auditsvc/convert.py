@@ -4,6 +4,8 @@ knows both the generated classes and the domain.
 
 from __future__ import annotations
 
+from typing import Any
+
 from auditpb.v1 import audit_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -29,12 +31,12 @@ _ROLES = {
     Role.STANDALONE: pb.ROLE_STANDALONE,
 }
 _SEVERITIES = {Severity.MEDIUM: pb.SEVERITY_MEDIUM, Severity.HIGH: pb.SEVERITY_HIGH}
-_STRATEGIES = {
+_STRATEGIES: dict[int, Strategy] = {
     pb.STRATEGY_KEEP_NEWEST: Strategy.KEEP_NEWEST,
     pb.STRATEGY_KEEP_OLDEST: Strategy.KEEP_OLDEST,
     pb.STRATEGY_MANUAL: Strategy.MANUAL,
 }
-_STRATEGY_PB = {v: k for k, v in _STRATEGIES.items()}
+_STRATEGY_PB: dict[Strategy, Any] = {v: k for k, v in _STRATEGIES.items()}
 
 
 def ms_from(msg: object, field: str) -> int | None:
@@ -46,7 +48,7 @@ def ms_from(msg: object, field: str) -> int | None:
         raise InvalidArgument(
             "timestamp out of range (0001-01-01..9999-12-31, nanos 0..999999999)", field=field
         )
-    return ts.seconds * 1000 + ts.nanos // 1_000_000
+    return int(ts.seconds) * 1000 + int(ts.nanos) // 1_000_000
 
 
 def ts(ms: int) -> Timestamp:
@@ -55,6 +57,7 @@ def ts(ms: int) -> Timestamp:
 
 
 def strategy_from(value: int) -> Strategy | None:
+    """UNSPECIFIED means the configured default (None); unknown numbers are refused."""
     if value == pb.STRATEGY_UNSPECIFIED:
         return None
     try:

@@ -41,7 +41,7 @@ def demo_series(
     for i, t in enumerate(opens):
         if i in missing:
             continue
-        candle = {
+        candle: dict[str, Any] = {
             "symbol": symbol,
             "timestamp": _dt(t),
             "open": price + i * 0.01,

@@ -179,6 +179,7 @@ class LeaderElector:
         self._loop_done: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._dying: set[asyncio.Task[None]] = set()
         self._stop_lock = asyncio.Lock()
 
     # -- Leadership protocol -------------------------------------------------
@@ -228,21 +229,27 @@ class LeaderElector:
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
-        """Runs ``run()`` in a background task; returns at once."""
+        """Runs the election loop in a background task and returns at once."""
+        if self._started and not self._stopping:
+            return
+        self._claim()
+        self._task = asyncio.create_task(self._loop(), name=f"elector-{self._cfg.replica_id}")
+
+    async def run(self) -> None:
+        """Runs the election loop in the calling task until ``stop()`` or cancellation."""
+        self._claim()
+        await self._loop()
+
+    def _claim(self) -> None:
         if self._stopping:
             raise RuntimeError("elector has been stopped")
         if self._started:
-            return
-        self._task = asyncio.create_task(self.run(), name=f"elector-{self._cfg.replica_id}")
-
-    async def run(self) -> None:
-        """The election loop, until ``stop()`` (or cancellation)."""
-        if self._started:
             raise RuntimeError("elector is already running")
-        if self._stopping:
-            return
         self._started = True
         self._loop_done = asyncio.Event()
+
+    async def _loop(self) -> None:
+        assert self._loop_done is not None
         log.info(
             "leader election started",
             extra={"epoch": self.epoch, "replica_id": self._cfg.replica_id},
@@ -274,7 +281,7 @@ class LeaderElector:
                 return
             self._stopping = True
             self._wake.set()
-            self._step_down("shutting down")
+            self._step_down("shutting down", logging.INFO)
             # Let an in-flight round finish (bounded by retry_period) so that our
             # release is not overtaken by our own renewal.
             if self._loop_done is not None:
@@ -282,7 +289,7 @@ class LeaderElector:
             if self._task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
-            await self._reap_watchdog()
+            await self._reap()
             epoch = self._granted_epoch
             if release and epoch is not None:
                 await self._release(epoch)
@@ -395,7 +402,7 @@ class LeaderElector:
         log.info("started leading", extra={"epoch": epoch})
         self._call("on_started_leading", self._callbacks.on_started_leading, term)
 
-    def _step_down(self, reason: str) -> None:
+    def _step_down(self, reason: str, level: int = logging.WARNING) -> None:
         """Ends the current term, if any: synchronous, so nothing can delay it."""
         term = self._term
         if term is None:
@@ -404,10 +411,12 @@ class LeaderElector:
         watchdog, self._watchdog = self._watchdog, None
         if watchdog is not None and watchdog is not asyncio.current_task():
             watchdog.cancel()
+            self._dying.add(watchdog)
+            watchdog.add_done_callback(self._dying.discard)
         term.end()
         self._metrics.set_leading(False)
         self._metrics.transitions.labels("stopped").inc()
-        log.warning("stopped leading: %s", reason, extra={"epoch": term.epoch})
+        log.log(level, "stopped leading: %s", reason, extra={"epoch": term.epoch})
         self._call("on_stopped_leading", self._callbacks.on_stopped_leading)
 
     async def _watch(self, term: Term) -> None:
@@ -421,12 +430,11 @@ class LeaderElector:
                 return
             await asyncio.sleep(remaining)
 
-    async def _reap_watchdog(self) -> None:
-        watchdog, self._watchdog = self._watchdog, None
-        if watchdog is not None:
-            watchdog.cancel()
+    async def _reap(self) -> None:
+        """Waits for cancelled watchdogs, so stop() leaves no task behind."""
+        for task in list(self._dying):
             with contextlib.suppress(asyncio.CancelledError):
-                await watchdog
+                await task
 
     async def _release(self, epoch: int) -> None:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,10 +18,34 @@ from auditpb.v1 import audit_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from auditsvc.config import Settings
 from auditsvc.metrics import Metrics
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["AuditService"].full_name
 MUTATING = frozenset({f"/{SERVICE_NAME}/RunAudit", f"/{SERVICE_NAME}/ResolveDuplicates"})
+ALL_METHODS = frozenset(
+    f"/{SERVICE_NAME}/{m.name}" for m in pb.DESCRIPTOR.services_by_name["AuditService"].methods
+)
+
+
+def tls(
+    settings: Settings,
+) -> tuple[grpc.ServerCredentials | None, grpc.ChannelCredentials | None]:
+    """Server credentials, and the matching ones replicas use to forward to each other."""
+    if not settings.tls_cert_file or not settings.tls_key_file:
+        return None, None
+    cert = Path(settings.tls_cert_file).read_bytes()
+    key = Path(settings.tls_key_file).read_bytes()
+    ca = Path(settings.tls_client_ca_file).read_bytes() if settings.tls_client_ca_file else None
+    server = grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+    )
+    # Peers trust the client CA (which signs replica certificates under mTLS) and
+    # present their own certificate, so forwarding works under the same TLS.
+    peer = grpc.ssl_channel_credentials(
+        root_certificates=ca or cert, private_key=key, certificate_chain=cert
+    )
+    return server, peer
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]

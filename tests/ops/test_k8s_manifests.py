@@ -185,9 +185,11 @@ class TestConfigMap:
                     path = f"{mount['mountPath']}/{item['path']}"
                     files[path] = (volume["secret"]["secretName"], item["key"])
         assert files[configmap["AUDIT_API_TOKEN_FILE"]] == (TOKEN_SECRET, "token")
-        assert files[configmap["GRPC_TLS_CERT_FILE"]] == (TLS_SECRET, "tls.crt")
-        assert files[configmap["GRPC_TLS_KEY_FILE"]] == (TLS_SECRET, "tls.key")
-        assert files[configmap["GRPC_TLS_CLIENT_CA_FILE"]] == (TLS_SECRET, "ca.crt")
+        # TLS is opt-in (plaintext kubelet probes); the documented paths must be mounted.
+        assert all(configmap[k] == "" for k in ("GRPC_TLS_CERT_FILE", "GRPC_TLS_KEY_FILE"))
+        tls_dir = "/var/run/secrets/auditsvc/tls"
+        for name in ("tls.crt", "tls.key", "ca.crt"):
+            assert files[f"{tls_dir}/{name}"] == (TLS_SECRET, name)
 
 
 class TestDeployment:
