@@ -160,8 +160,6 @@ class App:
         self._tasks.append(asyncio.create_task(self._probe_database(), name="db-probe"))
         if isinstance(self.leadership, Standalone):
             self.metrics.set_leading(True)
-        else:
-            await self.leadership.start()  # type: ignore[attr-defined]
         if self.scheduler is not None:
             self.scheduler.start()
 
@@ -176,6 +174,10 @@ class App:
                     await detect_transactions(self.database)
                     await ensure_indexes(self.database)
                     prepared = True
+                    # Campaign only once the collections exist: creating them
+                    # inside the first lease upsert is slow on some servers.
+                    if not isinstance(self.leadership, Standalone) and not self._stopping.is_set():
+                        await self.leadership.start()  # type: ignore[attr-defined]
                 if not self.ready:
                     log.info(
                         "database reachable; ready",

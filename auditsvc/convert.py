@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from auditpb.v1 import audit_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from auditpb.v1 import audit_pb2 as pb
 from auditsvc.audit.errors import InvalidArgument
 from auditsvc.audit.models import Role, Severity, Strategy
 from auditsvc.records import (

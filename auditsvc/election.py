@@ -18,7 +18,8 @@ Guarantees, and what they rest on:
   or released lease) gets ``epoch + 1``; a renewal keeps the epoch. Mutating
   work runs inside ``Term.guard()`` and writes through ``MongoFence`` with the
   term's epoch, so a write from a deposed leader is refused by the database
-  even if it was already on the wire.
+  even if it was already on the wire. Epochs only grow while the lease
+  document exists: deleting it (by hand or by a TTL index) restarts them at 1.
 * **Renew deadline < lease duration.** The leader notes the monotonic time at
   which it *sent* each successful renewal (the database extended the lease to
   at least that moment plus ``lease_duration``). If no renewal has succeeded
@@ -49,7 +50,10 @@ issued. Without transactions the fence re-checks the lease before each batch,
 which narrows that window but cannot close it. A timed-out call may still land
 on the server later; at worst that renews or re-takes our own lease, which
 delays a take-over by one lease duration but never creates a second leader.
-Callbacks run synchronously on the event loop and must not block.
+Callbacks run synchronously on the event loop and must not block. ``stop()``
+waits for an in-flight round (at most ``retry_period``) so that our release is
+not overtaken by our own renewal, then bounds the release by ``retry_period``:
+with a hung database it can take up to two heartbeats.
 """
 
 from __future__ import annotations
@@ -172,7 +176,6 @@ class LeaderElector:
         self._leader_address = ""
         self._leader_until = -math.inf
         self._failures = 0
-        self._started = False
         self._stopping = False
         self._stopped = False
         self._wake = asyncio.Event()
@@ -181,6 +184,8 @@ class LeaderElector:
         self._watchdog: asyncio.Task[None] | None = None
         self._dying: set[asyncio.Task[None]] = set()
         self._stop_lock = asyncio.Lock()
+        self._pending: asyncio.Future[Lease | None] | None = None
+        self._pending_sent = 0.0
 
     # -- Leadership protocol -------------------------------------------------
 
@@ -229,8 +234,8 @@ class LeaderElector:
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
-        """Runs the election loop in a background task and returns at once."""
-        if self._started and not self._stopping:
+        """Runs the election loop in a background task and returns at once (idempotent)."""
+        if self._running:
             return
         self._claim()
         self._task = asyncio.create_task(self._loop(), name=f"elector-{self._cfg.replica_id}")
@@ -240,12 +245,15 @@ class LeaderElector:
         self._claim()
         await self._loop()
 
+    @property
+    def _running(self) -> bool:
+        return self._loop_done is not None and not self._loop_done.is_set()
+
     def _claim(self) -> None:
         if self._stopping:
             raise RuntimeError("elector has been stopped")
-        if self._started:
+        if self._running:
             raise RuntimeError("elector is already running")
-        self._started = True
         self._loop_done = asyncio.Event()
 
     async def _loop(self) -> None:
@@ -269,6 +277,10 @@ class LeaderElector:
                         await asyncio.wait_for(self._wake.wait(), delay)
         finally:
             self._step_down("election loop ended")
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
             self._loop_done.set()
 
     async def stop(self, release: bool = True) -> None:
@@ -286,10 +298,10 @@ class LeaderElector:
             # release is not overtaken by our own renewal.
             if self._loop_done is not None:
                 await self._loop_done.wait()
-            if self._task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-            await self._reap()
+            # asyncio.wait neither raises the tasks' outcome nor swallows our own cancellation.
+            pending = {t for t in (self._task, *self._dying) if t is not None}
+            if pending:
+                await asyncio.wait(pending)
             epoch = self._granted_epoch
             if release and epoch is not None:
                 await self._release(epoch)
@@ -312,14 +324,29 @@ class LeaderElector:
 
     async def _attempt(self, began: float) -> None:
         me = self._cfg
-        try:
-            lease = await asyncio.wait_for(
-                self._store.try_acquire(me.replica_id, me.address, me.duration_ms),
-                timeout=me.retry_period,
+        # One acquire on the wire at a time: the driver cannot abandon a sent command,
+        # so starting another each round would pile requests onto a slow server.
+        if self._pending is not None and began - self._pending_sent > me.lease_duration:
+            # Outlived any lease it could grant: give up on it and ask afresh.
+            self._pending.cancel()
+            self._pending = None
+        if self._pending is None:
+            self._pending_sent = began
+            self._pending = asyncio.ensure_future(
+                self._store.try_acquire(me.replica_id, me.address, me.duration_ms)
             )
-        except Exception as exc:  # DB down, timeouts: a failed renewal, never a promotion
+        try:
+            lease = await asyncio.wait_for(asyncio.shield(self._pending), me.retry_period)
+        except TimeoutError as exc:
+            self._failed(exc, "acquire")  # still in flight; the next round awaits it
+            return
+        except Exception as exc:  # DB down: a failed renewal, never a promotion
+            self._pending = None
             self._failed(exc, "acquire")
             return
+        self._pending = None
+        # Lease validity is measured from when the winning request was sent.
+        began = self._pending_sent
         self._recovered()
         if lease is not None:
             self._granted_epoch = lease.epoch
@@ -429,12 +456,6 @@ class LeaderElector:
                 )
                 return
             await asyncio.sleep(remaining)
-
-    async def _reap(self) -> None:
-        """Waits for cancelled watchdogs, so stop() leaves no task behind."""
-        for task in list(self._dying):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _release(self, epoch: int) -> None:
         try:

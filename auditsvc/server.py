@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from auditpb.v1 import audit_pb2 as pb
-from auditpb.v1 import audit_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from auditpb.v1 import audit_pb2 as pb
+from auditpb.v1 import audit_pb2_grpc as pb_grpc
 from auditsvc.config import Settings
 from auditsvc.metrics import Metrics
 

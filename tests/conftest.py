@@ -9,8 +9,8 @@ from typing import Any
 
 import grpc
 import pytest
-from auditpb.v1 import audit_pb2_grpc as pb_grpc
 
+from auditpb.v1 import audit_pb2_grpc as pb_grpc
 from auditsvc.app import App
 from auditsvc.config import Settings
 from tests.support import SecantusDB, eventually, replica_env

@@ -18,6 +18,8 @@ ARCHIVE = "duplicate_archive"
 AUDIT_LOG = "audit_log"
 REQUESTS = "audit_requests"
 
+LEASE_TTL_S = 7 * 24 * 3600
+
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -65,8 +67,14 @@ async def detect_transactions(database: Database) -> bool:
 
 
 INDEXES: dict[str, list[IndexModel]] = {
-    # Failover never waits for this: expiry is judged in the acquire filter.
-    LEASES: [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=3600, name="lease_ttl")],
+    # Cleans up leases nobody has held for a week (old election names, setup-db
+    # probes). Failover never waits for it: expiry is judged in the acquire filter.
+    # Deleting a lease restarts its epoch at 1, which is why the grace is long:
+    # after a week without any holder no writer of an old term can be alive, and
+    # fencing also matches the holder's id.
+    LEASES: [
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=LEASE_TTL_S, name="lease_ttl")
+    ],
     CYCLES: [IndexModel([("started_at", DESCENDING)], name="by_start")],
     SERIES: [IndexModel([("computed_at", ASCENDING)], name="by_computed")],
     GAPS: [

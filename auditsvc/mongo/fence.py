@@ -2,10 +2,13 @@
 still holds the writer's epoch.
 
 With transactions (replica set or mongos) each batch runs in a transaction
-that first *writes* the lease document, conditioned on holder and epoch and
-on the lease being unexpired by the database's clock. Because it writes, a
-concurrent acquisition by another replica conflicts with it and one of the
-two aborts, so no batch can commit after a newer epoch exists. Without
+whose last write updates the lease document, conditioned on holder and epoch
+and on the lease being unexpired by the database's clock. Because it writes,
+an acquisition by another replica after the transaction's snapshot makes it
+fail with a write conflict, and the retry sees the new epoch and gives up, so
+no batch can commit after a newer epoch exists. Touching the lease last (not
+first) keeps the lease locked only between that touch and the commit, so a
+leader paused mid-batch does not block the takeover. Without
 transactions the lease is re-checked before each batch, which narrows but
 cannot close the window; the epoch is stored in every document either way so
 that an audit can prove which leader wrote what.
@@ -51,12 +54,23 @@ class MongoFence:
         leases = self._database.db[LEASES]
 
         async def guarded(session: Any) -> T:
+            # Fail fast when clearly deposed; the touch below is the real fence.
+            if (
+                await leases.find_one(self._lease_filter(epoch), {"_id": 1}, session=session)
+                is None
+            ):
+                raise Fenced(f"lease no longer held at epoch {epoch}; write refused")
+            result = await work(session)
+            # Touching the lease last keeps its lock for microseconds, so a leader
+            # paused mid-batch cannot hold up a takeover. If another replica took
+            # the lease after our snapshot, this write conflicts and the retry
+            # sees the new epoch and raises Fenced.
             touched = await leases.find_one_and_update(
                 self._lease_filter(epoch), {"$inc": {"fenced_batches": 1}}, session=session
             )
             if touched is None:
                 raise Fenced(f"lease no longer held at epoch {epoch}; write refused")
-            return await work(session)
+            return result
 
         async with await self._database.client.start_session() as session:
             result: T = await session.with_transaction(guarded)

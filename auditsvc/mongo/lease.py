@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from auditsvc.mongo.client import LEASES, Database, to_ms
 
@@ -89,6 +89,10 @@ class MongoLeaseStore:
             )
         except DuplicateKeyError:
             return None
+        if doc is None:
+            # Seen under contention (n=1, value null): the update may or may not have
+            # applied, so report an unknown outcome rather than guess either way.
+            raise OperationFailure("lease findAndModify returned no document; outcome unknown")
         return _lease(doc, int(doc["now_ms"]))
 
     async def release(self, holder: str, epoch: int) -> bool:

@@ -12,11 +12,13 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC
 from typing import Any
 
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
 from auditpb.v1 import audit_pb2
-from google.protobuf import json_format  # type: ignore[import-untyped]
 
 
-def message_dict(message: object) -> dict[str, Any]:
+def message_dict(message: Message) -> dict[str, Any]:
     """Return a protobuf message as a JSON-ready dict (proto field names, zeros kept)."""
     result: dict[str, Any] = json_format.MessageToDict(
         message,
@@ -26,7 +28,7 @@ def message_dict(message: object) -> dict[str, Any]:
     return result
 
 
-def to_json(value: object, *, compact: bool = False) -> str:
+def to_json(value: Message | dict[str, Any], *, compact: bool = False) -> str:
     """Return a message (or a dict of already converted messages) as JSON text."""
     data = value if isinstance(value, dict) else message_dict(value)
     return json.dumps(data, indent=None if compact else 2, sort_keys=False)
@@ -47,9 +49,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     )
 
 
-def timestamp(message: object, field: str) -> str:
+def timestamp(message: Message, field: str) -> str:
     """Return ``message.field`` as ``YYYY-MM-DDTHH:MM:SSZ``, or ``-`` when unset."""
-    if not message.HasField(field):  # type: ignore[attr-defined]
+    if not message.HasField(field):
         return "-"
     value = getattr(message, field).ToDatetime(tzinfo=UTC)
     text: str = value.isoformat().replace("+00:00", "Z")

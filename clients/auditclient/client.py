@@ -26,6 +26,7 @@ from typing import Self, TypeVar
 
 import grpc
 import grpc.aio
+
 from auditpb.v1 import audit_pb2, audit_pb2_grpc
 
 from . import _requests
@@ -215,6 +216,8 @@ class AuditClient:
                 error = from_rpc_error(exc)
             finally:
                 call.cancel()
+            if self._stub is None:
+                return  # the client was closed under us
             if max_reconnects is not None and failures >= max_reconnects:
                 raise error or AuditError(None, "health stream ended")
             await asyncio.sleep(

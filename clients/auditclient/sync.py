@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 import grpc
+
 from auditpb.v1 import audit_pb2, audit_pb2_grpc
 
 from . import _requests

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+
 from auditpb.v1 import audit_pb2, audit_pb2_grpc
 
 Failure = tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]

@@ -15,15 +15,14 @@ from typing import Any
 
 import grpc
 import pytest
+
 from auditclient.cli import main
 from auditpb.v1 import audit_pb2
 
 from .fakes import FakeAuditService, FakeServer, gap, score
 
 
-async def auditctl(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 30
-) -> tuple[int, str, str]:
+async def auditctl(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """Run ``python -m auditclient.cli ARGS``; return (exit code, stdout, stderr)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("AUDITSVC_")}
     environ.update(env or {})
@@ -36,8 +35,14 @@ async def auditctl(
         stderr=asyncio.subprocess.PIPE,
         env=environ,
     )
-    async with asyncio.timeout(timeout):
-        out, err = await process.communicate()
+    try:
+        async with asyncio.timeout(30):
+            out, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            async with asyncio.timeout(10):
+                await process.wait()
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 import trustme
+
 from auditclient import AuditClient, ClientOptions
 
 from .conftest import fast_options

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+
 from auditclient import ClientOptions
 from auditclient._backoff import backoff_delay, mutation_attempts
 from auditclient._requests import strategy_value, to_timestamp

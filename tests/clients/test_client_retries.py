@@ -6,6 +6,7 @@ import json
 
 import grpc
 import pytest
+
 from auditclient import AuditClient, InvalidArgument, NoLeader, Unavailable
 from auditclient.options import ClientOptions, channel_options
 

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+
 from auditclient import AuditClient, ClientOptions, DeadlineExceeded
 from auditpb.v1 import audit_pb2
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from auditclient import AuditClient, Unauthenticated, Unavailable
 
 from .conftest import fast_options

@@ -7,6 +7,7 @@ import uuid
 
 import grpc
 import pytest
+
 from auditclient import BlockingAuditClient, ClientOptions, NoLeader, Unavailable
 
 from .fakes import FakeAuditService, gap

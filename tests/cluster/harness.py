@@ -26,21 +26,19 @@ class ReplicaProcess:
         self.port = free_port()
         self.metrics_port = free_port()
         self.target = f"127.0.0.1:{self.port}"
-        self.env = process_env(
-            replica_env(
-                uri, database,
-                REPLICA_ID=name,
-                GRPC_PORT=str(self.port),
-                METRICS_PORT=str(self.metrics_port),
-                ENABLE_LEADER_ELECTION="true",
-                LEADER_ELECTION_HEARTBEAT_INTERVAL="0.3",
-                LEADER_ELECTION_TIMEOUT="1.2",
-                MONGODB_TIMEOUT_MS="1000",
-                SHUTDOWN_GRACE="2",
-                LOG_LEVEL="INFO",
-                **env,
-            )
-        )
+        settings = {
+            "REPLICA_ID": name,
+            "GRPC_PORT": str(self.port),
+            "METRICS_PORT": str(self.metrics_port),
+            "ENABLE_LEADER_ELECTION": "true",
+            "LEADER_ELECTION_HEARTBEAT_INTERVAL": "0.3",
+            "LEADER_ELECTION_TIMEOUT": "1.2",
+            "MONGODB_TIMEOUT_MS": "1000",
+            "SHUTDOWN_GRACE": "2",
+            "LOG_LEVEL": "INFO",
+        }
+        settings.update(env)
+        self.env = process_env(replica_env(uri, database, **settings))
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.channel: grpc.aio.Channel | None = None

@@ -66,13 +66,20 @@ class SecantusServer:
             port = _free_port()
             with self.log_path.open("ab") as log:
                 process = subprocess.Popen(
-                    [str(SERVER), "--host", "127.0.0.1", "--port", str(port),
-                     "--storage-path", ":memory:"],
+                    [
+                        str(SERVER),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--storage-path",
+                        ":memory:",
+                    ],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
-            uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+            uri = f"mongodb://127.0.0.1:{port}"
             deadline = time.monotonic() + START_TIMEOUT
             while process.poll() is None and time.monotonic() < deadline:
                 if _pings(uri):

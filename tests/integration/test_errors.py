@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from auditpb.v1 import audit_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from auditpb.v1 import audit_pb2 as pb
 from auditsvc.server import SERVICE_NAME
 from tests.support import free_port
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import grpc
 import pytest
-from auditpb.v1 import audit_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from auditpb.v1 import audit_pb2 as pb
 from auditsvc.demo import demo_series
 from auditsvc.mongo.client import connect
 
