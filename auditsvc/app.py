@@ -28,6 +28,7 @@ from auditsvc.auth import AuthInterceptor
 from auditsvc.clock import Clock, SystemClock
 from auditsvc.config import Settings
 from auditsvc.dedupe import Deduplicator
+from auditsvc.failpoints import Failpoints
 from auditsvc.forwarding import Forwarder, ForwardingInterceptor
 from auditsvc.leadership import Leadership, Standalone
 from auditsvc.metrics import Metrics
@@ -55,7 +56,11 @@ _PROBE_MAX = 10.0
 
 class App:
     def __init__(
-        self, settings: Settings, clock: Clock | None = None, metrics: Metrics | None = None
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+        failpoints: Failpoints | None = None,
     ) -> None:
         s = self.settings = settings
         self.clock = clock or SystemClock()
@@ -171,7 +176,7 @@ class App:
             try:
                 await asyncio.wait_for(self.state.ping(), timeout=max(2.0, delay))
                 if not prepared:
-                    await detect_transactions(self.database)
+                    await detect_transactions(self.database, self.settings.mongodb_transactions)
                     await ensure_indexes(self.database)
                     prepared = True
                     # Campaign only once the collections exist: creating them

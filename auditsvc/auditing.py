@@ -50,6 +50,9 @@ class Auditor:
         self._cycle_lock = asyncio.Lock()
         self._backfill_lock = asyncio.Lock()
         self.last_cycle: Cycle | None = None
+        # A failed cycle that could not be stored (the database was the reason);
+        # it is recorded before the next cycle so the history has no hole.
+        self._unsaved: Cycle | None = None
 
     def select(
         self,
@@ -124,6 +127,10 @@ class Auditor:
             async with gate:
                 return await self._series(sym, tf, window, cycle_id, term.epoch)
 
+        failed, self._unsaved = self._unsaved, None
+        # Only within the same term: a write under an old epoch is never made late.
+        if failed is not None and failed.epoch == term.epoch:
+            await self._fence.run(term.epoch, lambda s: self._state.save_cycle(failed, s))
         log.info("audit cycle started", extra={"cycle_id": cycle_id, "series": len(selection)})
         try:
             reports = await asyncio.gather(*(one(*item) for item in selection))
@@ -145,8 +152,9 @@ class Auditor:
             log.warning("audit cycle failed", extra={"cycle_id": cycle_id, "error": cycle.error})
             try:
                 await self._fence.run(term.epoch, lambda s: self._state.save_cycle(cycle, s))
-            except Exception:
-                log.warning("could not record the failed cycle", extra={"cycle_id": cycle_id})
+            except Exception:  # the database may be why the cycle failed
+                self._unsaved = cycle
+                log.warning("could not record the failed cycle yet", extra={"cycle_id": cycle_id})
             raise
         cycle = Cycle(
             cycle_id,

@@ -28,13 +28,15 @@ def _settings() -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     from auditsvc import logs
     from auditsvc.app import App
+    from auditsvc.failpoints import Failpoints
 
     settings = _settings()
     logs.configure(settings.log_level, settings.replica_id, (settings.api_token or "",))
 
     async def serve() -> None:
         # The grpc.aio server binds to the running loop, so build the app inside it.
-        await App(settings).run()
+        failpoints = Failpoints.parse(os.environ.get("AUDITSVC_FAILPOINTS", ""))
+        await App(settings, failpoints=failpoints).run()
 
     asyncio.run(serve())
     return 0

@@ -41,6 +41,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("MONGODB_URI", "mongodb://127.0.0.1:27017", "MongoDB connection string.", True),
     Variable("MONGODB_DATABASE", "market_data", "Database holding candles and audit state."),
     Variable("MONGODB_TIMEOUT_MS", "5000", "Server selection and socket timeout, ms."),
+    Variable(
+        "MONGODB_TRANSACTIONS", "auto", "auto: fence writes in transactions where supported; off."
+    ),
     Variable("GRPC_HOST", "127.0.0.1", "Address the gRPC server binds."),
     Variable("GRPC_PORT", "50051", "gRPC port (0 picks a free one)."),
     Variable("GRPC_MAX_MESSAGE_BYTES", "4194304", "Largest request accepted, bytes."),
@@ -94,6 +97,7 @@ class Settings:
     mongodb_uri: str
     mongodb_database: str
     mongodb_timeout_ms: int
+    mongodb_transactions: bool
     grpc_host: str
     grpc_port: int
     grpc_max_message_bytes: int
@@ -138,6 +142,7 @@ class Settings:
             mongodb_uri=env.text("MONGODB_URI"),
             mongodb_database=env.text("MONGODB_DATABASE"),
             mongodb_timeout_ms=env.integer("MONGODB_TIMEOUT_MS", 100, 600_000),
+            mongodb_transactions=env.choice("MONGODB_TRANSACTIONS", ("auto", "off")) == "auto",
             grpc_host=host,
             grpc_port=port,
             grpc_max_message_bytes=env.integer("GRPC_MAX_MESSAGE_BYTES", 1024, 1 << 30),

@@ -10,6 +10,7 @@ the work: groups are recomputed from what is left, the archive key is
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from auditsvc.audit.duplicates import resolve, sort_ids
 from auditsvc.audit.errors import InvalidArgument, NotFound, NotLeader
@@ -17,6 +18,7 @@ from auditsvc.audit.models import Resolution, Strategy, Window
 from auditsvc.audit.timeframes import Timeframe, default_window, parse_timeframe
 from auditsvc.clock import Clock
 from auditsvc.config import Settings
+from auditsvc.failpoints import Failpoints
 from auditsvc.leadership import Leadership
 from auditsvc.metrics import Metrics
 from auditsvc.records import DuplicateReport, GroupReport
@@ -24,7 +26,7 @@ from auditsvc.store import CandleStore, DuplicateStore, Fence
 
 log = logging.getLogger(__name__)
 
-BATCH_GROUPS = 200
+BATCH_GROUPS = 100
 REPORTED_GROUPS = 100
 
 
@@ -38,7 +40,9 @@ class Deduplicator:
         fence: Fence,
         leadership: Leadership,
         metrics: Metrics,
+        failpoints: Failpoints | None = None,
     ) -> None:
+        self._failpoints = failpoints or Failpoints()
         self._s = settings
         self._clock = clock
         self._candles = candles
@@ -94,17 +98,30 @@ class Deduplicator:
                 return
             work = list(batch)
             batch.clear()
-            a, d = await self._fence.run(
-                term.epoch,
-                lambda s: self._duplicates.archive_and_delete(
+
+            async def batch_work(session: Any) -> tuple[int, int]:
+                a = await self._duplicates.archive(
                     collection,
                     work,
                     request_id=request_id,
                     strategy=strategy,
                     epoch=term.epoch,
-                    session=s,
-                ),
-            )
+                    session=session,
+                )
+                self._failpoints.hit("dedupe.between_archive_and_delete")
+                d = await self._duplicates.delete(
+                    collection,
+                    work,
+                    request_id=request_id,
+                    strategy=strategy,
+                    epoch=term.epoch,
+                    archived=a,
+                    session=session,
+                )
+                return a, d
+
+            a, d = await self._fence.run(term.epoch, batch_work)
+            self._failpoints.hit("dedupe.after_batch")
             archived += a
             removed += d
             self._metrics.duplicates_removed.labels(symbol, tf.name, strategy.value).inc(d)

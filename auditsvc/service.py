@@ -200,7 +200,7 @@ class AuditService:
         if reachable:
             try:
                 last = await self._state.last_cycle() or last
-            except Unavailable:
+            except Exception:  # GetStatus must answer even when the database does not
                 reachable = False
         term = self._leadership.term()
         return Status(

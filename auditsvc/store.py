@@ -82,7 +82,7 @@ class BackfillStore(Protocol):
 
 
 class DuplicateStore(Protocol):
-    async def archive_and_delete(
+    async def archive(
         self,
         collection: str,
         batch: list[Resolution],
@@ -91,6 +91,18 @@ class DuplicateStore(Protocol):
         strategy: Strategy,
         epoch: int,
         session: Any = None,
-    ) -> tuple[int, int]: ...
+    ) -> int: ...
+
+    async def delete(
+        self,
+        collection: str,
+        batch: list[Resolution],
+        *,
+        request_id: str,
+        strategy: Strategy,
+        epoch: int,
+        archived: int,
+        session: Any = None,
+    ) -> int: ...
 
     async def restore(self, request_id: str) -> tuple[int, int]: ...

@@ -59,10 +59,11 @@ def connect(uri: str, database: str, timeout_ms: int) -> Database:
     return Database(client=client, db=db, transactions=False)
 
 
-async def detect_transactions(database: Database) -> bool:
+async def detect_transactions(database: Database, allowed: bool = True) -> bool:
     """Transactions need a replica set or mongos; a bare mongod has none."""
     hello = await database.client.admin.command("hello")
-    database.transactions = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+    supported = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+    database.transactions = allowed and supported
     return database.transactions
 
 

@@ -21,7 +21,7 @@ class MongoDuplicateStore:
         self._db = database.db
         self._replica_id = replica_id
 
-    async def archive_and_delete(
+    async def archive(
         self,
         collection: str,
         batch: list[Resolution],
@@ -30,14 +30,13 @@ class MongoDuplicateStore:
         strategy: Strategy,
         epoch: int,
         session: Any = None,
-    ) -> tuple[int, int]:
-        """Returns (archived, deleted) for this batch."""
+    ) -> int:
+        """Copies each document to be removed, whole, into the archive; returns new copies."""
         kept_by_id = {ref.doc_id: r for r in batch for ref in r.removed}
-        ids = list(kept_by_id)
-        docs = await self._db[collection].find({"_id": {"$in": ids}}, session=session).to_list(None)
+        cursor = self._db[collection].find({"_id": {"$in": list(kept_by_id)}}, session=session)
         now = dt.datetime.now(dt.UTC)
         archived = 0
-        for doc in docs:
+        for doc in await cursor.to_list(None):
             resolution = kept_by_id[doc["_id"]]
             key = {"request_id": request_id, "collection": collection, "doc_id": doc["_id"]}
             entry = {
@@ -56,16 +55,41 @@ class MongoDuplicateStore:
                 {"_id": key}, {"$setOnInsert": entry}, upsert=True, session=session
             )
             archived += 1 if result.upserted_id is not None else 0
-        present = [d["_id"] for d in docs]
+        return archived
+
+    async def delete(
+        self,
+        collection: str,
+        batch: list[Resolution],
+        *,
+        request_id: str,
+        strategy: Strategy,
+        epoch: int,
+        archived: int,
+        session: Any = None,
+    ) -> int:
+        """Deletes only documents the archive holds for this request, then logs the batch.
+
+        Checking the archive here, not trusting the caller, is what makes
+        "archived before deleted" hold even if a batch is retried or replayed.
+        """
+        ids = [ref.doc_id for r in batch for ref in r.removed]
+        keys = [{"request_id": request_id, "collection": collection, "doc_id": i} for i in ids]
+        safe = [
+            d["_id"]["doc_id"]
+            for d in await self._db[ARCHIVE]
+            .find({"_id": {"$in": keys}}, {"_id": 1}, session=session)
+            .to_list(None)
+        ]
         deleted = 0
-        if present:
+        if safe:
             outcome = await self._db[collection].delete_many(
-                {"_id": {"$in": present}}, session=session
+                {"_id": {"$in": safe}}, session=session
             )
             deleted = outcome.deleted_count
         await self._db[AUDIT_LOG].insert_one(
             {
-                "at": now,
+                "at": dt.datetime.now(dt.UTC),
                 "action": "remove_duplicates",
                 "request_id": request_id,
                 "collection": collection,
@@ -78,7 +102,7 @@ class MongoDuplicateStore:
             },
             session=session,
         )
-        return archived, deleted
+        return deleted
 
     async def restore(self, request_id: str) -> tuple[int, int]:
         """Puts archived documents back; returns (restored, already_present)."""

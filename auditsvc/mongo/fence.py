@@ -18,8 +18,13 @@ Epoch 0 means standalone (ENABLE_LEADER_ELECTION=false): no lease to check.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from auditsvc.audit.errors import Fenced
 from auditsvc.mongo.client import LEASES, Database
@@ -30,8 +35,11 @@ _LIVE = {"$expr": {"$gt": [{"$toLong": "$expires_at"}, {"$toLong": "$$NOW"}]}}
 
 
 class MongoFence:
-    def __init__(self, database: Database, election: str, replica_id: str) -> None:
+    def __init__(
+        self, database: Database, election: str, replica_id: str, retry_budget: float = 5.0
+    ) -> None:
         self._database = database
+        self._retry_budget = retry_budget
         self._election = election
         self._replica_id = replica_id
 
@@ -73,5 +81,34 @@ class MongoFence:
             return result
 
         async with await self._database.client.start_session() as session:
-            result: T = await session.with_transaction(guarded)
-            return result
+            return await self._transact(session, guarded)
+
+    async def _transact(self, session: Any, guarded: Callable[[Any], Awaitable[T]]) -> T:
+        """Runs ``guarded`` in a transaction, retrying write conflicts within a budget.
+
+        Unlike ``with_transaction`` (which retries for two minutes) a lost
+        connection fails at once, so a cycle cut off from the database ends as
+        failed promptly instead of hanging until the renew deadline.
+        """
+        deadline = time.monotonic() + self._retry_budget
+        delay = 0.005
+        while True:
+            session.start_transaction()
+            try:
+                result = await guarded(session)
+                await session.commit_transaction()
+                return result
+            except BaseException as exc:
+                if session.in_transaction:
+                    with contextlib.suppress(PyMongoError):
+                        await session.abort_transaction()
+                retry = (
+                    isinstance(exc, PyMongoError)
+                    and not isinstance(exc, ConnectionFailure)
+                    and exc.has_error_label("TransientTransactionError")
+                    and time.monotonic() + delay < deadline
+                )
+                if not retry:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
