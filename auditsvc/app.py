@@ -67,8 +67,11 @@ class App:
         self.metrics = metrics or Metrics()
         self.database = connect(s.mongodb_uri, s.mongodb_database, s.mongodb_timeout_ms)
         self.state = MongoStateStore(self.database)
-        self.fence = MongoFence(self.database, s.leader_election_name, s.replica_id)
-        self.leases = MongoLeaseStore(self.database, s.leader_election_name)
+        lease_lock = asyncio.Lock()
+        self.fence = MongoFence(
+            self.database, s.leader_election_name, s.replica_id, lock=lease_lock
+        )
+        self.leases = MongoLeaseStore(self.database, s.leader_election_name, lease_lock)
         self.leadership: Leadership = self._leadership()
         candles = MongoCandleStore(self.database, s.candle_collection_template)
         self.ready = False
@@ -90,6 +93,7 @@ class App:
             self.fence,
             self.leadership,
             self.metrics,
+            failpoints,
         )
         self.scheduler: Scheduler | None = None
         self.service = AuditService(

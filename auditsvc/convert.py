@@ -24,6 +24,8 @@ from auditsvc.records import (
 # google.protobuf.Timestamp's valid range: 0001-01-01 to 9999-12-31.
 _MIN_SECONDS = -62_135_596_800
 _MAX_SECONDS = 253_402_300_799
+# The largest integer BSON (and so MongoDB) stores; counts are int64 there.
+_MAX_INT64 = 2**63 - 1
 
 _ROLES = {
     Role.LEADER: pb.ROLE_LEADER,
@@ -49,6 +51,12 @@ def ms_from(msg: object, field: str) -> int | None:
             "timestamp out of range (0001-01-01..9999-12-31, nanos 0..999999999)", field=field
         )
     return int(ts.seconds) * 1000 + int(ts.nanos) // 1_000_000
+
+
+def count_from(value: int) -> int:
+    """A uint64 count filter as MongoDB can compare it: stored counts are int64, so any
+    value above 2**63 - 1 selects exactly what 2**63 - 1 does (nothing real)."""
+    return min(int(value), _MAX_INT64)
 
 
 def ts(ms: int) -> Timestamp:

@@ -26,7 +26,8 @@ from auditsvc.store import CandleStore, DuplicateStore, Fence
 
 log = logging.getLogger(__name__)
 
-BATCH_GROUPS = 100
+# Small batches keep each fenced transaction short next to the lease heartbeat.
+BATCH_GROUPS = 20
 REPORTED_GROUPS = 100
 
 

@@ -71,7 +71,11 @@ class Leadership(Protocol):
         ...
 
     def last_known_address(self) -> str:
-        """The leader's address as last seen, '' when none has been seen."""
+        """The live leader's address as last seen, '' when none is known."""
+        ...
+
+    def known_leader(self) -> str:
+        """The live leader's id as last seen, '' when none is known."""
         ...
 
 
@@ -110,3 +114,6 @@ class Standalone:
 
     def last_known_address(self) -> str:
         return self._address
+
+    def known_leader(self) -> str:
+        return self._replica_id

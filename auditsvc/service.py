@@ -212,7 +212,7 @@ class AuditService:
             series_count=len(self._s.audit_symbols) * len(self._s.audit_timeframes),
             version=__version__,
             database_reachable=reachable,
-            leader_id="",
+            leader_id=self._leadership.known_leader(),
             epoch=self._leadership.epoch,
         )
 
@@ -252,6 +252,9 @@ class AuditService:
         finally:
             first.cancel()
             closing.cancel()
+            # The generator is still running inside the cancelled task; let it
+            # unwind before closing it, or aclose() raises.
+            await asyncio.gather(first, closing, return_exceptions=True)
             await watch.aclose()  # type: ignore[attr-defined]
 
 

@@ -74,7 +74,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):  # type: ignore[misc]
             request.timeframe,
             convert.ms_from(request, "start_time"),
             convert.ms_from(request, "end_time"),
-            request.min_missing_candles,
+            convert.count_from(request.min_missing_candles),
             request.page_size,
             request.page_token,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from auditsvc.audit.models import Resolution, Strategy
@@ -35,7 +36,7 @@ class MongoDuplicateStore:
         kept_by_id = {ref.doc_id: r for r in batch for ref in r.removed}
         cursor = self._db[collection].find({"_id": {"$in": list(kept_by_id)}}, session=session)
         now = dt.datetime.now(dt.UTC)
-        archived = 0
+        ops = []
         for doc in await cursor.to_list(None):
             resolution = kept_by_id[doc["_id"]]
             key = {"request_id": request_id, "collection": collection, "doc_id": doc["_id"]}
@@ -51,11 +52,12 @@ class MongoDuplicateStore:
                 "removed_by": self._replica_id,
                 "document": doc,
             }
-            result = await self._db[ARCHIVE].update_one(
-                {"_id": key}, {"$setOnInsert": entry}, upsert=True, session=session
-            )
-            archived += 1 if result.upserted_id is not None else 0
-        return archived
+            # Upsert on the archive key: a replayed batch archives nothing twice.
+            ops.append(UpdateOne({"_id": key}, {"$setOnInsert": entry}, upsert=True))
+        if not ops:
+            return 0
+        result = await self._db[ARCHIVE].bulk_write(ops, ordered=False, session=session)
+        return int(result.upserted_count)
 
     async def delete(
         self,

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from auditsvc.audit.errors import Fenced
+from auditsvc.audit.errors import Fenced, Unavailable
 from auditsvc.mongo.client import LEASES, Database
 
 T = TypeVar("T")
@@ -36,9 +36,16 @@ _LIVE = {"$expr": {"$gt": [{"$toLong": "$expires_at"}, {"$toLong": "$$NOW"}]}}
 
 class MongoFence:
     def __init__(
-        self, database: Database, election: str, replica_id: str, retry_budget: float = 5.0
+        self,
+        database: Database,
+        election: str,
+        replica_id: str,
+        retry_budget: float = 5.0,
+        lock: asyncio.Lock | None = None,
     ) -> None:
         self._database = database
+        # Shared with MongoLeaseStore, so a batch never races our own renewal.
+        self._lock = lock or asyncio.Lock()
         self._retry_budget = retry_budget
         self._election = election
         self._replica_id = replica_id
@@ -93,10 +100,11 @@ class MongoFence:
         deadline = time.monotonic() + self._retry_budget
         delay = 0.005
         while True:
-            session.start_transaction()
             try:
-                result = await guarded(session)
-                await session.commit_transaction()
+                async with self._lock:
+                    session.start_transaction()
+                    result = await guarded(session)
+                    await session.commit_transaction()
                 return result
             except BaseException as exc:
                 if session.in_transaction:
@@ -109,6 +117,10 @@ class MongoFence:
                     and time.monotonic() + delay < deadline
                 )
                 if not retry:
+                    if isinstance(exc, PyMongoError) and exc.has_error_label(
+                        "TransientTransactionError"
+                    ):
+                        raise Unavailable("write conflicts persisted; retry later") from exc
                     raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)

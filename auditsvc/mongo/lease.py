@@ -7,6 +7,7 @@ since 4.0 evaluates the same way and which avoids mixing time zone flavours.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +50,12 @@ def _lease(doc: dict[str, Any], now_ms: int) -> Lease:
 
 
 class MongoLeaseStore:
-    def __init__(self, database: Database, election: str) -> None:
+    def __init__(self, database: Database, election: str, lock: asyncio.Lock | None = None) -> None:
         self._col = database.db[LEASES]
         self._election = election
+        # Shared with MongoFence: our own renewals wait for a fenced batch to
+        # commit instead of conflicting with it on the lease document.
+        self._lock = lock or asyncio.Lock()
 
     async def try_acquire(self, holder: str, address: str, duration_ms: int) -> Lease | None:
         """Acquires or renews; None when another replica holds a live lease."""
@@ -84,9 +88,10 @@ class MongoLeaseStore:
         ]
         query = {"_id": self._election, "$expr": {"$or": [held, expired]}}
         try:
-            doc = await self._col.find_one_and_update(
-                query, update, upsert=True, return_document=ReturnDocument.AFTER
-            )
+            async with self._lock:
+                doc = await self._col.find_one_and_update(
+                    query, update, upsert=True, return_document=ReturnDocument.AFTER
+                )
         except DuplicateKeyError:
             return None
         if doc is None:
@@ -97,10 +102,11 @@ class MongoLeaseStore:
 
     async def release(self, holder: str, epoch: int) -> bool:
         """Expires the lease now, keeping the epoch, if we still hold it."""
-        doc = await self._col.find_one_and_update(
-            {"_id": self._election, "holder": holder, "epoch": epoch},
-            [{"$set": {"expires_at": "$$NOW", "released": True, "now_ms": _now_ms()}}],
-        )
+        async with self._lock:
+            doc = await self._col.find_one_and_update(
+                {"_id": self._election, "holder": holder, "epoch": epoch},
+                [{"$set": {"expires_at": "$$NOW", "released": True, "now_ms": _now_ms()}}],
+            )
         return doc is not None
 
     async def read(self) -> Lease | None:

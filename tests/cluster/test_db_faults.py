@@ -74,8 +74,15 @@ class TestLeaderLosesDatabase:
         """Role goes to follower within the renew deadline; a leader returns afterwards."""
         db.start()
         replica = ReplicaProcess(
-            "r1", db.uri, "faults", tmp_path, ENABLE_AUDITOR="true", AUDIT_INTERVAL="0.5",
-            AUDIT_STARTUP_DELAY="0", AUDIT_SYMBOLS="BTCUSDT", AUDIT_TIMEFRAMES="1m",
+            "r1",
+            db.uri,
+            "faults",
+            tmp_path,
+            ENABLE_AUDITOR="true",
+            AUDIT_INTERVAL="0.5",
+            AUDIT_STARTUP_DELAY="0",
+            AUDIT_SYMBOLS="BTCUSDT",
+            AUDIT_TIMEFRAMES="1m",
         )
         replica.start()
         try:
@@ -109,16 +116,23 @@ class TestDatabaseDiesMidCycle:
             docs, _ = demo_series(sym, "1m", end, 1440)
             await handle.db[f"candles_{sym}_1m"].insert_many(docs)
         replica = ReplicaProcess(
-            "r1", db.uri, "faults", tmp_path, AUDIT_SYMBOLS=",".join(symbols),
-            AUDIT_TIMEFRAMES="1m", AUDIT_CONCURRENCY="2", LEADER_ELECTION_HEARTBEAT_INTERVAL="2",
+            "r1",
+            db.uri,
+            "faults",
+            tmp_path,
+            AUDIT_SYMBOLS=",".join(symbols),
+            AUDIT_TIMEFRAMES="1m",
+            AUDIT_CONCURRENCY="2",
+            LEADER_ELECTION_HEARTBEAT_INTERVAL="2",
             LEADER_ELECTION_TIMEOUT="30",
         )
         replica.start()
         try:
             await one_leader([replica], within=15)
             call = replica.stub.RunAudit(
-                pb.RunAuditRequest(start_time={"seconds": end // 1000 - 86400},
-                                   end_time={"seconds": end // 1000}),
+                pb.RunAuditRequest(
+                    start_time={"seconds": end // 1000 - 86400}, end_time={"seconds": end // 1000}
+                ),
                 timeout=60,
             )
             await eventually(lambda: _cycle_started(replica), within=20, interval=0.01)
@@ -131,9 +145,7 @@ class TestDatabaseDiesMidCycle:
             assert status.last_cycle.error
             db.start()
             await one_leader([replica], within=30)
-            reply = await replica.stub.RunAudit(
-                pb.RunAuditRequest(symbols=["S00"]), timeout=60
-            )
+            reply = await replica.stub.RunAudit(pb.RunAuditRequest(symbols=["S00"]), timeout=60)
             assert reply.cycle.status == pb.CYCLE_STATUS_SUCCEEDED
             failed = await handle.db["audit_cycles"].find_one({"succeeded": False})
             assert failed is not None and failed["error"]
