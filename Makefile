@@ -10,7 +10,7 @@ BUF := node_modules/.bin/buf
 PROTO := protos/auditpb/v1/audit.proto
 GEN := clients/auditpb/v1/audit_pb2.py clients/auditpb/v1/audit_pb2.pyi clients/auditpb/v1/audit_pb2_grpc.py
 
-.PHONY: setup venv tools proto lint typecheck test test-fast run cluster bench chaos breaking clean
+.PHONY: setup venv tools proto lint typecheck test test-fast run cluster bench chaos load breaking clean
 
 setup: $(STAMP) tools $(GEN)
 
@@ -64,6 +64,11 @@ cluster: setup
 
 bench: setup
 	$(PY) -m bench
+
+# The long fault-injection run and two minutes of sustained load (not in make test).
+chaos: setup
+	$(PY) -m tests.chaos --rounds 30
+	$(PY) -m tests.chaos.load --seconds 120
 
 clean:
 	rm -rf $(VENV) node_modules .devdata

@@ -13,7 +13,15 @@ import pytest
 from auditpb.v1 import audit_pb2_grpc as pb_grpc
 from auditsvc.app import App
 from auditsvc.config import Settings
+from tests.cluster.harness import kill_leftovers
 from tests.support import SecantusDB, eventually, replica_env
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_replicas() -> Iterator[None]:
+    """Whatever a test does, no replica process outlives it."""
+    yield
+    kill_leftovers()
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,9 @@ CALL_TIMEOUT = 5.0
 
 
 class ReplicaProcess:
+    # Every process started, so a fixture can kill what a failing test left behind.
+    started: list[ReplicaProcess] = []
+
     def __init__(self, name: str, uri: str, database: str, log_dir: Path, **env: str) -> None:
         self.name = name
         self.port = free_port()
@@ -49,6 +52,7 @@ class ReplicaProcess:
             [sys.executable, "-m", "auditsvc", "serve"], env=self.env, stdout=log, stderr=log
         )
         log.close()
+        ReplicaProcess.started.append(self)
         wait_port(self.port, 30, self.proc)
 
     @property
@@ -107,3 +111,13 @@ async def one_leader(replicas: list[ReplicaProcess], within: float) -> ReplicaPr
             return found[0]
         await asyncio.sleep(0.05)
     raise AssertionError(f"no single leader within {within}s")
+
+
+def kill_leftovers() -> None:
+    """SIGKILLs every replica process a test started and did not stop."""
+    while ReplicaProcess.started:
+        replica = ReplicaProcess.started.pop()
+        if replica.proc is not None and replica.proc.poll() is None:
+            replica.proc.send_signal(signal.SIGCONT)
+            replica.proc.kill()
+            replica.proc.wait(timeout=10)

@@ -1,0 +1,38 @@
+"""One racer process for test_lease_race: hammers the lease and prints each grant."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+
+from auditsvc.mongo.client import connect
+from auditsvc.mongo.lease import MongoLeaseStore
+
+
+async def race(uri: str, database: str, holder: str, rounds: int) -> None:
+    handle = connect(uri, database, 5000)
+    store = MongoLeaseStore(handle, "race")
+    rng = random.Random(holder)
+    try:
+        for _ in range(rounds):
+            try:
+                lease = await store.try_acquire(holder, holder, rng.randint(5, 40))
+            except Exception as exc:  # an unknown outcome is allowed; a wrong one is not
+                print(json.dumps({"error": type(exc).__name__}), flush=True)
+                continue
+            if lease is not None:
+                print(
+                    json.dumps({"epoch": lease.epoch, "holder": lease.holder, "now": lease.now_ms}),
+                    flush=True,
+                )
+                if rng.random() < 0.3:
+                    await store.release(holder, lease.epoch)
+            await asyncio.sleep(rng.random() / 200)
+    finally:
+        handle.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(race(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))

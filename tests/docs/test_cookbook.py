@@ -1,0 +1,278 @@
+"""docs/GRPCURL.md: every ```sh block runs, in order, against a real replica."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from auditpb.v1 import audit_pb2 as pb
+from auditsvc.config import Settings
+from auditsvc.demo import demo_series
+from auditsvc.mongo.client import connect
+from tests.support import BIN, REPO, SecantusDB, eventually, process_env, replica_env
+
+DOC = REPO / "docs" / "GRPCURL.md"
+GRPCURL = Path(sys.executable).parent / "grpcurl"
+START_TIMEOUT = 60.0
+DOC_TARGET = "127.0.0.1:50051"
+PAGE_PLACEHOLDER = "NEXT_PAGE_TOKEN"
+TOKEN = "cookbook-token-0123456789"
+COMMAND_TIMEOUT = 30.0
+SEED_TIMEOUT = 60.0
+# A 6 h default window (360 one-minute slots; 1h windows stay at AUDIT_MIN_CANDLES=30)
+# keeps the seeded data small; the demo series still has its two gaps and three duplicates.
+LOOKBACK_SLOTS = 360
+TEST_ENV = {"AUDIT_LOOKBACK": str(LOOKBACK_SLOTS * 60)}
+# grpcurl exits with 64 + the gRPC status code; -max-time ends a stream with DEADLINE_EXCEEDED.
+DEADLINE_EXIT = 64 + 4
+# The range example in the cookbook: the day before 2026-01-01T00:00:00Z.
+RANGE_END_MS = 1_767_225_600_000
+SERVICE = pb.DESCRIPTOR.services_by_name["AuditService"]
+HEALTH_METHODS = ("grpc.health.v1.Health/Check", "grpc.health.v1.Health/Watch")
+MUTATING = ("RunAudit", "ResolveDuplicates")
+# What the reply of each method must contain, beyond a zero (or deadline) exit.
+EXPECTED_OUTPUT = {
+    "GetLeader": '"leader_id": "cookbook-1"',
+    "RunAudit": "CYCLE_STATUS_SUCCEEDED",
+    "ResolveDuplicates": '"duplicate_groups": 3',
+    "StreamHealthScores": '"quality"',
+    "Health/Check": '"status": "SERVING"',
+    "Health/Watch": '"status": "SERVING"',
+}
+
+
+def sh_blocks(text: str) -> list[str]:
+    """The body of every ```sh fenced block, backslash-continued lines joined."""
+    bodies = re.findall(r"^```sh\n(.*?)^```\s*$", text, flags=re.MULTILINE | re.DOTALL)
+    return [body.replace("\\\n", " ").strip() for body in bodies]
+
+
+def commands() -> list[str]:
+    """The cookbook's commands in document order."""
+    return sh_blocks(DOC.read_text())
+
+
+def method_of(args: list[str]) -> str:
+    """The `service/method` argument of a grpcurl command, or '' for list/describe."""
+    for arg in args:
+        if re.fullmatch(r"[\w.]+/\w+", arg):
+            return arg
+    return ""
+
+
+def short(method: str) -> str:
+    """`auditpb.v1.AuditService/RunAudit` -> `RunAudit`; health keeps `Health/...`."""
+    if method.startswith("grpc.health.v1."):
+        return method.removeprefix("grpc.health.v1.")
+    return method.rsplit("/", 1)[-1]
+
+
+async def run(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """Runs one command with a deadline; kills it if the deadline passes."""
+    proc = await asyncio.create_subprocess_exec(
+        *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await asyncio.wait_for(proc.wait(), 10)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def seed(settings: Settings, *, series: tuple[tuple[str, str], ...] = ()) -> None:
+    """Demo data like `make run` (1m: LOOKBACK_SLOTS, 1h: 30 slots, ending now), plus
+    BTCUSDT 1m on the day the range example audits; ``series`` limits what is seeded."""
+    now_ms = int(time.time() * 1000)
+    wanted = series or tuple(
+        (s, tf) for s in settings.audit_symbols for tf in settings.audit_timeframes
+    )
+    database = connect(settings.mongodb_uri, settings.mongodb_database, 2000)
+    try:
+        async with asyncio.timeout(SEED_TIMEOUT):
+            for i, symbol in enumerate(settings.audit_symbols):
+                for timeframe in settings.audit_timeframes:
+                    if (symbol, timeframe) not in wanted:
+                        continue
+                    slots = LOOKBACK_SLOTS if timeframe == "1m" else 30
+                    docs, _ = demo_series(symbol, timeframe, now_ms, slots, 100.0 * (i + 1))
+                    await database.db[settings.collection_for(symbol, timeframe)].insert_many(docs)
+            if not series:
+                docs, _ = demo_series("BTCUSDT", "1m", RANGE_END_MS, LOOKBACK_SLOTS)
+                await database.db[settings.collection_for("BTCUSDT", "1m")].insert_many(docs)
+    finally:
+        database.close()
+
+
+class TestCookbookShape:
+    """The cookbook is a list of single grpcurl commands covering the whole API."""
+
+    def test_every_block_is_one_grpcurl_command(self):
+        """Each ```sh block holds exactly one grpcurl command aimed at the documented target."""
+        blocks = commands()
+        assert len(blocks) >= 10
+        for block in blocks:
+            assert "\n" not in block, f"more than one line in block: {block!r}"
+            args = shlex.split(block)
+            assert args[0] == "grpcurl", block
+            assert "-plaintext" in args, block
+            assert DOC_TARGET in args, block
+
+    def test_covers_every_audit_service_method(self):
+        """Every method of auditpb.v1.AuditService in the proto has at least one command."""
+        called = {method_of(shlex.split(c)) for c in commands()}
+        for method in SERVICE.methods:
+            assert f"{SERVICE.full_name}/{method.name}" in called, method.name
+
+    def test_covers_both_health_methods(self):
+        """Health Check is shown for liveness and readiness, and Watch is shown too."""
+        blocks = [shlex.split(c) for c in commands()]
+        called = {method_of(args) for args in blocks}
+        for method in HEALTH_METHODS:
+            assert method in called, method
+        checked = {
+            json.loads(args[args.index("-d") + 1]).get("service", "")
+            for args in blocks
+            if method_of(args) == "grpc.health.v1.Health/Check"
+        }
+        assert checked == {"", SERVICE.full_name}
+
+    def test_covers_list_and_describe(self):
+        """Reflection is shown with `list` and `describe`."""
+        verbs = set()
+        for block in commands():
+            args = shlex.split(block)
+            verbs.add(args[args.index(DOC_TARGET) + 1])
+        assert {"list", "describe"} <= verbs
+
+    def test_streams_are_bounded(self):
+        """Every streaming command carries -max-time so that it ends on its own."""
+        streaming = {f"{SERVICE.full_name}/StreamHealthScores", "grpc.health.v1.Health/Watch"}
+        for block in commands():
+            args = shlex.split(block)
+            if method_of(args) in streaming:
+                assert "-max-time" in args, block
+
+    def test_mutating_calls_send_the_token(self):
+        """RunAudit and ResolveDuplicates send the bearer token header from AUDIT_TOKEN."""
+        for block in commands():
+            args = shlex.split(block)
+            if short(method_of(args)) in MUTATING:
+                assert "-expand-headers" in args, block
+                assert args[args.index("-H") + 1] == "authorization: Bearer ${AUDIT_TOKEN}"
+
+    def test_shows_runaudit_with_and_without_a_range(self):
+        """RunAudit appears with the default window and with an explicit range."""
+        bodies = [
+            json.loads(args[args.index("-d") + 1])
+            for args in map(shlex.split, commands())
+            if short(method_of(args)) == "RunAudit"
+        ]
+        assert any("start_time" not in b for b in bodies)
+        assert any("start_time" in b and "end_time" in b for b in bodies)
+
+    def test_shows_dry_run_and_apply(self):
+        """ResolveDuplicates appears as a dry run and as an apply with a request_id."""
+        bodies = [
+            json.loads(args[args.index("-d") + 1])
+            for args in map(shlex.split, commands())
+            if short(method_of(args)) == "ResolveDuplicates"
+        ]
+        assert any(b.get("dry_run") is True for b in bodies)
+        assert any(b.get("dry_run") is False and b.get("request_id") for b in bodies)
+
+
+class TestCookbookRuns:
+    """Run against a real leader with demo data, every command succeeds."""
+
+    async def test_every_command_succeeds_in_document_order(
+        self, make_settings: Callable[..., Settings], start_replica: Callable[..., Any]
+    ):
+        """Each command exits 0 (streams: the -max-time deadline) with the expected reply."""
+        settings = make_settings(
+            **TEST_ENV,
+            REPLICA_ID="cookbook-1",
+            ENABLE_LEADER_ELECTION="true",
+            LEADER_ELECTION_HEARTBEAT_INTERVAL="2",
+            LEADER_ELECTION_TIMEOUT="6",
+            ENABLE_DUPLICATE_REMOVAL="true",
+            AUDIT_API_TOKEN=TOKEN,
+        )
+        await seed(settings)
+        async with asyncio.timeout(START_TIMEOUT):
+            replica = await start_replica(settings)
+
+        async def leading() -> bool:
+            return replica.app.leadership.term() is not None
+
+        await eventually(leading, within=30)
+        env = {**os.environ, "AUDIT_TOKEN": TOKEN}
+        page_token = ""
+        failures: list[str] = []
+        for block in commands():
+            args = shlex.split(block)
+            args = [replica.target if a == DOC_TARGET else a for a in args]
+            args[0] = str(GRPCURL)
+            if any(PAGE_PLACEHOLDER in a for a in args):
+                assert page_token, "\n".join(
+                    [f"no earlier reply had a next_page_token for: {block}", *failures]
+                )
+                args = [a.replace(PAGE_PLACEHOLDER, page_token) for a in args]
+            code, out, err = await run(args, env)
+            method = short(method_of(args))
+            streaming = "-max-time" in args
+            if streaming:
+                # Streams never end on their own: -max-time cuts them with DEADLINE_EXCEEDED.
+                if code != DEADLINE_EXIT or "DeadlineExceeded" not in err:
+                    failures.append(f"exit {code}, not the -max-time deadline: {block}\n{err}")
+                    continue
+            elif code != 0:
+                failures.append(f"exit {code}: {block}\n{err}")
+                continue
+            expected = EXPECTED_OUTPUT.get(method)
+            if expected is not None and expected not in out:
+                failures.append(f"no {expected!r} in the reply of: {block}\n{out}")
+            if method == "ListGaps":
+                reply = json.loads(out)
+                page_token = reply.get("next_page_token", page_token)
+        assert not failures, "\n\n".join(failures)
+
+    async def test_apply_removes_and_restore_puts_back(
+        self,
+        make_settings: Callable[..., Settings],
+        start_replica: Callable[..., Any],
+        mongo: SecantusDB,
+        db_name: str,
+    ):
+        """The documented apply archives and removes three duplicates; restore puts them back."""
+        settings = make_settings(**TEST_ENV, ENABLE_DUPLICATE_REMOVAL="true")
+        await seed(settings, series=(("BTCUSDT", "1m"),))
+        async with asyncio.timeout(START_TIMEOUT):
+            replica = await start_replica(settings)
+        (apply,) = [
+            shlex.split(c)
+            for c in commands()
+            if short(method_of(shlex.split(c))) == "ResolveDuplicates" and '"dry_run":false' in c
+        ]
+        apply = [replica.target if a == DOC_TARGET else a for a in apply]
+        apply[0] = str(GRPCURL)
+        code, out, err = await run(apply, {**os.environ, "AUDIT_TOKEN": ""})
+        assert code == 0, err
+        reply = json.loads(out)
+        assert reply["documents_removed"] == "3"
+        assert reply["documents_archived"] == "3"
+        assert reply["request_id"] == "cookbook-dedupe-btc-1m"
+        restore = [str(BIN / "auditsvc"), "restore-duplicates", "--request-id", reply["request_id"]]
+        code, out, err = await run(restore, process_env(replica_env(mongo.uri, db_name)))
+        assert code == 0, err
+        assert out.strip() == "restored 3 documents; 0 were already present"
