@@ -30,6 +30,7 @@ from auditsvc.config import Settings
 from auditsvc.dedupe import Deduplicator
 from auditsvc.failpoints import Failpoints
 from auditsvc.forwarding import Forwarder, ForwardingInterceptor
+from auditsvc.interceptors import MetricsInterceptor
 from auditsvc.leadership import Leadership, Standalone
 from auditsvc.metrics import Metrics
 from auditsvc.mongo import (
@@ -44,7 +45,7 @@ from auditsvc.mongo import (
 from auditsvc.mongo.client import detect_transactions, ensure_indexes
 from auditsvc.paging import PageTokens
 from auditsvc.scheduler import Scheduler
-from auditsvc.server import ALL_METHODS, MUTATING, MetricsInterceptor, Server, tls
+from auditsvc.server import ALL_METHODS, MUTATING, Server, tls
 from auditsvc.service import AuditService
 from auditsvc.servicer import AuditServicer
 

@@ -26,6 +26,10 @@ from auditsvc.store import BackfillStore, CandleStore, Fence, StateStore
 
 log = logging.getLogger(__name__)
 
+# The instants datetime (and so BSON dates and Timestamp) can hold.
+_FIRST_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+_LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
 
 class Auditor:
     def __init__(
@@ -99,6 +103,7 @@ class Auditor:
             start = end - (default.end_ms - default.start_ms)
         if start >= end:
             raise InvalidArgument("start_time must be before end_time", field="start_time")
+        _check_era(tf, start, end)
         slots = tf.count_slots(start, end)
         if slots > self._s.audit_max_range_candles:
             raise InvalidArgument(
@@ -264,3 +269,24 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, AuditError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _check_era(tf: Timeframe, start: int, end: int) -> None:
+    """Every slot the window touches, and the open time after the last one (a gap's
+    end), must be a representable instant; otherwise the request is refused."""
+    if start < _FIRST_MS:
+        raise InvalidArgument(
+            "the window would start before 0001-01-01 (start_time, or end_time minus "
+            "the default window when start_time is unset)",
+            field="start_time",
+        )
+    try:
+        last_end = tf.next_open(end - 1)
+        ok = tf.floor(start) >= _FIRST_MS and last_end <= _LAST_MS
+    except (ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise InvalidArgument(
+            f"the window must end at least one {tf.name} candle before 9999-12-31T23:59:59Z",
+            field="end_time",
+        )

@@ -31,7 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
     from auditsvc.failpoints import Failpoints
 
     settings = _settings()
-    logs.configure(settings.log_level, settings.replica_id, (settings.api_token or "",))
+    logs.configure(settings.log_level, settings.replica_id, _secrets(settings))
 
     async def serve() -> None:
         # The grpc.aio server binds to the running loop, so build the app inside it.
@@ -40,6 +40,17 @@ def _serve(args: argparse.Namespace) -> int:
 
     asyncio.run(serve())
     return 0
+
+
+def _secrets(settings: Settings) -> tuple[str, ...]:
+    """Values the log redactor must never print: the token and the URI's password."""
+    from pymongo.uri_parser import parse_uri
+
+    try:
+        password = parse_uri(settings.mongodb_uri).get("password") or ""
+    except Exception:  # an unparsable URI fails at connect time, with its own message
+        password = ""
+    return tuple(s for s in (settings.api_token or "", password) if s)
 
 
 def _setup_db(args: argparse.Namespace) -> int:

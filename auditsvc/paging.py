@@ -16,6 +16,9 @@ import json
 from auditsvc.audit.errors import InvalidArgument
 
 _MAX_TOKEN = 2048
+# A gap's start is a BSON date: 0001-01-01 .. 9999-12-31.
+_FIRST_MS = -62_135_596_800_000
+_LAST_MS = 253_402_300_799_999
 
 
 class PageTokens:
@@ -43,11 +46,21 @@ class PageTokens:
         sig, body = raw[:16], raw[16:]
         if len(sig) != 16 or not hmac.compare_digest(sig, self._sign(body)):
             raise bad
-        data = json.loads(body)
-        if data.get("f") != hashlib.sha256(filters.encode()).hexdigest()[:16]:
+        try:
+            data = json.loads(body)
+            digest, (sym, tf, start) = data["f"], data["a"]
+        except (ValueError, TypeError, KeyError):
+            raise bad from None
+        if digest != hashlib.sha256(filters.encode()).hexdigest()[:16]:
             raise InvalidArgument(
                 "page token belongs to a different query; keep the same filters",
                 field="page_token",
             )
-        sym, tf, start = data["a"]
-        return str(sym), str(tf), int(start)
+        if not (
+            isinstance(sym, str)
+            and isinstance(tf, str)
+            and type(start) is int
+            and _FIRST_MS <= start <= _LAST_MS
+        ):
+            raise bad
+        return sym, tf, start

@@ -7,19 +7,17 @@ AuditService's full name is SERVING only while the database answers
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from auditpb.v1 import audit_pb2 as pb
 from auditpb.v1 import audit_pb2_grpc as pb_grpc
 from auditsvc.config import Settings
-from auditsvc.metrics import Metrics
+from auditsvc.healthcheck import NOT_SERVING, SERVING, HealthServicer
+from auditsvc.interceptors import DecodeInterceptor
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["AuditService"].full_name
 MUTATING = frozenset({f"/{SERVICE_NAME}/RunAudit", f"/{SERVICE_NAME}/ResolveDuplicates"})
@@ -48,46 +46,6 @@ def tls(
     return server, peer
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Counts requests by method and code and times them."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], details: Any
-    ) -> Any:
-        handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        method = details.method.rsplit("/", 1)[-1]
-        inner = handler.unary_unary
-        metrics = self._metrics
-
-        async def timed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            began = time.perf_counter()
-            code = "OK"
-            try:
-                return await inner(request, context)
-            except BaseException:
-                code = _code_name(context)
-                raise
-            finally:
-                metrics.grpc_requests.labels(method, code).inc()
-                metrics.grpc_seconds.labels(method).observe(time.perf_counter() - began)
-
-        return grpc.unary_unary_rpc_method_handler(
-            timed,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-
-def _code_name(context: grpc.aio.ServicerContext) -> str:
-    code = context.code()
-    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-
-
 class Server:
     def __init__(
         self,
@@ -99,9 +57,9 @@ class Server:
         interceptors: list[grpc.aio.ServerInterceptor],
         credentials: grpc.ServerCredentials | None = None,
     ) -> None:
-        self.health = health.aio.HealthServicer()
+        self.health = HealthServicer()
         self._server = grpc.aio.server(
-            interceptors=interceptors,
+            interceptors=[DecodeInterceptor(f"/{SERVICE_NAME}/"), *interceptors],
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.so_reuseport", 0),
@@ -121,18 +79,17 @@ class Server:
             self.port = self._server.add_secure_port(address, credentials)
 
     async def start(self) -> None:
-        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.set("", SERVING)
+        await self.health.set(SERVICE_NAME, NOT_SERVING)
         await self._server.start()
 
     async def set_ready(self, ready: bool) -> None:
-        status = health_pb2.HealthCheckResponse
-        await self.health.set(SERVICE_NAME, status.SERVING if ready else status.NOT_SERVING)
+        await self.health.set(SERVICE_NAME, SERVING if ready else NOT_SERVING)
 
     async def stop(self, grace: float) -> None:
         await self.set_ready(False)
+        await self.health.close()  # ends open Watch streams with OK
         await self._server.stop(grace)
-        await self.health.enter_graceful_shutdown()
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()
