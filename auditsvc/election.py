@@ -225,6 +225,10 @@ class LeaderElector:
             return self._leader_address
         return ""
 
+    def last_seen_address(self) -> str:
+        """The last leader's address ever observed, live or not ('' if none)."""
+        return self._leader_address
+
     def known_leader(self) -> str:
         """The last observed live holder's id, '' once its lease would have expired."""
         if self._leader_id and self._clock.monotonic() < self._leader_until:

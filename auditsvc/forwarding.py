@@ -117,7 +117,8 @@ class ForwardingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if method not in self._mutating or self._leadership.term() is not None:
             return await continuation(details)
         forwarded_by = dict(details.invocation_metadata or ()).get(FORWARDED_BY)
-        last_known = self._leadership.last_known_address()
+        # Where there is one, the last leader seen goes in the trailer, live or not.
+        last_known = self._leadership.last_seen_address()
         forwarder = self._forwarder
         leader = self._leader_address()
 

@@ -78,6 +78,10 @@ class Leadership(Protocol):
         """The live leader's id as last seen, '' when none is known."""
         ...
 
+    def last_seen_address(self) -> str:
+        """The last leader's address ever observed, even if its lease has lapsed."""
+        ...
+
 
 class Standalone:
     """ENABLE_LEADER_ELECTION=false: leader of itself at epoch 0."""
@@ -117,3 +121,6 @@ class Standalone:
 
     def known_leader(self) -> str:
         return self._replica_id
+
+    def last_seen_address(self) -> str:
+        return self._address

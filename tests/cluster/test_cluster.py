@@ -133,13 +133,19 @@ class TestForwarding:
     async def test_no_leader_is_unavailable(self, cluster, db):
         """With the database stopped, a mutating call gets UNAVAILABLE, never a second leader."""
         replicas = await cluster(2)
-        await one_leader(replicas, within=10)
+        leader = await one_leader(replicas, within=10)
+        follower = next(r for r in replicas if r is not leader)
+        await eventually(lambda: _knows_leader(follower, leader), within=5)
         db.stop()
         await eventually(lambda: _no_leader(replicas), within=TIMEOUT + MARGIN)
         for replica in replicas:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await replica.stub.RunAudit(pb.RunAuditRequest(**WINDOW), timeout=5)
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "no leader" in err.value.details()
+            # The last leader seen is named in the trailer, for clients to try later.
+            trailers = dict(err.value.trailing_metadata() or ())
+            assert trailers.get("x-audit-leader") == leader.target
 
 
 class TestFailover:
