@@ -114,3 +114,28 @@ class TestGeneratedCode:
         for name in ("audit_pb2.py", "audit_pb2.pyi", "audit_pb2_grpc.py"):
             fresh = (tmp_path / "auditpb/v1" / name).read_text()
             assert fresh == (REPO / "clients/auditpb/v1" / name).read_text(), name
+
+
+class TestBufBreaking:
+    """`buf breaking` against the released image catches an incompatible change."""
+
+    def test_renamed_field_fails_the_check(self, tmp_path: Path):
+        """Renaming a contract field in a copy of the proto makes buf breaking exit non-zero."""
+        import shutil
+
+        buf = REPO / "node_modules/.bin/buf"
+        work = tmp_path / "repo"
+        shutil.copytree(REPO / "protos", work / "protos")
+        shutil.copy(REPO / "buf.yaml", work / "buf.yaml")
+        image = str(REPO / "protos/released/auditpb-v1.binpb")
+        same = subprocess.run(
+            [str(buf), "breaking", "--against", image], cwd=work, capture_output=True, timeout=120
+        )
+        assert same.returncode == 0, same.stderr
+        proto = work / "protos/auditpb/v1/audit.proto"
+        proto.write_text(proto.read_text().replace("string leader_id = 1;", "string leader = 1;"))
+        changed = subprocess.run(
+            [str(buf), "breaking", "--against", image], cwd=work, capture_output=True, timeout=120
+        )
+        assert changed.returncode != 0
+        assert b"leader_id" in changed.stdout + changed.stderr
