@@ -88,7 +88,8 @@ def _banner(replicas: int) -> None:
             "\nWatch the leader:  watch -n1 \".venv/bin/grpcurl -plaintext -d '{}' "
             '127.0.0.1:50052 auditpb.v1.AuditService/GetLeader"'
         )
-        print("Kill it to see failover:  kill -9 <pid of the leader, printed above>")
+        print("Kill it to see failover:  kill -9 <pid of the leader, printed above>;")
+        print("the others keep running, and a new leader takes over within a few seconds.")
     print("\nMetrics: http://127.0.0.1:9464/metrics   Ctrl-C stops everything.\n", flush=True)
 
 
@@ -111,9 +112,15 @@ def run_dev(*, replicas: int, data_dir: str) -> int:
         for i in range(replicas):
             _wait_port(50051 + i, 30)
         _banner(replicas)
-        while all(p.poll() is None for p in procs):
+        # With several replicas, one dying is the failover demo, not the end.
+        reported: set[int] = set()
+        while any(p.poll() is None for p in procs) and (replicas > 1 or procs[0].poll() is None):
+            for i, p in enumerate(procs):
+                if p.poll() is not None and i not in reported:
+                    reported.add(i)
+                    print(f"replica dev-{i + 1} exited with {p.returncode}", flush=True)
             time.sleep(0.5)
-        return next(p.returncode for p in procs if p.poll() is not None) or 0
+        return next((p.returncode for p in procs if p.returncode), 0)
     except KeyboardInterrupt:
         return 0
     finally:
