@@ -8,6 +8,7 @@ twice at once. Inside a cycle, AUDIT_CONCURRENCY series run at a time.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Sequence
@@ -136,45 +137,36 @@ class Auditor:
         # Only within the same term: a write under an old epoch is never made late.
         if failed is not None and failed.epoch == term.epoch:
             await self._fence.run(term.epoch, lambda s: self._state.save_cycle(failed, s))
-        log.info("audit cycle started", extra={"cycle_id": cycle_id, "series": len(selection)})
+        tags = {"cycle_id": cycle_id, "epoch": term.epoch}
+        finish = functools.partial(
+            Cycle,
+            cycle_id,
+            started,
+            served_by=self._s.replica_id,
+            epoch=term.epoch,
+            trigger=trigger,
+        )
+        log.info("audit cycle started", extra={**tags, "series": len(selection)})
         try:
             reports = await asyncio.gather(*(one(*item) for item in selection))
         except (Cancelled, asyncio.CancelledError):
             raise
         except Exception as exc:
-            cycle = Cycle(
-                cycle_id,
-                started,
-                self._clock.now_ms(),
-                self._s.replica_id,
-                term.epoch,
-                trigger,
-                (),
-                succeeded=False,
-                error=_reason(exc),
-            )
-            self.last_cycle = cycle
-            log.warning("audit cycle failed", extra={"cycle_id": cycle_id, "error": cycle.error})
+            failure = finish(self._clock.now_ms(), succeeded=False, error=_reason(exc))
+            self.last_cycle = failure
+            log.warning("audit cycle failed", extra={**tags, "error": failure.error})
             try:
-                await self._fence.run(term.epoch, lambda s: self._state.save_cycle(cycle, s))
+                await self._fence.run(term.epoch, lambda s: self._state.save_cycle(failure, s))
             except Exception:  # the database may be why the cycle failed
-                self._unsaved = cycle
-                log.warning("could not record the failed cycle yet", extra={"cycle_id": cycle_id})
+                self._unsaved = failure
+                log.warning("could not record the failed cycle yet", extra=tags)
             raise
-        cycle = Cycle(
-            cycle_id,
-            started,
-            self._clock.now_ms(),
-            self._s.replica_id,
-            term.epoch,
-            trigger,
-            tuple(reports),
-        )
+        cycle = finish(self._clock.now_ms(), series=tuple(reports))
         await self._fence.run(term.epoch, lambda s: self._state.save_cycle(cycle, s))
         self.last_cycle = cycle
         self._metrics.cycle_seconds.observe(self._clock.monotonic() - begun)
         self._metrics.last_success.set(cycle.finished_ms / 1000)
-        log.info("audit cycle finished", extra={"cycle_id": cycle_id, "series": len(reports)})
+        log.info("audit cycle finished", extra={**tags, "series": len(reports)})
         return cycle
 
     async def _series(
