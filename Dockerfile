@@ -7,8 +7,8 @@ WORKDIR /src
 COPY clients/ clients/
 COPY auditsvc/ auditsvc/
 COPY pyproject.toml README.md ./
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ./clients . \
-    && pip wheel --no-cache-dir --wheel-dir /wheels auditsvc-client==0.1.0 --find-links /wheels
+# One resolve for both: auditsvc's auditsvc-client==0.1.0 is satisfied by ./clients.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ./clients .
 
 FROM python:3.11-slim
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin auditsvc
