@@ -28,6 +28,7 @@ def _settings() -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     from auditsvc import logs
     from auditsvc.app import App
+    from auditsvc.clock import SystemClock
     from auditsvc.failpoints import Failpoints
 
     settings = _settings()
@@ -36,7 +37,9 @@ def _serve(args: argparse.Namespace) -> int:
     async def serve() -> None:
         # The grpc.aio server binds to the running loop, so build the app inside it.
         failpoints = Failpoints.parse(os.environ.get("AUDITSVC_FAILPOINTS", ""))
-        await App(settings, failpoints=failpoints).run()
+        # Test hook: a skewed local clock, to show the election ignores it.
+        clock = SystemClock(offset_ms=int(os.environ.get("AUDITSVC_CLOCK_OFFSET_MS", "0")))
+        await App(settings, clock=clock, failpoints=failpoints).run()
 
     asyncio.run(serve())
     return 0

@@ -148,6 +148,24 @@ class TestForwarding:
             assert trailers.get("x-audit-leader") == leader.target
 
 
+class TestClockSkew:
+    """Replicas whose local clocks are hours apart still elect exactly one leader."""
+
+    async def test_skewed_clocks_one_leader_and_failover(self, cluster):
+        """With offsets of -1 h, 0 and +1 h there is one leader, and a clean handover."""
+        replicas = await cluster(3)
+        for replica, offset in zip(replicas, (-3_600_000, 0, 3_600_000), strict=True):
+            await replica.close()
+            replica.env["AUDITSVC_CLOCK_OFFSET_MS"] = str(offset)
+            replica.start()
+        leader = await one_leader(replicas, within=10)
+        answers = {(await r.leader()).leader_id for r in replicas}
+        assert answers == {leader.name}
+        leader.signal(signal.SIGTERM)
+        survivors = [r for r in replicas if r is not leader]
+        assert await one_leader(survivors, within=HEARTBEAT + MARGIN)
+
+
 class TestFailover:
     """A new leader takes over after a crash, a graceful stop or a pause."""
 
