@@ -43,6 +43,7 @@ from auditsvc.mongo import (
     connect,
 )
 from auditsvc.mongo.client import detect_transactions, ensure_indexes
+from auditsvc.mongo.gate import LeaseGate
 from auditsvc.paging import PageTokens
 from auditsvc.scheduler import Scheduler
 from auditsvc.server import ALL_METHODS, MUTATING, Server, tls
@@ -68,11 +69,9 @@ class App:
         self.metrics = metrics or Metrics()
         self.database = connect(s.mongodb_uri, s.mongodb_database, s.mongodb_timeout_ms)
         self.state = MongoStateStore(self.database)
-        lease_lock = asyncio.Lock()
-        self.fence = MongoFence(
-            self.database, s.leader_election_name, s.replica_id, lock=lease_lock
-        )
-        self.leases = MongoLeaseStore(self.database, s.leader_election_name, lease_lock)
+        gate = LeaseGate()
+        self.fence = MongoFence(self.database, s.leader_election_name, s.replica_id, gate=gate)
+        self.leases = MongoLeaseStore(self.database, s.leader_election_name, gate)
         self.leadership: Leadership = self._leadership()
         candles = MongoCandleStore(self.database, s.candle_collection_template)
         self.ready = False

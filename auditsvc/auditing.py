@@ -52,6 +52,7 @@ class Auditor:
         self._fence = fence
         self._leadership = leadership
         self._metrics = metrics
+        self._symbols = frozenset(settings.audit_symbols)
         self._cycle_lock = asyncio.Lock()
         self._backfill_lock = asyncio.Lock()
         self.last_cycle: Cycle | None = None
@@ -68,7 +69,7 @@ class Auditor:
     ) -> list[tuple[str, Timeframe, Window]]:
         """Validates a request and returns the series with their windows."""
         for sym in symbols:
-            if sym not in self._s.audit_symbols:
+            if sym not in self._symbols:
                 raise NotFound(
                     f"symbol {sym[:64]!r} is not configured (AUDIT_SYMBOLS)", field="symbols"
                 )

@@ -359,6 +359,10 @@ class LeaderElector:
             self._renewed_at = began
             self._observe(lease, began)
             term = self.term()
+            if term is None and self._clock.monotonic() - began >= self._cfg.renew_deadline:
+                # A grant that arrived this late would start a term the watchdog
+                # ends at once; the next round's fresh renewal starts it instead.
+                return
             if term is None or term.epoch != lease.epoch:
                 if term is not None:
                     self._step_down(f"lease re-acquired at a new epoch {lease.epoch}")

@@ -34,6 +34,8 @@ from auditsvc.records import (
 from auditsvc.store import StateStore
 
 T = TypeVar("T")
+# GetStatus reads the newest stored cycle at most this often; concurrent callers share one read.
+STATUS_CACHE_S = 0.5
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
@@ -59,6 +61,8 @@ class AuditService:
         self._is_ready = is_ready
         self._next_cycle_ms = next_cycle_ms
         self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._status_read: asyncio.Future[Cycle | None] | None = None
+        self._status_read_at = float("-inf")
         # Set on shutdown: open streams finish with OK instead of being cut.
         self.closing = asyncio.Event()
 
@@ -199,7 +203,7 @@ class AuditService:
         last = self.auditor.last_cycle
         if reachable:
             try:
-                last = await self._state.last_cycle() or last
+                last = await self._stored_last_cycle() or last
             except Exception:  # GetStatus must answer even when the database does not
                 reachable = False
         term = self._leadership.term()
@@ -215,6 +219,20 @@ class AuditService:
             leader_id=self._leadership.known_leader(),
             epoch=self._leadership.epoch,
         )
+
+    async def _stored_last_cycle(self) -> Cycle | None:
+        """The newest stored cycle, read at most every STATUS_CACHE_S (single flight)."""
+        loop = asyncio.get_running_loop()
+        read = self._status_read
+        if read is None or (read.done() and loop.time() - self._status_read_at > STATUS_CACHE_S):
+            read = self._status_read = asyncio.ensure_future(self._state.last_cycle())
+            self._status_read_at = loop.time()
+        try:
+            return await asyncio.shield(read)
+        except BaseException:
+            if self._status_read is read and read.done():
+                self._status_read = None  # never cache a failure
+            raise
 
     async def health_scores(
         self, symbols: Sequence[str], timeframes: Sequence[str]

@@ -19,6 +19,7 @@ AUDIT_LOG = "audit_log"
 REQUESTS = "audit_requests"
 
 LEASE_TTL_S = 7 * 24 * 3600
+CYCLE_TTL_S = 14 * 24 * 3600
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -76,7 +77,11 @@ INDEXES: dict[str, list[IndexModel]] = {
     LEASES: [
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=LEASE_TTL_S, name="lease_ttl")
     ],
-    CYCLES: [IndexModel([("started_at", DESCENDING)], name="by_start")],
+    CYCLES: [
+        IndexModel([("started_at", DESCENDING)], name="by_start"),
+        # Each cycle document holds every series report: keep two weeks of them.
+        IndexModel([("finished_at", ASCENDING)], expireAfterSeconds=CYCLE_TTL_S, name="cycle_ttl"),
+    ],
     SERIES: [IndexModel([("computed_at", ASCENDING)], name="by_computed")],
     GAPS: [
         IndexModel(

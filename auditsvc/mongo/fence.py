@@ -28,6 +28,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 
 from auditsvc.audit.errors import Fenced, Unavailable
 from auditsvc.mongo.client import LEASES, Database
+from auditsvc.mongo.gate import LeaseGate
 
 T = TypeVar("T")
 
@@ -41,11 +42,11 @@ class MongoFence:
         election: str,
         replica_id: str,
         retry_budget: float = 5.0,
-        lock: asyncio.Lock | None = None,
+        gate: LeaseGate | None = None,
     ) -> None:
         self._database = database
         # Shared with MongoLeaseStore, so a batch never races our own renewal.
-        self._lock = lock or asyncio.Lock()
+        self._gate = gate or LeaseGate()
         self._retry_budget = retry_budget
         self._election = election
         self._replica_id = replica_id
@@ -101,7 +102,7 @@ class MongoFence:
         delay = 0.005
         while True:
             try:
-                async with self._lock:
+                async with self._gate.batch():
                     session.start_transaction()
                     result = await guarded(session)
                     await session.commit_transaction()

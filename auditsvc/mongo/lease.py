@@ -7,7 +7,6 @@ since 4.0 evaluates the same way and which avoids mixing time zone flavours.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +14,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from auditsvc.mongo.client import LEASES, Database, to_ms
+from auditsvc.mongo.gate import LeaseGate
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +50,12 @@ def _lease(doc: dict[str, Any], now_ms: int) -> Lease:
 
 
 class MongoLeaseStore:
-    def __init__(self, database: Database, election: str, lock: asyncio.Lock | None = None) -> None:
+    def __init__(self, database: Database, election: str, gate: LeaseGate | None = None) -> None:
         self._col = database.db[LEASES]
         self._election = election
         # Shared with MongoFence: our own renewals wait for a fenced batch to
         # commit instead of conflicting with it on the lease document.
-        self._lock = lock or asyncio.Lock()
+        self._gate = gate or LeaseGate()
 
     async def try_acquire(self, holder: str, address: str, duration_ms: int) -> Lease | None:
         """Acquires or renews; None when another replica holds a live lease."""
@@ -88,7 +88,7 @@ class MongoLeaseStore:
         ]
         query = {"_id": self._election, "$expr": {"$or": [held, expired]}}
         try:
-            async with self._lock:
+            async with self._gate.renewal():
                 doc = await self._col.find_one_and_update(
                     query, update, upsert=True, return_document=ReturnDocument.AFTER
                 )
@@ -102,7 +102,7 @@ class MongoLeaseStore:
 
     async def release(self, holder: str, epoch: int) -> bool:
         """Expires the lease now, keeping the epoch, if we still hold it."""
-        async with self._lock:
+        async with self._gate.renewal():
             doc = await self._col.find_one_and_update(
                 {"_id": self._election, "holder": holder, "epoch": epoch},
                 [{"$set": {"expires_at": "$$NOW", "released": True, "now_ms": _now_ms()}}],

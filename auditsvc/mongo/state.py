@@ -5,19 +5,24 @@ cycles, health scores and idempotent request results.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from pymongo import ReplaceOne
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from auditsvc.audit.errors import Unavailable
 from auditsvc.mongo import codec
 from auditsvc.mongo.client import CYCLES, GAPS, REQUESTS, SERIES, Database, to_dt, to_ms
 from auditsvc.records import Cycle, GapQuery, GapRecord, ScoreRecord, SeriesReport
 
 log = logging.getLogger(__name__)
+
+# Scores a health-stream subscriber may fall behind by before it is cut off.
+_SUBSCRIBER_BACKLOG = 10_000
 
 
 class MongoStateStore:
@@ -25,6 +30,9 @@ class MongoStateStore:
         self._database = database
         self._db = database.db
         self._poll_interval = poll_interval
+        # One change stream per process, fanned out to every watch_scores() caller.
+        self._watchers: set[asyncio.Queue[ScoreRecord | BaseException]] = set()
+        self._pump: asyncio.Task[None] | None = None
 
     async def ping(self) -> None:
         await self._database.client.admin.command("ping")
@@ -119,7 +127,41 @@ class MongoStateStore:
         return [codec.report_record(d["report"]) for d in docs if "report" in d]
 
     async def watch_scores(self) -> AsyncIterator[ScoreRecord]:
-        """New scores as any replica stores them: a change stream, else polling."""
+        """New scores as any replica stores them, from one shared database watch."""
+        queue: asyncio.Queue[ScoreRecord | BaseException] = asyncio.Queue(_SUBSCRIBER_BACKLOG)
+        self._watchers.add(queue)
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._pump_scores(), name="score-watch")
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._watchers.discard(queue)
+            if not self._watchers and self._pump is not None:
+                self._pump.cancel()
+                self._pump = None
+
+    async def _pump_scores(self) -> None:
+        try:
+            async for record in self._watch_database():
+                for queue in list(self._watchers):
+                    try:
+                        queue.put_nowait(record)
+                    except asyncio.QueueFull:
+                        # A subscriber this far behind is cut off (its client
+                        # reconnects and gets a fresh snapshot) rather than
+                        # letting its backlog grow without bound.
+                        self._watchers.discard(queue)
+                        _last_word(queue, Unavailable("health stream subscriber fell behind"))
+        except Exception as exc:
+            for queue in list(self._watchers):
+                _last_word(queue, exc)
+
+    async def _watch_database(self) -> AsyncIterator[ScoreRecord]:
+        """A change stream, else polling."""
         try:
             async with self._db[SERIES].watch(full_document="updateLookup") as stream:
                 async for change in stream:
@@ -159,15 +201,24 @@ class MongoStateStore:
         epoch: int,
         session: Any = None,
     ) -> None:
-        await self._db[REQUESTS].replace_one(
-            {"_id": f"{kind}:{request_id}"},
-            {
-                "kind": kind,
-                "body_hash": body_hash,
-                "result": result,
-                "epoch": epoch,
-                "at": dt.datetime.now(dt.UTC),
-            },
-            upsert=True,
-            session=session,
-        )
+        # Insert-only: the first stored result wins, so a deposed leader that
+        # finishes late can never replace what a newer leader already answered.
+        with contextlib.suppress(DuplicateKeyError):
+            await self._db[REQUESTS].insert_one(
+                {
+                    "_id": f"{kind}:{request_id}",
+                    "kind": kind,
+                    "body_hash": body_hash,
+                    "result": result,
+                    "epoch": epoch,
+                    "at": dt.datetime.now(dt.UTC),
+                },
+                session=session,
+            )
+
+
+def _last_word(queue: asyncio.Queue[ScoreRecord | BaseException], exc: BaseException) -> None:
+    """Ends a subscriber's stream with ``exc``, making room for it if need be."""
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(exc)

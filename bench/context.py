@@ -1,0 +1,147 @@
+"""What every figure gets: the database, sizes, trials, a process set, scratch dirs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from motor.motor_asyncio import AsyncIOMotorClient
+
+from bench.procs import Processes, Replica
+
+
+class NotMeasured(Exception):
+    """A figure could not be measured; the message says why (it goes into the report)."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Data sizes and durations; every field is a CLI flag (``--symbols`` etc.)."""
+
+    trials: int = 3
+    # 1. throughput
+    symbols: int = 8
+    days: float = 7.0
+    # 2. memory
+    memory_factor: int = 10
+    # 3. incremental cost
+    history_days: tuple[int, int] = (1, 30)
+    incremental_repeats: int = 10
+    # 4. RPC speed
+    rpc_seconds: float = 3.0
+    rpc_concurrency: tuple[int, ...] = (1, 50)
+    # 5. forwarding
+    forward_latency_calls: int = 100
+    forward_calls: int = 1000
+    # 6. stream fan-out
+    subscribers: int = 1000
+    stream_channels: int = 10
+    stream_cycles: int = 3
+    # 7. failover
+    failover_trials: int = 5
+    heartbeat: float = 1.0
+    election_timeout: float = 3.0
+    # 8. scale
+    scale_series: tuple[int, ...] = (48, 480, 4800)
+    scale_timeframe: str = "1h"
+    scale_hours: int = 24
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+TINY = Sizes(
+    trials=1,
+    symbols=2,
+    days=0.25,
+    memory_factor=10,
+    history_days=(1, 2),
+    incremental_repeats=2,
+    rpc_seconds=0.3,
+    rpc_concurrency=(1, 10),
+    forward_latency_calls=5,
+    forward_calls=30,
+    subscribers=20,
+    stream_channels=2,
+    stream_cycles=1,
+    failover_trials=1,
+    heartbeat=0.3,
+    election_timeout=1.2,
+    scale_series=(4, 8, 16),
+)
+
+
+@dataclass
+class Context:
+    uri: str
+    # The URI replicas get; may add options to ``uri`` (see --retryable-writes).
+    service_uri: str
+    sizes: Sizes
+    work_dir: Path
+    service_root: Path | None = None
+    # True for the private SecantusDB: it is thrown away whole, nothing to drop.
+    owns_server: bool = False
+    profile_dir: Path | None = None
+    figure: str = ""
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    databases: list[str] = field(default_factory=list)
+    processes: Processes = field(default_factory=Processes)
+    profilers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _client: Any = None
+
+    @property
+    def log_dir(self) -> Path:
+        path = self.work_dir / "logs"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def client(self) -> Any:
+        """A bare motor client (driver defaults) for seeding and baselines."""
+        if self._client is None:
+            self._client = AsyncIOMotorClient(self.uri, serverSelectionTimeoutMS=10_000)
+        return self._client
+
+    def database(self, figure: str) -> str:
+        """A fresh database name for one figure; dropped when the run ends."""
+        name = f"bench_{self.run_id}_{figure}"
+        self.databases.append(name)
+        return name
+
+    async def replica(self, name: str, database: str, **env: str) -> Replica:
+        replica = Replica(name, self.service_uri, database, self.log_dir, self.service_root, **env)
+        self.processes.add(replica)
+        await replica.start()
+        self.attach_profiler(replica.pid, name)
+        return replica
+
+    def attach_profiler(self, pid: int, name: str) -> None:
+        if self.profile_dir is not None:
+            from bench.profile import attach
+
+            out = self.profile_dir / f"{self.figure}-{name}.txt"
+            self.profilers.append(attach(pid, out))
+
+    async def cleanup(self) -> None:
+        await self.processes.close()
+        spies, self.profilers = self.profilers, []
+        for spy in spies:  # they write their output when the profiled process exits
+            try:
+                await asyncio.to_thread(spy.wait, 30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+
+    async def close(self) -> None:
+        await self.cleanup()
+        if self._client is not None:
+            for name in [] if self.owns_server else self.databases:
+                with contextlib.suppress(Exception):  # best effort
+                    await self._client.drop_database(name)
+            self._client.close()
+            self._client = None

@@ -1,0 +1,28 @@
+"""The eight figures, in run order. Each module has KEY, TITLE, TARGET and ``run(ctx)``."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from bench.figures import (
+    f1_throughput,
+    f2_memory,
+    f3_incremental,
+    f4_rpc,
+    f5_forwarding,
+    f6_fanout,
+    f7_failover,
+    f8_scale,
+)
+
+FIGURES: tuple[ModuleType, ...] = (
+    f1_throughput,
+    f2_memory,
+    f3_incremental,
+    f4_rpc,
+    f5_forwarding,
+    f6_fanout,
+    f7_failover,
+    f8_scale,
+)
+KEYS: tuple[str, ...] = tuple(m.KEY for m in FIGURES)
