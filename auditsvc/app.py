@@ -30,7 +30,7 @@ from auditsvc.config import Settings
 from auditsvc.dedupe import Deduplicator
 from auditsvc.failpoints import Failpoints
 from auditsvc.forwarding import Forwarder, ForwardingInterceptor
-from auditsvc.interceptors import MetricsInterceptor
+from auditsvc.interceptors import CallInterceptor
 from auditsvc.leadership import Leadership, Standalone
 from auditsvc.metrics import Metrics
 from auditsvc.mongo import (
@@ -46,7 +46,7 @@ from auditsvc.mongo.client import detect_transactions, ensure_indexes
 from auditsvc.mongo.gate import LeaseGate
 from auditsvc.paging import PageTokens
 from auditsvc.scheduler import Scheduler
-from auditsvc.server import ALL_METHODS, MUTATING, Server, tls
+from auditsvc.server import ALL_METHODS, MUTATING, SERVICE_NAME, Server, tls
 from auditsvc.service import AuditService
 from auditsvc.servicer import AuditServicer
 
@@ -142,7 +142,7 @@ class App:
         forwarding = ForwardingInterceptor(
             MUTATING, self.leadership, self.forwarder, self._leader_address
         )
-        chain: list[object] = [MetricsInterceptor(self.metrics)]
+        chain: list[object] = [CallInterceptor(f"/{SERVICE_NAME}/", self.metrics)]
         token = self.settings.api_token
         if token:
             protected = ALL_METHODS if self.settings.reads_require_token else MUTATING

@@ -175,7 +175,8 @@ def leader_pb(info: LeaderInfo) -> pb.GetLeaderResponse:
     return reply
 
 
-def status_pb(s: Status) -> pb.GetStatusResponse:
+def status_pb(s: Status, cycle: pb.AuditCycle | None = None) -> pb.GetStatusResponse:
+    """``cycle`` may be ``s.last_cycle`` already converted (GetStatus reuses it)."""
     reply = pb.GetStatusResponse(
         replica_id=s.replica_id,
         role=_ROLES[s.role],
@@ -187,7 +188,7 @@ def status_pb(s: Status) -> pb.GetStatusResponse:
         epoch=s.epoch,
     )
     if s.last_cycle is not None:
-        reply.last_cycle.CopyFrom(cycle_pb(s.last_cycle))
+        reply.last_cycle.CopyFrom(cycle if cycle is not None else cycle_pb(s.last_cycle))
     if s.next_cycle_ms is not None:
         reply.next_cycle_at.CopyFrom(ts(s.next_cycle_ms))
     return reply

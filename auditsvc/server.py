@@ -17,7 +17,6 @@ from auditpb.v1 import audit_pb2 as pb
 from auditpb.v1 import audit_pb2_grpc as pb_grpc
 from auditsvc.config import Settings
 from auditsvc.healthcheck import NOT_SERVING, SERVING, HealthServicer
-from auditsvc.interceptors import DecodeInterceptor
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["AuditService"].full_name
 MUTATING = frozenset({f"/{SERVICE_NAME}/RunAudit", f"/{SERVICE_NAME}/ResolveDuplicates"})
@@ -59,7 +58,7 @@ class Server:
     ) -> None:
         self.health = HealthServicer()
         self._server = grpc.aio.server(
-            interceptors=[DecodeInterceptor(f"/{SERVICE_NAME}/"), *interceptors],
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.so_reuseport", 0),

@@ -47,6 +47,9 @@ def _unary(
 class AuditServicer(pb_grpc.AuditServiceServicer):  # type: ignore[misc]
     def __init__(self, service: AuditService) -> None:
         self._service = service
+        # The last cycle and its message: GetStatus serves the same cycle many
+        # times between audits, and converting every series each time is waste.
+        self._cycle: tuple[object, pb.AuditCycle] | None = None
 
     @_unary
     async def GetLeader(self, request: pb.GetLeaderRequest, context: Any) -> pb.GetLeaderResponse:
@@ -54,7 +57,13 @@ class AuditServicer(pb_grpc.AuditServiceServicer):  # type: ignore[misc]
 
     @_unary
     async def GetStatus(self, request: pb.GetStatusRequest, context: Any) -> pb.GetStatusResponse:
-        return convert.status_pb(await self._service.status())
+        status = await self._service.status()
+        cached = self._cycle
+        if status.last_cycle is None:
+            return convert.status_pb(status)
+        if cached is None or cached[0] is not status.last_cycle:
+            cached = self._cycle = (status.last_cycle, convert.cycle_pb(status.last_cycle))
+        return convert.status_pb(status, cached[1])
 
     @_unary
     async def RunAudit(self, request: pb.RunAuditRequest, context: Any) -> pb.RunAuditResponse:
