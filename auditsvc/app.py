@@ -101,6 +101,7 @@ class App:
             self.auditor,
             dedupe,
             self.state,
+            self.fence,
             self.leadership,
             PageTokens(s.mongodb_database),
             lambda: self.ready,

@@ -31,7 +31,7 @@ from auditsvc.records import (
     report_from_dict,
     report_to_dict,
 )
-from auditsvc.store import StateStore
+from auditsvc.store import Fence, StateStore
 
 T = TypeVar("T")
 # GetStatus reads the newest stored cycle at most this often; concurrent callers share one read.
@@ -47,6 +47,7 @@ class AuditService:
         auditor: Auditor,
         deduplicator: Deduplicator,
         state: StateStore,
+        fence: Fence,
         leadership: Leadership,
         tokens: PageTokens,
         is_ready: Callable[[], bool],
@@ -56,6 +57,7 @@ class AuditService:
         self.auditor = auditor
         self._dedupe = deduplicator
         self._state = state
+        self._fence = fence
         self._leadership = leadership
         self._tokens = tokens
         self._is_ready = is_ready
@@ -144,7 +146,11 @@ class AuditService:
             result = await work()
             term = self._leadership.term()
             epoch = term.epoch if term else self._leadership.epoch
-            await self._state.put_request(kind, request_id, body, result, epoch)
+            # Fenced like every other write under leadership.
+            await self._fence.run(
+                epoch,
+                lambda s: self._state.put_request(kind, request_id, body, result, epoch, s),
+            )
             future.set_result((body, result))
         except BaseException as exc:
             future.set_exception(exc)

@@ -203,6 +203,10 @@ class MongoStateStore:
     ) -> None:
         # Insert-only: the first stored result wins, so a deposed leader that
         # finishes late can never replace what a newer leader already answered.
+        # Look first: inside a transaction a duplicate-key error would abort it.
+        key = {"_id": f"{kind}:{request_id}"}
+        if await self._db[REQUESTS].find_one(key, {"_id": 1}, session=session) is not None:
+            return
         with contextlib.suppress(DuplicateKeyError):
             await self._db[REQUESTS].insert_one(
                 {
