@@ -148,11 +148,17 @@ class Auditor:
             trigger=trigger,
         )
         log.info("audit cycle started", extra={**tags, "series": len(selection)})
+        tasks = [asyncio.ensure_future(one(*item)) for item in selection]
         try:
-            reports = await asyncio.gather(*(one(*item) for item in selection))
-        except (Cancelled, asyncio.CancelledError):
-            raise
-        except Exception as exc:
+            reports = await asyncio.gather(*tasks)
+        except BaseException as exc:
+            # gather leaves the other series running; stop them before the cycle
+            # lock is released, so cycles never overlap.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if isinstance(exc, Cancelled) or not isinstance(exc, Exception):
+                raise  # cancellation (incl. lost leadership) is not a failed cycle
             failure = finish(self._clock.now_ms(), succeeded=False, error=_reason(exc))
             self.last_cycle = failure
             log.warning("audit cycle failed", extra={**tags, "error": failure.error})

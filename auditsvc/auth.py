@@ -22,6 +22,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, token: str, protected: frozenset[str]) -> None:
         self._expected = f"Bearer {token}".encode()
         self._protected = protected
+        # One refusing handler per method: built per call, each would be a new
+        # key in the outer interceptor's per-handler cache.
+        self._denials: dict[str, Any] = {}
 
     def _allowed(self, metadata: Any) -> bool:
         for key, value in metadata or ():
@@ -35,21 +38,30 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Any:
         if details.method not in self._protected or self._allowed(details.invocation_metadata):
             return await continuation(details)
+        denial = self._denials.get(details.method)
+        if denial is not None:
+            return denial
         handler = await continuation(details)
         if handler is None:
             return None
+        denial = self._denials[details.method] = _denial(handler)
+        return denial
 
-        async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DETAILS)
 
-        async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DETAILS)
-            yield  # pragma: no cover - makes this an async generator
+def _denial(handler: Any) -> Any:
+    """A handler of the same shape as ``handler`` that answers UNAUTHENTICATED."""
 
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                deny_stream, request_deserializer=handler.request_deserializer
-            )
-        return grpc.unary_unary_rpc_method_handler(
-            deny, request_deserializer=handler.request_deserializer
+    async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DETAILS)
+
+    async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DETAILS)
+        yield  # pragma: no cover - makes this an async generator
+
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            deny_stream, request_deserializer=handler.request_deserializer
         )
+    return grpc.unary_unary_rpc_method_handler(
+        deny, request_deserializer=handler.request_deserializer
+    )

@@ -9,6 +9,7 @@ the work: groups are recomputed from what is left, the archive key is
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -44,6 +45,10 @@ class Deduplicator:
         failpoints: Failpoints | None = None,
     ) -> None:
         self._failpoints = failpoints or Failpoints()
+        # One removal per collection at a time: two requests deciding from the
+        # same snapshot (say keep_newest and keep_oldest) could otherwise delete
+        # every copy of a candle between them.
+        self._locks: dict[str, asyncio.Lock] = {}
         self._s = settings
         self._clock = clock
         self._candles = candles
@@ -127,7 +132,8 @@ class Deduplicator:
             removed += d
             self._metrics.duplicates_removed.labels(symbol, tf.name, strategy.value).inc(d)
 
-        async with term.guard():
+        lock = self._locks.setdefault(collection, asyncio.Lock())
+        async with term.guard(), lock:
             async for refs in self._candles.duplicate_groups(
                 symbol, tf.name, window, self._s.duplicate_version_field
             ):

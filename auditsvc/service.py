@@ -137,28 +137,40 @@ class AuditService:
         if pending is not None:
             stored_body, result = await asyncio.shield(pending)
             return await self._replay(stored_body, body, result, replay)
-        stored = await self._state.get_request(kind, request_id)
-        if stored is not None:
-            return await self._replay(stored["body_hash"], body, stored["result"], replay)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        # Registered before the first await, so a concurrent repeat waits for us.
+        future: asyncio.Future[tuple[str, dict[str, Any]]] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._inflight[key] = future
         try:
-            result = await work()
-            term = self._leadership.term()
-            epoch = term.epoch if term else self._leadership.epoch
-            # Fenced like every other write under leadership.
-            await self._fence.run(
-                epoch,
-                lambda s: self._state.put_request(kind, request_id, body, result, epoch, s),
-            )
-            future.set_result((body, result))
+            stored = await self._state.get_request(kind, request_id)
+            if stored is not None:
+                first = (str(stored["body_hash"]), stored["result"])
+            else:
+                result = await work()
+                term = self._leadership.term()
+                epoch = term.epoch if term else self._leadership.epoch
+                # Fenced like every other write under leadership.
+                await self._fence.run(
+                    epoch,
+                    lambda s: self._state.put_request(kind, request_id, body, result, epoch, s),
+                )
+                first = (body, result)
+            future.set_result(first)
         except BaseException as exc:
-            future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                # Our caller went away; that is no reason to cancel the others.
+                future.set_exception(
+                    Unavailable("the first call with this request_id was cancelled; retry")
+                )
+            else:
+                future.set_exception(exc)
             future.exception()  # mark retrieved; waiters re-raise it themselves
             raise
         finally:
-            self._inflight.pop(key, None)
-        return await replay(result)
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
+        return await self._replay(first[0], body, first[1], replay)
 
     @staticmethod
     async def _replay(

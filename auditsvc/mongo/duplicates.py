@@ -52,8 +52,12 @@ class MongoDuplicateStore:
                 "removed_by": self._replica_id,
                 "document": doc,
             }
-            # Upsert on the archive key: a replayed batch archives nothing twice.
-            ops.append(UpdateOne({"_id": key}, {"$setOnInsert": entry}, upsert=True))
+            # Upsert on the archive key: a replayed batch archives nothing twice,
+            # and a document removed again after a restore gets a fresh copy
+            # that restore will find (restored_at is cleared).
+            ops.append(
+                UpdateOne({"_id": key}, {"$set": entry, "$unset": {"restored_at": ""}}, upsert=True)
+            )
         if not ops:
             return 0
         result = await self._db[ARCHIVE].bulk_write(ops, ordered=False, session=session)
@@ -80,7 +84,7 @@ class MongoDuplicateStore:
         safe = [
             d["_id"]["doc_id"]
             for d in await self._db[ARCHIVE]
-            .find({"_id": {"$in": keys}}, {"_id": 1}, session=session)
+            .find({"_id": {"$in": keys}, "restored_at": None}, {"_id": 1}, session=session)
             .to_list(None)
         ]
         deleted = 0

@@ -156,6 +156,9 @@ class MongoStateStore:
                         # letting its backlog grow without bound.
                         self._watchers.discard(queue)
                         _last_word(queue, Unavailable("health stream subscriber fell behind"))
+            # The stream ended (an invalidate event): tell subscribers, or they wait forever.
+            for queue in list(self._watchers):
+                _last_word(queue, Unavailable("health stream ended; reconnect"))
         except Exception as exc:
             for queue in list(self._watchers):
                 _last_word(queue, exc)
