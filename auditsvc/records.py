@@ -4,7 +4,7 @@ resolution produced, as stored and as served. Pure data, no I/O.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from auditsvc.audit.models import HealthScore, Role, Severity, Strategy
@@ -132,16 +132,6 @@ class BackfillRequest:
     end_ms: int
     priority: int
     epoch: int
-
-
-@dataclass(frozen=True, slots=True)
-class SeriesSelection:
-    """The series one RunAudit covers and its optional explicit window."""
-
-    series: tuple[tuple[str, str], ...]
-    start_ms: int | None = None
-    end_ms: int | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def report_to_dict(r: DuplicateReport) -> dict[str, Any]:

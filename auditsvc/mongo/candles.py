@@ -66,10 +66,3 @@ class MongoCandleStore:
                 CandleRef(doc_id=d["id"], timestamp_ms=ts, version=d.get("v"))
                 for d in group["docs"]
             ]
-
-    async def fetch(
-        self, collection: str, ids: list[Any], session: Any = None
-    ) -> list[dict[str, Any]]:
-        cursor = self._db[collection].find({"_id": {"$in": ids}}, session=session)
-        docs: list[dict[str, Any]] = await cursor.to_list(None)
-        return docs

@@ -122,10 +122,6 @@ class MongoStateStore:
         docs = await self._db[SERIES].find({}, {"report": 0}).to_list(None)
         return [codec.score_record(d) for d in docs]
 
-    async def series_reports(self) -> list[SeriesReport]:
-        docs = await self._db[SERIES].find({}, {"report": 1}).to_list(None)
-        return [codec.report_record(d["report"]) for d in docs if "report" in d]
-
     async def watch_scores(self) -> AsyncIterator[ScoreRecord]:
         """New scores as any replica stores them, from one shared database watch."""
         queue: asyncio.Queue[ScoreRecord | BaseException] = asyncio.Queue(_SUBSCRIBER_BACKLOG)
