@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from auditsvc.config import Settings
 from auditsvc.dbtools import seed_demo
@@ -22,14 +23,32 @@ from auditsvc.dbtools import seed_demo
 DEV_DB_PORT = 27027
 
 
-def _wait_port(port: int, deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen[Any] | None = None) -> None:
+    """Polls until something listens on 127.0.0.1:``port``; TimeoutError after
+    ``timeout`` seconds, RuntimeError as soon as ``proc`` (if given) exits."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before opening {port}")
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
-        time.sleep(0.1)
-    raise SystemExit(f"dev database did not open 127.0.0.1:{port} in {deadline_s:g}s")
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout:g}s")
+
+
+def _wait_port(port: int, deadline_s: float) -> None:
+    try:
+        wait_port(port, deadline_s)
+    except TimeoutError:
+        raise SystemExit(f"127.0.0.1:{port} did not open in {deadline_s:g}s") from None
 
 
 def _start_db(data_dir: Path) -> subprocess.Popen[bytes]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -15,18 +14,12 @@ import pytest
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
+from auditsvc.devrun import free_port
 from auditsvc.mongo.client import Database, connect
 
 SERVER = Path(sys.executable).parent / "secantusd-py"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _pings(uri: str) -> bool:
@@ -63,7 +56,7 @@ class SecantusServer:
     def start(self, attempts: int = 3) -> str:
         """Starts the server and returns its URI once a ping succeeds."""
         for _ in range(attempts):
-            port = _free_port()
+            port = free_port()
             with self.log_path.open("ab") as log:
                 process = subprocess.Popen(
                     [
