@@ -96,11 +96,22 @@ class Auditor:
         return selected
 
     def _window(self, tf: Timeframe, now: int, start: int | None, end: int | None) -> Window:
-        default = default_window(tf, now, self._s.audit_lookback, self._s.audit_min_candles)
+        grace_ms = round(self._s.audit_ingest_grace * 1000)
+        default = default_window(
+            tf, now, self._s.audit_lookback, self._s.audit_min_candles, grace_ms
+        )
         if start is None and end is None:
             return default
-        if end is None:
-            end = max(default.end_ms, start + 1 if start is not None else default.end_ms)
+        # Slots that are not yet due are never audited: a window reaching past
+        # the settled edge is cut back to it, so a future window can never
+        # become a series' score.
+        if start is not None and start >= default.end_ms:
+            raise InvalidArgument(
+                f"start_time is after the newest {tf.name} slot due now "
+                f"(closed + AUDIT_INGEST_GRACE); nothing to audit yet",
+                field="start_time",
+            )
+        end = default.end_ms if end is None else min(end, default.end_ms)
         if start is None:
             start = end - (default.end_ms - default.start_ms)
         if start >= end:

@@ -65,6 +65,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("AUDIT_MIN_CANDLES", "30", "Default window covers at least this many slots."),
     Variable("AUDIT_CONCURRENCY", "10", "Series audited at once."),
     Variable("AUDIT_MAX_RANGE_CANDLES", "1000000", "Most expected slots one series may span."),
+    Variable(
+        "AUDIT_INGEST_GRACE", "10", "Seconds after a slot closes before its candle is expected."
+    ),
     Variable("ENABLE_AUTO_BACKFILL", "false", "Write backfill requests for long gaps."),
     Variable("MIN_AUTO_BACKFILL_GAP", "3600", "Shortest gap, seconds, that gets a backfill."),
     Variable("MAX_AUTO_BACKFILL_JOBS", "5", "Most backfill requests open at once."),
@@ -115,6 +118,7 @@ class Settings:
     audit_min_candles: int
     audit_concurrency: int
     audit_max_range_candles: int
+    audit_ingest_grace: float
     enable_auto_backfill: bool
     min_auto_backfill_gap: int
     max_auto_backfill_jobs: int
@@ -160,6 +164,7 @@ class Settings:
             audit_min_candles=env.integer("AUDIT_MIN_CANDLES", 1, 1_000_000),
             audit_concurrency=env.integer("AUDIT_CONCURRENCY", 1, 1000),
             audit_max_range_candles=env.integer("AUDIT_MAX_RANGE_CANDLES", 1, 100_000_000),
+            audit_ingest_grace=env.number("AUDIT_INGEST_GRACE", 0.0),
             enable_auto_backfill=env.boolean("ENABLE_AUTO_BACKFILL"),
             min_auto_backfill_gap=env.integer("MIN_AUTO_BACKFILL_GAP", 0, 10 * 365 * 86400),
             max_auto_backfill_jobs=env.integer("MAX_AUTO_BACKFILL_JOBS", 0, 100_000),

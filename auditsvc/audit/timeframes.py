@@ -4,7 +4,7 @@ Guarantees:
 
 * Parsing is exact and case-sensitive (``1m`` is a minute, ``1M`` a month);
   anything else raises :class:`InvalidArgument` with ``field="timeframe"``.
-* Fixed timeframes up to ``3d`` open on multiples of their length since the
+* Fixed timeframes from ``1s`` up to ``3d`` open on multiples of their length since the
   Unix epoch; ``1w`` opens on Monday 00:00 UTC; ``1M`` opens at 00:00 UTC on
   the first day of each calendar month.
 * Every operation uses floor semantics, so instants before 1970 work too.
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from auditsvc.audit.errors import InvalidArgument
 from auditsvc.audit.models import Window
 
-_MINUTE_MS = 60_000
+_SECOND_MS = 1_000
+_MINUTE_MS = 60 * _SECOND_MS
 _HOUR_MS = 60 * _MINUTE_MS
 _DAY_MS = 24 * _HOUR_MS
 _WEEK_MS = 7 * _DAY_MS
@@ -36,6 +37,7 @@ _MONTH = "1M"
 _WEEK = "1w"
 
 _NOMINAL_MS: dict[str, int] = {
+    "1s": _SECOND_MS,
     "1m": _MINUTE_MS,
     "3m": 3 * _MINUTE_MS,
     "5m": 5 * _MINUTE_MS,
@@ -164,14 +166,31 @@ def parse_timeframe(name: str) -> Timeframe:
     return tf
 
 
-def default_window(tf: Timeframe, now_ms: int, lookback_s: int, min_candles: int) -> Window:
-    """The window of closed slots ending at the slot still forming at ``now_ms``.
+def settled_end(tf: Timeframe, now_ms: int, grace_ms: int = 0) -> int:
+    """The exclusive end of the slots that are due at ``now_ms``.
 
-    It spans ``max(ceil(lookback_s * 1000 / nominal_ms), min_candles)`` slots.
-    Negative ``lookback_s`` or ``min_candles`` raise ValueError.
+    A slot is due (expected to be stored) once its close plus the ingest
+    ``grace_ms`` has passed. Every slot opening before the returned instant is
+    due; the slot opening at it is not. With ``grace_ms=0`` this is the open of
+    the slot still forming. Negative ``grace_ms`` raises ValueError.
+    """
+    if grace_ms < 0:
+        raise ValueError("grace_ms must be >= 0")
+    return tf.floor(now_ms - grace_ms)
+
+
+def default_window(
+    tf: Timeframe, now_ms: int, lookback_s: int, min_candles: int, grace_ms: int = 0
+) -> Window:
+    """The window of due slots ending at :func:`settled_end`.
+
+    It spans ``max(ceil(lookback_s * 1000 / nominal_ms), min_candles)`` slots,
+    so a candle that closed less than ``grace_ms`` ago is never counted as a
+    gap. Negative ``lookback_s``, ``min_candles`` or ``grace_ms`` raise
+    ValueError.
     """
     if lookback_s < 0 or min_candles < 0:
         raise ValueError("lookback_s and min_candles must be >= 0")
-    end = tf.floor(now_ms)
+    end = settled_end(tf, now_ms, grace_ms)
     n = max(-(-(lookback_s * 1000) // tf.nominal_ms), min_candles)
     return Window(start_ms=tf.shift(end, -n), end_ms=end)

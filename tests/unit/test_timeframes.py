@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from auditsvc.audit.errors import InvalidArgument
 from auditsvc.audit.models import Window
-from auditsvc.audit.timeframes import TIMEFRAMES, default_window, parse_timeframe
+from auditsvc.audit.timeframes import TIMEFRAMES, default_window, parse_timeframe, settled_end
 
 MIN = 60_000
 DAY = 86_400_000
@@ -31,7 +31,7 @@ class TestParse:
     def test_order(self) -> None:
         """TIMEFRAMES lists the Binance names in ascending length."""
         assert TIMEFRAMES == (
-            "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h",
+            "1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h",
             "6h", "8h", "12h", "1d", "3d", "1w", "1M",
         )  # fmt: skip
 
@@ -39,6 +39,14 @@ class TestParse:
         """'1m' is one minute and '1M' is one (30-day nominal) month."""
         assert parse_timeframe("1m").nominal_ms == MIN
         assert parse_timeframe("1M").nominal_ms == 30 * DAY
+
+    def test_one_second(self) -> None:
+        """'1s' is a fixed 1,000 ms slot aligned to the epoch (Binance spot 1s klines)."""
+        tf = parse_timeframe("1s")
+        assert tf.fixed_ms == 1_000
+        assert tf.floor(1_234_567) == 1_234_000
+        assert tf.floor(-1) == -1_000
+        assert tf.count_slots(0, 60_000) == 60
 
     def test_cached(self) -> None:
         """Parsing the same name twice returns the same instance."""
@@ -50,7 +58,7 @@ class TestParse:
         with pytest.raises(InvalidArgument) as exc:
             parse_timeframe(name)
         assert exc.value.field == "timeframe"
-        assert f"unknown timeframe {name!r}; accepted: 1m, 3m, 5m," in exc.value.message
+        assert f"unknown timeframe {name!r}; accepted: 1s, 1m, 3m, 5m," in exc.value.message
         assert exc.value.message.endswith("1w, 1M")
 
 
@@ -195,3 +203,30 @@ class TestDefaultWindow:
         assert default_window(tf, now, 90 * 86_400, 1) == Window(ms(2023, 12, 1), ms(2024, 3, 1))
         assert default_window(tf, now, 91 * 86_400, 1) == Window(ms(2023, 11, 1), ms(2024, 3, 1))
         assert default_window(tf, now, 0, 12) == Window(ms(2023, 3, 1), ms(2024, 3, 1))
+
+
+class TestIngestGrace:
+    """A slot is due only once its close plus the ingest grace has passed."""
+
+    def test_recent_close_not_due(self) -> None:
+        """A 1m slot that closed 5 s ago is outside the window with a 10 s grace."""
+        tf = parse_timeframe("1m")
+        now = ms(2024, 1, 1, 0, 10, 5)
+        assert settled_end(tf, now, 10_000) == ms(2024, 1, 1, 0, 9)
+        assert default_window(tf, now, 3600, 10, 10_000).end_ms == ms(2024, 1, 1, 0, 9)
+
+    def test_due_after_grace(self) -> None:
+        """Once close + grace has passed, the slot is in the window."""
+        tf = parse_timeframe("1m")
+        now = ms(2024, 1, 1, 0, 10, 10)
+        assert settled_end(tf, now, 10_000) == ms(2024, 1, 1, 0, 10)
+
+    def test_zero_grace_is_forming_slot(self) -> None:
+        """Without grace the window ends at the open of the slot still forming."""
+        tf = parse_timeframe("1s")
+        assert settled_end(tf, 5_500, 0) == 5_000
+
+    def test_negative_grace_rejected(self) -> None:
+        """A negative grace is a programming error."""
+        with pytest.raises(ValueError):
+            settled_end(parse_timeframe("1m"), 0, -1)
