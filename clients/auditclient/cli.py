@@ -102,11 +102,14 @@ def _connection_flags(parser: argparse.ArgumentParser, *, top: bool) -> None:
     def default(value: object) -> object:
         return value if top else argparse.SUPPRESS
 
+    target = os.environ.get("AUDITSVC_TARGET") or DEFAULT_TARGET
     group = parser.add_argument_group("connection")
     group.add_argument(
         "--target",
-        default=default(os.environ.get("AUDITSVC_TARGET") or DEFAULT_TARGET),
-        help="host:port of auditsvc (env AUDITSVC_TARGET, default %(default)s)",
+        default=default(target),
+        # Spelled out, not %(default)s: on subcommands the default is SUPPRESS,
+        # which argparse's help formatter cannot print.
+        help=f"host:port of auditsvc (env AUDITSVC_TARGET, default {target})".replace("%", "%%"),
     )
     group.add_argument(
         "--token",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -16,10 +17,12 @@ from typing import Any
 import grpc
 import pytest
 
-from auditclient.cli import main
+from auditclient.cli import build_parser, main
 from auditpb.v1 import audit_pb2
 
 from .fakes import FakeAuditService, FakeServer, gap, score
+
+SUBCOMMANDS = ("status", "leader", "gaps", "run", "resolve-duplicates", "watch")
 
 
 async def auditctl(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -212,6 +215,19 @@ class TestExitCodes:
         """--help prints usage and exits 0."""
         assert main(["--help"]) == 0
         assert "resolve-duplicates" in capsys.readouterr().out
+
+    @pytest.mark.parametrize("command", SUBCOMMANDS)
+    async def test_subcommand_help_exits_0(self, command: str) -> None:
+        """`auditctl COMMAND --help` prints usage with the connection flags and exits 0."""
+        code, out, err = await auditctl(command, "--help", env={"AUDITSVC_TARGET": "h:1"})
+        assert (code, err) == (0, "")
+        assert out.startswith(f"usage: auditctl {command}")
+        assert "--target" in out and "default h:1" in " ".join(out.split())
+
+    def test_every_subcommand_is_covered(self) -> None:
+        """The --help test above lists every subcommand the parser has."""
+        sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+        assert set(sub.choices) == set(SUBCOMMANDS)
 
 
 @contextlib.asynccontextmanager
