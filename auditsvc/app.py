@@ -21,8 +21,6 @@ import signal
 from contextlib import suppress
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import start_http_server
-
 from auditsvc.auditing import Auditor
 from auditsvc.auth import AuthInterceptor
 from auditsvc.clock import Clock, SystemClock
@@ -32,7 +30,7 @@ from auditsvc.failpoints import Failpoints
 from auditsvc.forwarding import Forwarder, ForwardingInterceptor
 from auditsvc.interceptors import CallInterceptor
 from auditsvc.leadership import Leadership, Standalone
-from auditsvc.metrics import Metrics
+from auditsvc.metrics import Metrics, serve_metrics
 from auditsvc.mongo import (
     MongoBackfillStore,
     MongoCandleStore,
@@ -159,9 +157,7 @@ class App:
     async def start(self) -> None:
         s = self.settings
         if s.metrics_port:
-            self._http, _ = start_http_server(
-                s.metrics_port, s.metrics_host, registry=self.metrics.registry
-            )
+            self._http = serve_metrics(self.metrics.registry, s.metrics_host, s.metrics_port)
         await self.server.start()
         log.info(
             "serving",

@@ -1,6 +1,13 @@
 """Command line: ``auditsvc serve | setup-db | restore-duplicates | seed-demo | dev``.
 
-A bad setting exits with code 2 and one line naming the variable.
+Every failure a user can cause or meet prints one line on stderr and exits
+with its own code (the table is ``EXIT_CODES``, shown by ``auditsvc --help``):
+a bad setting or a busy port names the variable; a database that does not
+answer names the reason. Only a bug prints a traceback.
+
+grpc-core logs in plain text on stderr from C++ (``I1201 ... Handshake
+failed``). ``main`` sets GRPC_VERBOSITY=ERROR, unless the operator set it,
+before anything imports grpc, so the JSON log is not interleaved with it.
 """
 
 from __future__ import annotations
@@ -14,15 +21,30 @@ from collections.abc import Sequence
 from auditsvc import __version__
 from auditsvc.config import ConfigError, Settings
 
+EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_CONFIG = 2
+EXIT_DATABASE = 3
+EXIT_NOT_FOUND = 4
+EXIT_CODES = (
+    (EXIT_OK, "success"),
+    (EXIT_FAILED, "the command ran and failed (it says why), or the database refused it"),
+    (EXIT_CONFIG, "bad usage, a bad setting, or a port in use (names the variable)"),
+    (EXIT_DATABASE, "the database did not answer within MONGODB_TIMEOUT_MS"),
+    (EXIT_NOT_FOUND, "nothing to act on (restore-duplicates: unknown request id)"),
+)
 
 
 def _settings() -> Settings:
     try:
         return Settings.from_env(os.environ)
     except ConfigError as exc:
-        print(f"auditsvc: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG) from None
+        raise SystemExit(_fail(f"configuration error: {exc}", EXIT_CONFIG)) from None
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"auditsvc: {message}", file=sys.stderr, flush=True)
+    return code
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -41,8 +63,8 @@ def _serve(args: argparse.Namespace) -> int:
         clock = SystemClock(offset_ms=int(os.environ.get("AUDITSVC_CLOCK_OFFSET_MS", "0")))
         await App(settings, clock=clock, failpoints=failpoints).run()
 
-    asyncio.run(serve())
-    return 0
+    asyncio.run(serve())  # a busy GRPC_PORT or METRICS_PORT raises ConfigError: see main
+    return EXIT_OK
 
 
 def _secrets(settings: Settings) -> tuple[str, ...]:
@@ -75,16 +97,20 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from auditsvc.devrun import run_dev
+    from auditsvc.devrun import DevPorts, run_dev
 
-    return run_dev(replicas=args.replicas, data_dir=args.data_dir)
+    ports = DevPorts(db=args.db_port, grpc=args.grpc_port, metrics=args.metrics_port)
+    return run_dev(replicas=args.replicas, data_dir=args.data_dir, ports=ports)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    codes = "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES)
     parser = argparse.ArgumentParser(
         prog="auditsvc",
         description="gRPC audit control-plane for OHLCV candles. Settings come from "
         "environment variables (see README).",
+        epilog=f"exit codes:\n{codes}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"auditsvc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -103,14 +129,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dev", help="local dev database + demo data + replicas (make run)")
     p.add_argument("--replicas", type=int, default=1, choices=(1, 2, 3))
     p.add_argument("--data-dir", default=".devdata")
+    p.add_argument("--db-port", type=int, default=27027, help="SecantusDB (default 27027)")
+    p.add_argument(
+        "--grpc-port", type=int, default=50051, help="replica N gets this + N-1 (default 50051)"
+    )
+    p.add_argument(
+        "--metrics-port", type=int, default=9464, help="replica N gets this + N-1 (default 9464)"
+    )
     p.set_defaults(func=_dev)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before any import of grpc: the C core reads it once, when it loads.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
+
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:  # settings, or a busy port
+        return _fail(f"configuration error: {exc}", EXIT_CONFIG)
+    except (ConnectionFailure, ExecutionTimeout, TimeoutError) as exc:
+        return _fail(f"database unreachable: {_reason(exc)}", EXIT_DATABASE)
+    except PyMongoError as exc:
+        return _fail(f"database error: {_reason(exc)}", EXIT_FAILED)
+    except KeyboardInterrupt:
+        return 130
     return code
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of the error, cut short: pymongo's topology dumps run long."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = text.split(", Timeout:")[0].split(", Topology Description:")[0]
+    return text[:200]
 
 
 if __name__ == "__main__":

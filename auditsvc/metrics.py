@@ -6,7 +6,12 @@ exactly, so existing dashboards and alerts keep working.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from auditsvc.config import ConfigError
+from auditsvc.ports import ensure_free
 
 _CYCLE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -110,3 +115,15 @@ class Metrics:
         if not leading:
             # Followers must not keep exporting scores that are no longer live.
             self.health_score.clear()
+
+
+def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> WSGIServer:
+    """Starts the /metrics HTTP server on a daemon thread. A busy METRICS_PORT raises
+    ConfigError naming it (one line, exit 2), not prometheus_client's OSError."""
+    ensure_free("METRICS_PORT", host, port)
+    try:
+        server, _ = start_http_server(port, host, registry=registry)
+    except OSError:
+        ensure_free("METRICS_PORT", host, port)  # taken between the check and the bind?
+        raise ConfigError("METRICS_PORT", f"cannot listen on {host}:{port}") from None
+    return server

@@ -15,8 +15,9 @@ from grpc_reflection.v1alpha import reflection
 
 from auditpb.v1 import audit_pb2 as pb
 from auditpb.v1 import audit_pb2_grpc as pb_grpc
-from auditsvc.config import Settings
+from auditsvc.config import ConfigError, Settings
 from auditsvc.healthcheck import NOT_SERVING, SERVING, HealthServicer
+from auditsvc.ports import ensure_free
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["AuditService"].full_name
 MUTATING = frozenset({f"/{SERVICE_NAME}/RunAudit", f"/{SERVICE_NAME}/ResolveDuplicates"})
@@ -71,11 +72,21 @@ class Server:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
+        self.port = self._bind(host, port, credentials)
+
+    def _bind(self, host: str, port: int, credentials: grpc.ServerCredentials | None) -> int:
+        """Binds GRPC_PORT; a busy port raises ConfigError (one line, exit 2), not
+        grpc's RuntimeError. The plain bind first also keeps grpc-core from
+        printing its own error lines for the common case."""
+        ensure_free("GRPC_PORT", host, port)
         address = f"{host}:{port}"
-        if credentials is None:
-            self.port = self._server.add_insecure_port(address)
-        else:
-            self.port = self._server.add_secure_port(address, credentials)
+        try:
+            if credentials is None:
+                return int(self._server.add_insecure_port(address))
+            return int(self._server.add_secure_port(address, credentials))
+        except RuntimeError:
+            ensure_free("GRPC_PORT", host, port)  # taken between the check and the bind?
+            raise ConfigError("GRPC_PORT", f"cannot listen on {address}") from None
 
     async def start(self) -> None:
         await self.health.set("", SERVING)

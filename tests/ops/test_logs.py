@@ -17,9 +17,11 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from auditpb.v1 import audit_pb2 as pb
+from auditpb.v1 import audit_pb2_grpc as pb_grpc
 from auditsvc.demo import demo_series
 from auditsvc.mongo.client import connect
 from tests.cluster.harness import ReplicaProcess
+from tests.security.certs import make_certs
 from tests.support import SecantusDB, eventually, wait_port
 
 pytestmark = pytest.mark.slow
@@ -191,3 +193,46 @@ class TestLogLevel:
         assert "audit cycle finished" not in said
         assert "shutting down: readiness off" not in said
         assert_no_secrets(replica)
+
+
+class TestGrpcCoreLogs:
+    """grpc-core's own plain-text lines do not interleave with the JSON log."""
+
+    async def test_failed_tls_handshake_keeps_every_line_json(
+        self, db: SecantusDB, tmp_path: Path
+    ) -> None:
+        """After a plaintext client fails the TLS handshake, stdout and stderr hold only JSON."""
+        certs = make_certs(tmp_path / "certs")
+        uri = f"mongodb://{USER}:{PASSWORD}@127.0.0.1:{db.port}/?authSource=admin"
+        replica = LoggedReplica(
+            "logs-tls",
+            uri,
+            "logs",
+            tmp_path,
+            LOG_LEVEL="INFO",
+            GRPC_TLS_CERT_FILE=str(certs.server_cert_file),
+            GRPC_TLS_KEY_FILE=str(certs.server_key_file),
+        )
+        try:
+            await asyncio.to_thread(replica.start)
+            async with grpc.aio.insecure_channel(replica.target) as plain:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await pb_grpc.AuditServiceStub(plain).GetStatus(
+                        pb.GetStatusRequest(), timeout=TIMEOUT
+                    )
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            creds = grpc.ssl_channel_credentials(root_certificates=certs.ca)
+            async with grpc.aio.secure_channel(replica.target, creds) as secure:
+                status = await pb_grpc.AuditServiceStub(secure).GetStatus(
+                    pb.GetStatusRequest(), timeout=TIMEOUT
+                )
+            assert status.replica_id == "logs-tls"
+            await terminate(replica)
+        finally:
+            await replica.close()
+        assert replica.events(), replica.output()
+        for number, line in enumerate(replica.stderr.read_text().splitlines(), 1):
+            try:
+                assert isinstance(json.loads(line), dict)
+            except (json.JSONDecodeError, AssertionError):
+                pytest.fail(f"stderr line {number} is not a JSON object: {line!r}")
