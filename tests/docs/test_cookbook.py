@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from auditpb.v1 import audit_pb2 as pb
 from auditsvc.config import Settings
 from auditsvc.demo import demo_series
@@ -25,6 +27,8 @@ START_TIMEOUT = 60.0
 DOC_TARGET = "127.0.0.1:50051"
 PAGE_PLACEHOLDER = "NEXT_PAGE_TOKEN"
 TOKEN = "cookbook-token-0123456789"
+# What shlex makes of the prefix that lets the token commands run with AUDIT_TOKEN unset.
+TOKEN_PREFIX = "AUDIT_TOKEN=${AUDIT_TOKEN-}"
 COMMAND_TIMEOUT = 30.0
 SEED_TIMEOUT = 60.0
 # A 6 h default window (360 one-minute slots; 1h windows stay at AUDIT_MIN_CANDLES=30)
@@ -60,6 +64,12 @@ def commands() -> list[str]:
     return sh_blocks(DOC.read_text())
 
 
+def words(block: str) -> list[str]:
+    """The command's words, without the leading `AUDIT_TOKEN="${AUDIT_TOKEN-}"` assignment."""
+    args = shlex.split(block)
+    return args[1:] if args and args[0] == TOKEN_PREFIX else args
+
+
 def method_of(args: list[str]) -> str:
     """The `service/method` argument of a grpcurl command, or '' for list/describe."""
     for arg in args:
@@ -88,6 +98,14 @@ async def run(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
             await asyncio.wait_for(proc.wait(), 10)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+def shell_env(extra: dict[str, str]) -> dict[str, str]:
+    """This environment without AUDIT_TOKEN, plus ``extra``, with the venv's grpcurl first
+    on PATH: the commands run as typed into a shell after `make run`."""
+    env = {k: v for k, v in os.environ.items() if k != "AUDIT_TOKEN"}
+    env["PATH"] = f"{GRPCURL.parent}{os.pathsep}{env.get('PATH', '')}"
+    return {**env, **extra}
 
 
 async def seed(settings: Settings, *, series: tuple[tuple[str, str], ...] = ()) -> None:
@@ -123,20 +141,20 @@ class TestCookbookShape:
         assert len(blocks) >= 10
         for block in blocks:
             assert "\n" not in block, f"more than one line in block: {block!r}"
-            args = shlex.split(block)
+            args = words(block)
             assert args[0] == "grpcurl", block
             assert "-plaintext" in args, block
             assert DOC_TARGET in args, block
 
     def test_covers_every_audit_service_method(self):
         """Every method of auditpb.v1.AuditService in the proto has at least one command."""
-        called = {method_of(shlex.split(c)) for c in commands()}
+        called = {method_of(words(c)) for c in commands()}
         for method in SERVICE.methods:
             assert f"{SERVICE.full_name}/{method.name}" in called, method.name
 
     def test_covers_both_health_methods(self):
         """Health Check is shown for liveness and readiness, and Watch is shown too."""
-        blocks = [shlex.split(c) for c in commands()]
+        blocks = [words(c) for c in commands()]
         called = {method_of(args) for args in blocks}
         for method in HEALTH_METHODS:
             assert method in called, method
@@ -151,7 +169,7 @@ class TestCookbookShape:
         """Reflection is shown with `list` and `describe`."""
         verbs = set()
         for block in commands():
-            args = shlex.split(block)
+            args = words(block)
             verbs.add(args[args.index(DOC_TARGET) + 1])
         assert {"list", "describe"} <= verbs
 
@@ -159,15 +177,17 @@ class TestCookbookShape:
         """Every streaming command carries -max-time so that it ends on its own."""
         streaming = {f"{SERVICE.full_name}/StreamHealthScores", "grpc.health.v1.Health/Watch"}
         for block in commands():
-            args = shlex.split(block)
+            args = words(block)
             if method_of(args) in streaming:
                 assert "-max-time" in args, block
 
     def test_mutating_calls_send_the_token(self):
-        """RunAudit and ResolveDuplicates send the bearer token header from AUDIT_TOKEN."""
+        """RunAudit and ResolveDuplicates send the bearer token header from AUDIT_TOKEN,
+        expanded by grpcurl (not on the command line) and defined even when unset."""
         for block in commands():
-            args = shlex.split(block)
+            args = words(block)
             if short(method_of(args)) in MUTATING:
+                assert block.startswith('AUDIT_TOKEN="${AUDIT_TOKEN-}" grpcurl '), block
                 assert "-expand-headers" in args, block
                 assert args[args.index("-H") + 1] == "authorization: Bearer ${AUDIT_TOKEN}"
 
@@ -175,7 +195,7 @@ class TestCookbookShape:
         """RunAudit appears with the default window and with an explicit range."""
         bodies = [
             json.loads(args[args.index("-d") + 1])
-            for args in map(shlex.split, commands())
+            for args in map(words, commands())
             if short(method_of(args)) == "RunAudit"
         ]
         assert any("start_time" not in b for b in bodies)
@@ -185,7 +205,7 @@ class TestCookbookShape:
         """ResolveDuplicates appears as a dry run and as an apply with a request_id."""
         bodies = [
             json.loads(args[args.index("-d") + 1])
-            for args in map(shlex.split, commands())
+            for args in map(words, commands())
             if short(method_of(args)) == "ResolveDuplicates"
         ]
         assert any(b.get("dry_run") is True for b in bodies)
@@ -193,12 +213,25 @@ class TestCookbookShape:
 
 
 class TestCookbookRuns:
-    """Run against a real leader with demo data, every command succeeds."""
+    """Run with bash against a real leader with demo data, every command succeeds."""
 
+    @pytest.mark.parametrize(
+        ("server_token", "client_env"),
+        [
+            pytest.param(None, {}, id="make-run-no-token"),
+            pytest.param(TOKEN, {"AUDIT_TOKEN": TOKEN}, id="server-token"),
+        ],
+    )
     async def test_every_command_succeeds_in_document_order(
-        self, make_settings: Callable[..., Settings], start_replica: Callable[..., Any]
+        self,
+        make_settings: Callable[..., Settings],
+        start_replica: Callable[..., Any],
+        server_token: str | None,
+        client_env: dict[str, str],
     ):
-        """Each command exits 0 (streams: the -max-time deadline) with the expected reply."""
+        """Each command exits 0 (streams: the -max-time deadline) with the expected reply,
+        as after `make run` (no token anywhere) and with a token on both sides."""
+        token = {"AUDIT_API_TOKEN": server_token} if server_token else {}
         settings = make_settings(
             **TEST_ENV,
             REPLICA_ID="cookbook-1",
@@ -206,7 +239,7 @@ class TestCookbookRuns:
             LEADER_ELECTION_HEARTBEAT_INTERVAL="2",
             LEADER_ELECTION_TIMEOUT="6",
             ENABLE_DUPLICATE_REMOVAL="true",
-            AUDIT_API_TOKEN=TOKEN,
+            **token,
         )
         await seed(settings)
         async with asyncio.timeout(START_TIMEOUT):
@@ -216,19 +249,18 @@ class TestCookbookRuns:
             return replica.app.leadership.term() is not None
 
         await eventually(leading, within=30)
-        env = {**os.environ, "AUDIT_TOKEN": TOKEN}
+        env = shell_env(client_env)
         page_token = ""
         failures: list[str] = []
         for block in commands():
-            args = shlex.split(block)
-            args = [replica.target if a == DOC_TARGET else a for a in args]
-            args[0] = str(GRPCURL)
-            if any(PAGE_PLACEHOLDER in a for a in args):
+            line = block.replace(DOC_TARGET, replica.target)
+            if PAGE_PLACEHOLDER in line:
                 assert page_token, "\n".join(
                     [f"no earlier reply had a next_page_token for: {block}", *failures]
                 )
-                args = [a.replace(PAGE_PLACEHOLDER, page_token) for a in args]
-            code, out, err = await run(args, env)
+                line = line.replace(PAGE_PLACEHOLDER, page_token)
+            code, out, err = await run(["bash", "-c", line], env)
+            args = words(block)
             method = short(method_of(args))
             streaming = "-max-time" in args
             if streaming:
@@ -260,13 +292,12 @@ class TestCookbookRuns:
         async with asyncio.timeout(START_TIMEOUT):
             replica = await start_replica(settings)
         (apply,) = [
-            shlex.split(c)
+            c
             for c in commands()
-            if short(method_of(shlex.split(c))) == "ResolveDuplicates" and '"dry_run":false' in c
+            if short(method_of(words(c))) == "ResolveDuplicates" and '"dry_run":false' in c
         ]
-        apply = [replica.target if a == DOC_TARGET else a for a in apply]
-        apply[0] = str(GRPCURL)
-        code, out, err = await run(apply, {**os.environ, "AUDIT_TOKEN": ""})
+        apply = apply.replace(DOC_TARGET, replica.target)
+        code, out, err = await run(["bash", "-c", apply], shell_env({}))
         assert code == 0, err
         reply = json.loads(out)
         assert reply["documents_removed"] == "3"
