@@ -162,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _reason(exc: BaseException) -> str:
     """The first line of the error, cut short: pymongo's topology dumps run long."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    text = text.split(", Timeout:")[0].split(", Topology Description:")[0]
+    for noise in (" (configured timeouts", ", Timeout:", ", Topology Description:"):
+        text = text.split(noise)[0]
     return text[:200]
 
 
