@@ -11,9 +11,16 @@ import asyncio
 import functools
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from auditsvc.audit.errors import AuditError, Cancelled, InvalidArgument, NotFound, NotLeader
+from auditsvc.audit.errors import (
+    AuditError,
+    Cancelled,
+    InvalidArgument,
+    NotFound,
+    NotLeader,
+    Unavailable,
+)
 from auditsvc.audit.gaps import SeriesScanner
 from auditsvc.audit.health import score
 from auditsvc.audit.models import Gap, Severity, Window
@@ -22,7 +29,7 @@ from auditsvc.clock import Clock
 from auditsvc.config import Settings
 from auditsvc.leadership import Leadership, Term
 from auditsvc.metrics import Metrics
-from auditsvc.records import BackfillRequest, Cycle, GapRecord, ScoreRecord, SeriesReport
+from auditsvc.records import SCHEDULED, BackfillRequest, Cycle, GapRecord, ScoreRecord, SeriesReport
 from auditsvc.store import BackfillStore, CandleStore, Fence, StateStore
 
 log = logging.getLogger(__name__)
@@ -30,6 +37,9 @@ log = logging.getLogger(__name__)
 # The instants datetime (and so BSON dates and Timestamp) can hold.
 _FIRST_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
 _LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+# Failed cycles kept in memory while the database cannot take them; the oldest
+# beyond this are dropped (a database down for that many cycles is in the logs).
+_MAX_UNSAVED = 100
 
 
 class Auditor:
@@ -43,8 +53,12 @@ class Auditor:
         fence: Fence,
         leadership: Leadership,
         metrics: Metrics,
+        is_prepared: Callable[[], bool] = lambda: True,
     ) -> None:
         self._s = settings
+        # False until the collections and indexes exist (app.py): a cycle that
+        # raced their creation could hang the server in create_collection.
+        self._is_prepared = is_prepared
         self._clock = clock
         self._candles = candles
         self._state = state
@@ -56,9 +70,9 @@ class Auditor:
         self._cycle_lock = asyncio.Lock()
         self._backfill_lock = asyncio.Lock()
         self.last_cycle: Cycle | None = None
-        # A failed cycle that could not be stored (the database was the reason);
-        # it is recorded before the next cycle so the history has no hole.
-        self._unsaved: Cycle | None = None
+        # Failed cycles that could not be stored (the database was the reason),
+        # oldest first; each stays here until it is stored, so the history has no hole.
+        self._unsaved: list[Cycle] = []
 
     def select(
         self,
@@ -127,6 +141,8 @@ class Auditor:
         return Window(start, end)
 
     async def run(self, selection: list[tuple[str, Timeframe, Window]], *, trigger: str) -> Cycle:
+        if not self._is_prepared():
+            raise Unavailable("starting: the audit collections are not created yet; retry")
         term = self._leadership.term()
         if term is None:
             raise NotLeader("not leader", leader_address=self._leadership.last_known_address())
@@ -145,10 +161,7 @@ class Auditor:
             async with gate:
                 return await self._series(sym, tf, window, cycle_id, term.epoch)
 
-        failed, self._unsaved = self._unsaved, None
-        # Only within the same term: a write under an old epoch is never made late.
-        if failed is not None and failed.epoch == term.epoch:
-            await self._fence.run(term.epoch, lambda s: self._state.save_cycle(failed, s))
+        await self._save_unsaved(term.epoch)
         tags = {"cycle_id": cycle_id, "epoch": term.epoch}
         finish = functools.partial(
             Cycle,
@@ -176,16 +189,33 @@ class Auditor:
             try:
                 await self._fence.run(term.epoch, lambda s: self._state.save_cycle(failure, s))
             except Exception:  # the database may be why the cycle failed
-                self._unsaved = failure
+                self._unsaved = [*self._unsaved, failure][-_MAX_UNSAVED:]
                 log.warning("could not record the failed cycle yet", extra=tags)
             raise
         cycle = finish(self._clock.now_ms(), series=tuple(reports))
         await self._fence.run(term.epoch, lambda s: self._state.save_cycle(cycle, s))
         self.last_cycle = cycle
         self._metrics.cycle_seconds.observe(self._clock.monotonic() - begun)
-        self._metrics.last_success.set(cycle.finished_ms / 1000)
+        if trigger == SCHEDULED:
+            # Only the full, scheduled cycle proves the audit is not stalled: RunAudit
+            # calls for a few series must not keep the stalled-audit alert silent.
+            self._metrics.last_success.set(cycle.finished_ms / 1000)
         log.info("audit cycle finished", extra={**tags, "series": len(reports)})
         return cycle
+
+    async def _save_unsaved(self, epoch: int) -> None:
+        """Stores the failed cycles kept back, oldest first. Each leaves the list only
+        once stored, so a failure here (which fails this cycle too) loses none of them.
+        Records of an older epoch are dropped: a write under an old epoch is never made
+        late."""
+        self._unsaved = [c for c in self._unsaved if c.epoch == epoch]
+        while self._unsaved:
+            failed = self._unsaved[0]
+            await self._fence.run(epoch, functools.partial(self._store_cycle, failed))
+            self._unsaved.pop(0)
+
+    async def _store_cycle(self, cycle: Cycle, session: object) -> None:
+        await self._state.save_cycle(cycle, session)
 
     async def _series(
         self, symbol: str, tf: Timeframe, window: Window, cycle_id: str, epoch: int

@@ -1,0 +1,93 @@
+"""Failed cycles the database could not take are stored later, none lost (issue 11 item 5)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from pymongo.errors import AutoReconnect
+
+from auditsvc.auditing import Auditor
+from auditsvc.clock import SystemClock
+from auditsvc.config import Settings
+from auditsvc.leadership import Standalone
+from auditsvc.metrics import Metrics
+from auditsvc.mongo import (
+    MongoBackfillStore,
+    MongoCandleStore,
+    MongoFence,
+    MongoStateStore,
+    connect,
+)
+from auditsvc.mongo.client import CYCLES, Database
+from auditsvc.records import Cycle
+
+TIMEOUT = 30.0
+
+
+class FlakyState(MongoStateStore):
+    """The real store, except that its writes fail while ``down`` is set."""
+
+    down = False
+
+    async def save_series(self, *args: Any, **kwargs: Any) -> None:
+        if self.down:
+            raise AutoReconnect("database down (test)")
+        await super().save_series(*args, **kwargs)
+
+    async def save_cycle(self, cycle: Cycle, session: Any = None) -> None:
+        if self.down:
+            raise AutoReconnect("database down (test)")
+        await super().save_cycle(cycle, session)
+
+
+@pytest.fixture
+async def database(make_settings: Callable[..., Settings]) -> AsyncIterator[Database]:
+    settings = make_settings()
+    handle = connect(settings.mongodb_uri, settings.mongodb_database, 2000)
+    yield handle
+    handle.close()
+
+
+def auditor(settings: Settings, database: Database, state: MongoStateStore) -> Auditor:
+    clock = SystemClock()
+    return Auditor(
+        settings,
+        clock,
+        MongoCandleStore(database, settings.candle_collection_template),
+        state,
+        MongoBackfillStore(database),
+        MongoFence(database, settings.leader_election_name, settings.replica_id),
+        Standalone(settings.replica_id, "127.0.0.1:0", clock.now_ms()),
+        Metrics(),
+    )
+
+
+class TestUnsavedFailures:
+    """A failure while storing an earlier failed cycle keeps that record for later."""
+
+    async def test_second_failure_keeps_the_first_record(
+        self, make_settings: Callable[..., Settings], database: Database
+    ) -> None:
+        """Two failed cycles while writes fail, then a good one: the first failure is stored."""
+        settings = make_settings(AUDIT_SYMBOLS="BTCUSDT", AUDIT_TIMEFRAMES="1m")
+        state = FlakyState(database)
+        audits = auditor(settings, database, state)
+        selection = audits.select((), (), None, None)
+        state.down = True
+        with pytest.raises(AutoReconnect):
+            await asyncio.wait_for(audits.run(selection, trigger="schedule"), TIMEOUT)
+        first = audits.last_cycle
+        assert first is not None and not first.succeeded
+        with pytest.raises(AutoReconnect):  # storing the kept record fails again
+            await asyncio.wait_for(audits.run(selection, trigger="schedule"), TIMEOUT)
+        state.down = False
+        good = await asyncio.wait_for(audits.run(selection, trigger="schedule"), TIMEOUT)
+
+        stored = await asyncio.wait_for(database.db[CYCLES].find().to_list(None), TIMEOUT)
+        by_id = {d["_id"]: d for d in stored}
+        assert first.cycle_id in by_id, sorted(by_id)
+        assert by_id[first.cycle_id]["succeeded"] is False
+        assert by_id[good.cycle_id]["succeeded"] is True
