@@ -5,6 +5,7 @@ and returns domain records and raises domain errors.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import uuid
@@ -12,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from auditsvc import __version__
-from auditsvc.audit.errors import FailedPrecondition, InvalidArgument, Unavailable
+from auditsvc.audit.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from auditsvc.audit.models import Strategy
 from auditsvc.audit.timeframes import parse_timeframe
 from auditsvc.auditing import Auditor
@@ -21,6 +22,7 @@ from auditsvc.dedupe import Deduplicator
 from auditsvc.leadership import Leadership
 from auditsvc.paging import PageTokens
 from auditsvc.records import (
+    RESULT_TTL_DAYS,
     Cycle,
     DuplicateReport,
     GapQuery,
@@ -36,6 +38,8 @@ from auditsvc.store import Fence, StateStore
 T = TypeVar("T")
 # GetStatus reads the newest stored cycle at most this often; concurrent callers share one read.
 STATUS_CACHE_S = 0.5
+# Work started for a request_id runs at most this long, whoever is still waiting.
+REQUEST_DEADLINE_S = 15 * 60.0
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
@@ -62,7 +66,7 @@ class AuditService:
         self._tokens = tokens
         self._is_ready = is_ready
         self._next_cycle_ms = next_cycle_ms
-        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._inflight: dict[str, asyncio.Task[tuple[str, dict[str, Any]]]] = {}
         self._status_read: asyncio.Future[Cycle | None] | None = None
         self._status_read_at = float("-inf")
         # Set on shutdown: open streams finish with OK instead of being cut.
@@ -87,7 +91,13 @@ class AuditService:
         async def replay(result: dict[str, Any]) -> Cycle:
             cycle = await self._state.get_cycle(result["cycle_id"])
             if cycle is None:
-                raise Unavailable("the first result of this request_id is not readable yet")
+                # The request record is stored only after its cycle, so a missing cycle
+                # has expired (both are kept RESULT_TTL_DAYS) or been deleted.
+                raise NotFound(
+                    f"the result of this request_id (cycle {result['cycle_id']}) has expired: "
+                    f"results are kept {RESULT_TTL_DAYS} days; send a new request_id",
+                    field="request_id",
+                )
             return cycle
 
         if not request_id:
@@ -106,7 +116,11 @@ class AuditService:
     ) -> DuplicateReport:
         tf, window = self._dedupe.validate(symbol, timeframe, start_ms, end_ms)
         chosen = strategy or self._s.duplicate_resolution_strategy
-        body = _digest(symbol, timeframe, window.start_ms, window.end_ms, chosen.value, dry_run)
+        # The request's own fields, as sent: the default window moves with the clock,
+        # so hashing it would make a retry a minute later a "different" request.
+        body = _digest(
+            symbol, timeframe, start_ms, end_ms, strategy.value if strategy else "", dry_run
+        )
 
         async def work() -> dict[str, Any]:
             report = await self._dedupe.run(symbol, tf, window, chosen, dry_run, request_id)
@@ -129,24 +143,47 @@ class AuditService:
         work: Callable[[], Awaitable[dict[str, Any]]],
         replay: Callable[[dict[str, Any]], Awaitable[T]],
     ) -> T:
-        """A repeated request_id returns the first result; the work runs once."""
+        """A repeated request_id returns the first result; the work runs once.
+
+        The work belongs to the service, not to the caller that started it: it runs
+        in its own task, bounded by REQUEST_DEADLINE_S, and a caller that gives up
+        (deadline, cancel) only stops waiting. Every concurrent caller with the same
+        request_id waits for that one task and gets its result or its error.
+        """
         if len(request_id) > 128:
             raise InvalidArgument("request_id is longer than 128 characters", field="request_id")
         key = f"{kind}:{request_id}"
-        pending = self._inflight.get(key)
-        if pending is not None:
-            stored_body, result = await asyncio.shield(pending)
-            return await self._replay(stored_body, body, result, replay)
-        # Registered before the first await, so a concurrent repeat waits for us.
-        future: asyncio.Future[tuple[str, dict[str, Any]]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._inflight[key] = future
+        task = self._inflight.get(key)
+        if task is None:
+            # Registered before the first await, so a concurrent repeat joins this task.
+            task = asyncio.create_task(self._first(kind, request_id, body, work), name=key)
+            self._inflight[key] = task
+            task.add_done_callback(functools.partial(self._settled, key))
         try:
-            stored = await self._state.get_request(kind, request_id)
-            if stored is not None:
-                first = (str(stored["body_hash"]), stored["result"])
-            else:
+            stored_body, result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            caller = asyncio.current_task()
+            if task.cancelled() and (caller is None or not caller.cancelling()):
+                # The work was stopped (shutdown), not this caller.
+                raise Unavailable(
+                    "the work for this request_id was stopped; retry with the same request_id"
+                ) from None
+            raise
+        return await self._replay(stored_body, body, result, replay)
+
+    async def _first(
+        self,
+        kind: str,
+        request_id: str,
+        body: str,
+        work: Callable[[], Awaitable[dict[str, Any]]],
+    ) -> tuple[str, dict[str, Any]]:
+        """The stored first result of ``kind:request_id``, doing the work if there is none."""
+        try:
+            async with asyncio.timeout(REQUEST_DEADLINE_S):
+                stored = await self._state.get_request(kind, request_id)
+                if stored is not None:
+                    return str(stored["body_hash"]), stored["result"]
                 result = await work()
                 term = self._leadership.term()
                 epoch = term.epoch if term else self._leadership.epoch
@@ -155,22 +192,25 @@ class AuditService:
                     epoch,
                     lambda s: self._state.put_request(kind, request_id, body, result, epoch, s),
                 )
-                first = (body, result)
-            future.set_result(first)
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                # Our caller went away; that is no reason to cancel the others.
-                future.set_exception(
-                    Unavailable("the first call with this request_id was cancelled; retry")
-                )
-            else:
-                future.set_exception(exc)
-            future.exception()  # mark retrieved; waiters re-raise it themselves
-            raise
-        finally:
-            if self._inflight.get(key) is future:
-                del self._inflight[key]
-        return await self._replay(first[0], body, first[1], replay)
+                return body, result
+        except TimeoutError:
+            raise Unavailable(
+                f"the work for this request_id did not finish within {REQUEST_DEADLINE_S:.0f} s; "
+                "retry with the same request_id"
+            ) from None
+
+    def _settled(self, key: str, task: asyncio.Task[tuple[str, dict[str, Any]]]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # every waiter may have left: never "exception never retrieved"
+
+    async def close(self) -> None:
+        """Cancels request work still running (shutdown); its callers get CANCELLED."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     @staticmethod
     async def _replay(
