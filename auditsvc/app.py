@@ -1,8 +1,9 @@
 """Builds every part from Settings and runs them in one written-down order.
 
 Start: logging → database client (lazy) → stores → leadership → use cases →
-gRPC server (readiness NOT_SERVING) → readiness probe loop → election →
-scheduler.
+gRPC server (readiness NOT_SERVING) → readiness probe loop, which creates the
+collections and indexes first, then starts the election and the scheduler (no
+cycle can start before the indexes exist; RunAudit answers UNAVAILABLE until then).
 
 Stop (SIGTERM/SIGINT), in this order:
 1. readiness NOT_SERVING, so Kubernetes stops routing new calls here;
@@ -73,6 +74,8 @@ class App:
         self.leadership: Leadership = self._leadership()
         candles = MongoCandleStore(self.database, s.candle_collection_template)
         self.ready = False
+        # Collections and indexes exist; set once, before any cycle may start.
+        self.prepared = False
         self.auditor = Auditor(
             s,
             self.clock,
@@ -82,6 +85,7 @@ class App:
             self.fence,
             self.leadership,
             self.metrics,
+            lambda: self.prepared,
         )
         dedupe = Deduplicator(
             s,
@@ -166,24 +170,24 @@ class App:
         self._tasks.append(asyncio.create_task(self._probe_database(), name="db-probe"))
         if isinstance(self.leadership, Standalone):
             self.metrics.set_leading(True)
-        if self.scheduler is not None:
-            self.scheduler.start()
 
     async def _probe_database(self) -> None:
         """Keeps readiness in step with the database; retries with capped backoff."""
         delay = _PROBE_MIN
-        prepared = False
         while True:
             try:
                 await asyncio.wait_for(self.state.ping(), timeout=max(2.0, delay))
-                if not prepared:
+                if not self.prepared:
                     await detect_transactions(self.database, self.settings.mongodb_transactions)
                     await ensure_indexes(self.database)
-                    prepared = True
-                    # Campaign only once the collections exist: creating them
-                    # inside the first lease upsert is slow on some servers.
-                    if not isinstance(self.leadership, Standalone) and not self._stopping.is_set():
-                        await self.leadership.start()  # type: ignore[attr-defined]
+                    self.prepared = True
+                    # Campaign and schedule only once the collections exist: a first
+                    # cycle or lease upsert racing their creation can hang the server.
+                    if not self._stopping.is_set():
+                        if not isinstance(self.leadership, Standalone):
+                            await self.leadership.start()  # type: ignore[attr-defined]
+                        if self.scheduler is not None:
+                            self.scheduler.start()
                 if not self.ready:
                     log.info(
                         "database reachable; ready",

@@ -106,7 +106,7 @@ class Metrics:
         )
         self.last_success = Gauge(
             "data_manager_audit_last_success_timestamp_seconds",
-            "Unix time of the last successful audit cycle on this replica.",
+            "Unix time of the last successful scheduled (full) audit cycle on this replica.",
             registry=r,
         )
 

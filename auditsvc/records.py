@@ -9,6 +9,12 @@ from typing import Any
 
 from auditsvc.audit.models import HealthScore, Role, Severity, Strategy
 
+# How long stored cycles, and the request_id records that point at them, are kept.
+RESULT_TTL_DAYS = 14
+# Cycle.trigger of the scheduler's full cycles; only these drive the schedule and
+# the last-success gauge (the stalled-audit alert).
+SCHEDULED = "schedule"
+
 
 @dataclass(frozen=True, slots=True)
 class GapRecord:

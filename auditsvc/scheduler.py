@@ -1,7 +1,9 @@
 """The leader-only audit loop. It calls the very same ``AuditService.run_audit``
 that the RPC calls, so there is one code path for audits.
 
-While this replica leads, a cycle runs every AUDIT_INTERVAL seconds. On gaining
+While this replica leads, a cycle runs every AUDIT_INTERVAL seconds after the
+last successful *scheduled* cycle; RunAudit cycles do not move it (they may cover
+one series, and must not starve the others). On gaining
 leadership it runs at once when the newest cycle stored by any replica is older
 than AUDIT_INTERVAL, so a failover never leaves a hole of a whole interval.
 Losing leadership cancels the running cycle (the Term guard does that).
@@ -16,6 +18,7 @@ import logging
 from auditsvc.audit.errors import AuditError
 from auditsvc.clock import Clock
 from auditsvc.leadership import Leadership
+from auditsvc.records import SCHEDULED
 from auditsvc.service import AuditService
 from auditsvc.store import StateStore
 
@@ -78,7 +81,7 @@ class Scheduler:
                     await asyncio.wait_for(term.ended_event.wait(), timeout=wait)
                 continue
             try:
-                await self._service.run_audit((), (), None, None, trigger="schedule")
+                await self._service.run_audit((), (), None, None, trigger=SCHEDULED)
             except AuditError as exc:
                 log.warning("scheduled cycle did not complete", extra={"reason": str(exc)})
                 await asyncio.sleep(min(self._interval, 5.0))

@@ -9,6 +9,8 @@ from typing import Any
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from auditsvc.records import RESULT_TTL_DAYS
+
 LEASES = "leader_election"
 CYCLES = "audit_cycles"
 SERIES = "audit_series"
@@ -19,7 +21,8 @@ AUDIT_LOG = "audit_log"
 REQUESTS = "audit_requests"
 
 LEASE_TTL_S = 7 * 24 * 3600
-CYCLE_TTL_S = 14 * 24 * 3600
+# Cycles and the idempotency records that point at them expire together.
+CYCLE_TTL_S = RESULT_TTL_DAYS * 24 * 3600
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -104,6 +107,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("epoch", ASCENDING), ("removed_at", ASCENDING)], name="by_epoch"),
     ],
     AUDIT_LOG: [IndexModel([("at", DESCENDING)], name="by_time")],
+    # Clients send a fresh request_id per mutation: without expiry this grows for ever.
+    # Same lifetime as the cycles the records point at.
+    REQUESTS: [IndexModel([("at", ASCENDING)], expireAfterSeconds=CYCLE_TTL_S, name="request_ttl")],
 }
 
 

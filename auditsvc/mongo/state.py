@@ -17,7 +17,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from auditsvc.audit.errors import Unavailable
 from auditsvc.mongo import codec
 from auditsvc.mongo.client import CYCLES, GAPS, REQUESTS, SERIES, Database, to_dt, to_ms
-from auditsvc.records import Cycle, GapQuery, GapRecord, ScoreRecord, SeriesReport
+from auditsvc.records import SCHEDULED, Cycle, GapQuery, GapRecord, ScoreRecord, SeriesReport
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,11 @@ class MongoStateStore:
         return codec.cycle_record(docs[0]) if docs else None
 
     async def last_success_ms(self) -> int | None:
+        """When the newest successful *scheduled* cycle finished. RunAudit cycles do not
+        count: they cover a selection, so they must not postpone the full schedule."""
         docs = (
             await self._db[CYCLES]
-            .find({"succeeded": True}, {"finished_at": 1})
+            .find({"succeeded": True, "trigger": SCHEDULED}, {"finished_at": 1})
             .sort("started_at", -1)
             .limit(1)
             .to_list(1)
