@@ -10,8 +10,11 @@ Stop (SIGTERM/SIGINT), in this order:
 2. the scheduler stops and leadership is released (lease expired now, epoch
    kept), so a follower takes over within one heartbeat;
 3. open streams are told to finish with OK;
-4. in-flight RPCs drain for up to SHUTDOWN_GRACE seconds;
-5. the database client closes and ``run`` returns (exit code 0).
+4. in-flight RPCs drain;
+5. request work still running is stopped, the database client closes and
+   ``run`` returns (exit code 0).
+All steps share one SHUTDOWN_GRACE budget, so a stalled database cannot hold the
+exit up (see ``stop``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable
 from contextlib import suppress
 from wsgiref.simple_server import WSGIServer
 
@@ -53,6 +57,9 @@ log = logging.getLogger(__name__)
 
 _PROBE_MIN = 0.5
 _PROBE_MAX = 10.0
+# Least time any shutdown step gets, even when SHUTDOWN_GRACE is spent: enough to
+# release the lease on a healthy database.
+_STEP_FLOOR = 0.5
 
 
 class App:
@@ -208,28 +215,44 @@ class App:
             await asyncio.sleep(delay if not self.ready else 1.0)
 
     async def stop(self) -> None:
-        """Idempotent; see the module docstring for the order."""
+        """Idempotent; see the module docstring for the order.
+
+        The steps share one budget of SHUTDOWN_GRACE seconds, each getting what is
+        left (at least _STEP_FLOOR), so with the database stalled the process still
+        exits within about SHUTDOWN_GRACE + a few _STEP_FLOORs: a step that overruns is
+        cancelled and logged, never waited on.
+        """
         if self._stopped:
             return
         self._stopped = True
         self._stopping.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_grace
+
+        def left() -> float:
+            return max(deadline - loop.time(), 0.0)
+
         await self.server.set_ready(False)
         log.info("shutting down: readiness off")
         if self.scheduler is not None:
-            await self.scheduler.stop()
+            await _bounded("stop the scheduler", self.scheduler.stop(), left())
         if isinstance(self.leadership, Standalone):
             self.leadership.stop()
         else:
-            await self.leadership.stop()  # type: ignore[attr-defined]
+            release = self.leadership.stop()  # type: ignore[attr-defined]
+            await _bounded("release leadership", release, left())
         self.metrics.set_leading(False)
         log.info("shutting down: leadership released")
         self.service.closing.set()
-        await self.server.stop(self.settings.shutdown_grace)
+        await _bounded("drain RPCs", self.server.stop(left()), left() + _STEP_FLOOR)
         log.info("shutting down: RPCs drained")
-        await self.forwarder.close()
+        await _bounded("stop request work", self.service.close(), left())
+        await _bounded("close forwarding channels", self.forwarder.close(), left())
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _bounded(
+            "stop background tasks", asyncio.gather(*self._tasks, return_exceptions=True), left()
+        )
         self.database.close()
         if self._http is not None:
             self._http.shutdown()
@@ -247,3 +270,16 @@ class App:
         finally:
             with suppress(Exception):
                 await self.stop()
+
+
+async def _bounded(step: str, work: Awaitable[object], budget: float) -> None:
+    """Awaits one shutdown step for at most ``budget`` (floored at _STEP_FLOOR) seconds."""
+    try:
+        await asyncio.wait_for(work, timeout=max(budget, _STEP_FLOOR))
+    except TimeoutError:
+        log.warning("shutting down: step overran SHUTDOWN_GRACE; cancelled", extra={"step": step})
+    except Exception as exc:
+        log.warning(
+            "shutting down: step failed",
+            extra={"step": step, "reason": f"{type(exc).__name__}: {exc}"},
+        )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -64,7 +65,13 @@ def _serve(args: argparse.Namespace) -> int:
         await App(settings, clock=clock, failpoints=failpoints).run()
 
     asyncio.run(serve())  # a busy GRPC_PORT or METRICS_PORT raises ConfigError: see main
-    return EXIT_OK
+    # Everything is stopped and "stopped" is logged. Driver worker threads still
+    # blocked on a stalled database would hold the interpreter's exit (it joins
+    # them) for up to the socket timeout, past SHUTDOWN_GRACE: skip that join.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_OK)
 
 
 def _secrets(settings: Settings) -> tuple[str, ...]:
