@@ -305,8 +305,9 @@ class AuditService:
                 not wanted_t or r.timeframe in wanted_t
             )
 
-        watch = self._state.watch_scores()
-        # Start watching before the snapshot so nothing stored in between is missed.
+        # The watch is open before the snapshot is read, so nothing stored in
+        # between is missed (a score in both is sent once: see ``seen``).
+        watch = await self._state.watch_scores()
         first = asyncio.ensure_future(anext(watch))
         closing = asyncio.ensure_future(self.closing.wait())
         try:

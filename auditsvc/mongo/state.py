@@ -33,6 +33,7 @@ class MongoStateStore:
         # One change stream per process, fanned out to every watch_scores() caller.
         self._watchers: set[asyncio.Queue[ScoreRecord | BaseException]] = set()
         self._pump: asyncio.Task[None] | None = None
+        self._opened: asyncio.Future[None] | None = None
 
     async def ping(self) -> None:
         await self._database.client.admin.command("ping")
@@ -125,11 +126,26 @@ class MongoStateStore:
         return [codec.score_record(d) for d in docs]
 
     async def watch_scores(self) -> AsyncIterator[ScoreRecord]:
-        """New scores as any replica stores them, from one shared database watch."""
+        """New scores as any replica stores them, from one shared database watch.
+
+        Returns once that watch is open, so a snapshot read after this call misses
+        nothing stored in between; raises if the watch cannot be opened.
+        """
         queue: asyncio.Queue[ScoreRecord | BaseException] = asyncio.Queue(_SUBSCRIBER_BACKLOG)
         self._watchers.add(queue)
-        if self._pump is None or self._pump.done():
-            self._pump = asyncio.create_task(self._pump_scores(), name="score-watch")
+        try:
+            if self._pump is None or self._pump.done() or self._opened is None:
+                self._opened = opened = asyncio.get_running_loop().create_future()
+                self._pump = asyncio.create_task(self._pump_scores(opened), name="score-watch")
+            await asyncio.shield(self._opened)
+        except BaseException:
+            self._unwatch(queue)
+            raise
+        return self._drain(queue)
+
+    async def _drain(
+        self, queue: asyncio.Queue[ScoreRecord | BaseException]
+    ) -> AsyncIterator[ScoreRecord]:
         try:
             while True:
                 item = await queue.get()
@@ -137,14 +153,17 @@ class MongoStateStore:
                     raise item
                 yield item
         finally:
-            self._watchers.discard(queue)
-            if not self._watchers and self._pump is not None:
-                self._pump.cancel()
-                self._pump = None
+            self._unwatch(queue)
 
-    async def _pump_scores(self) -> None:
+    def _unwatch(self, queue: asyncio.Queue[ScoreRecord | BaseException]) -> None:
+        self._watchers.discard(queue)
+        if not self._watchers and self._pump is not None:
+            self._pump.cancel()
+            self._pump = None
+
+    async def _pump_scores(self, opened: asyncio.Future[None]) -> None:
         try:
-            async for record in self._watch_database():
+            async for record in self._watch_database(opened):
                 for queue in list(self._watchers):
                     try:
                         queue.put_nowait(record)
@@ -158,13 +177,21 @@ class MongoStateStore:
             for queue in list(self._watchers):
                 _last_word(queue, Unavailable("health stream ended; reconnect"))
         except Exception as exc:
+            if not opened.done():
+                opened.set_exception(exc)
+                opened.exception()  # its waiters re-raise it; never "never retrieved"
             for queue in list(self._watchers):
                 _last_word(queue, exc)
+        finally:
+            if not opened.done():
+                opened.cancel()
 
-    async def _watch_database(self) -> AsyncIterator[ScoreRecord]:
-        """A change stream, else polling."""
+    async def _watch_database(self, opened: asyncio.Future[None]) -> AsyncIterator[ScoreRecord]:
+        """A change stream, else polling. Resolves ``opened`` once either has begun."""
         try:
             async with self._db[SERIES].watch(full_document="updateLookup") as stream:
+                # Entering the context opened the stream: changes from here on are ours.
+                opened.set_result(None)
                 async for change in stream:
                     doc = change.get("fullDocument")
                     if doc is not None:
@@ -175,6 +202,8 @@ class MongoStateStore:
                 raise
             log.info("change streams unavailable; polling scores", extra={"reason": str(exc)})
         since = dt.datetime.now(dt.UTC)
+        if not opened.done():
+            opened.set_result(None)
         while True:
             docs = (
                 await self._db[SERIES]
