@@ -8,6 +8,7 @@ twice at once. Inside a cycle, AUDIT_CONCURRENCY series run at a time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import uuid
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 
 from auditsvc.audit.errors import AuditError, Cancelled, InvalidArgument, NotFound, NotLeader
 from auditsvc.audit.gaps import SeriesScanner
+from auditsvc.audit.live import window_state
 from auditsvc.audit.health import score
 from auditsvc.audit.models import Gap, Severity, Window
 from auditsvc.audit.timeframes import Timeframe, default_window, parse_timeframe
@@ -214,7 +216,16 @@ class Auditor:
                     backfill_id,
                 )
             )
+        grace_ms = round(self._s.audit_ingest_grace * 1000)
+        live = window_state(tf, window.end_ms, found.newest_ms, now, grace_ms)
         record = ScoreRecord(symbol, tf.name, health, now, cycle_id)
+        if live is not None:
+            record = dataclasses.replace(
+                record,
+                state=live.state,
+                last_candle_ms=live.last_candle_ms,
+                late_candles=live.late_candles,
+            )
         report = SeriesReport(
             symbol=symbol,
             timeframe=tf.name,

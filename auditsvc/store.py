@@ -8,7 +8,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from auditsvc.audit.models import CandleRef, Resolution, Strategy, Window
-from auditsvc.records import BackfillRequest, Cycle, GapQuery, GapRecord, ScoreRecord, SeriesReport
+from auditsvc.records import (
+    BackfillRequest,
+    Cycle,
+    GapQuery,
+    GapRecord,
+    ScoreQuery,
+    ScoreRecord,
+    SeriesReport,
+)
 
 T = TypeVar("T")
 
@@ -57,6 +65,10 @@ class StateStore(Protocol):
     async def list_gaps(self, q: GapQuery) -> list[GapRecord]: ...
 
     async def scores(self) -> list[ScoreRecord]: ...
+
+    async def list_scores(self, q: ScoreQuery) -> list[ScoreRecord]:
+        """Stored scores matching ``q``, ordered by (symbol, timeframe)."""
+        ...
 
     def watch_scores(self) -> AsyncIterator[ScoreRecord]: ...
 

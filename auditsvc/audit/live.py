@@ -105,3 +105,18 @@ def revealed_gap(tf: Timeframe, previous_newest_ms: int | None, new_ms: int) -> 
     if end <= start:
         return None
     return Gap(start, end, tf.count_slots(start, end))
+
+
+def window_state(
+    tf: Timeframe, window_end_ms: int, newest_ms: int | None, now_ms: int, grace_ms: int
+) -> LiveState | None:
+    """The live state an audit of a window ending at ``window_end_ms`` can vouch for.
+
+    Only a window reaching the settled edge now (within one slot, as a cycle
+    takes time) says anything about the present; a historical window, or one
+    holding no candle (older candles may exist), gives None: unknown.
+    """
+    edge = settled_end(tf, now_ms, grace_ms)
+    if newest_ms is None or tf.next_open(window_end_ms) < edge:
+        return None
+    return series_state(tf, newest_ms, now_ms, grace_ms)

@@ -17,7 +17,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from auditsvc.audit.errors import Unavailable
 from auditsvc.mongo import codec
 from auditsvc.mongo.client import CYCLES, GAPS, REQUESTS, SERIES, Database, to_dt, to_ms
-from auditsvc.records import Cycle, GapQuery, GapRecord, ScoreRecord, SeriesReport
+from auditsvc.records import Cycle, GapQuery, GapRecord, ScoreQuery, ScoreRecord, SeriesReport
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,30 @@ class MongoStateStore:
     async def scores(self) -> list[ScoreRecord]:
         docs = await self._db[SERIES].find({}, {"report": 0}).to_list(None)
         return [codec.score_record(d) for d in docs]
+
+    async def list_scores(self, q: ScoreQuery) -> list[ScoreRecord]:
+        clauses: list[dict[str, Any]] = []
+        if q.symbols:
+            clauses.append({"symbol": {"$in": list(q.symbols)}})
+        if q.timeframes:
+            clauses.append({"timeframe": {"$in": list(q.timeframes)}})
+        if q.state is not None:
+            clauses.append({"state": q.state.value})
+        if q.after is not None:
+            # _id is "symbol|timeframe", so the (symbol, timeframe) order is the _id order
+            # only when no symbol is a prefix of another; compare the fields instead.
+            sym, tf = q.after
+            clauses.append(
+                {"$or": [{"symbol": {"$gt": sym}}, {"symbol": sym, "timeframe": {"$gt": tf}}]}
+            )
+        query = {"$and": clauses} if clauses else {}
+        cursor = (
+            self._db[SERIES]
+            .find(query, {"report": 0})
+            .sort([("symbol", 1), ("timeframe", 1)])
+            .limit(q.limit)
+        )
+        return [codec.score_record(d) for d in await cursor.to_list(q.limit)]
 
     async def watch_scores(self) -> AsyncIterator[ScoreRecord]:
         """New scores as any replica stores them, from one shared database watch."""

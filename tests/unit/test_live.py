@@ -12,6 +12,7 @@ from auditsvc.audit.live import (
     must_store,
     revealed_gap,
     series_state,
+    window_state,
 )
 from auditsvc.audit.models import Gap
 from auditsvc.audit.timeframes import TIMEFRAMES, parse_timeframe
@@ -157,3 +158,19 @@ class TestRevealedGap:
         new = M1.shift(prev, step)
         gap = revealed_gap(M1, prev, new)
         assert (gap.missing_candles if gap else 0) == step - 1
+
+
+class TestWindowState:
+    """An audit vouches for the live state only when its window reaches the settled edge."""
+
+    def test_current_window(self) -> None:
+        """A window ending at the settled edge gives the series' state."""
+        now = T0 + 3 * MIN + 20 * SEC
+        edge = T0 + 3 * MIN
+        assert window_state(M1, edge, T0, now, 10 * SEC) == LiveState(SeriesState.LATE, T0, 2)
+
+    def test_historical_or_empty_window(self) -> None:
+        """A window ending hours ago, or holding no candle, vouches for nothing."""
+        now = T0 + 600 * MIN
+        assert window_state(M1, T0 + MIN, T0, now, 0) is None
+        assert window_state(M1, T0 + 600 * MIN, None, now, 0) is None
