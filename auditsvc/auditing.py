@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from auditsvc.audit.errors import AuditError, Cancelled, InvalidArgument, NotFound, NotLeader
 from auditsvc.audit.gaps import SeriesScanner
-from auditsvc.audit.live import window_state
 from auditsvc.audit.health import score
+from auditsvc.audit.live import window_state
 from auditsvc.audit.models import Gap, Severity, Window
 from auditsvc.audit.timeframes import Timeframe, default_window, parse_timeframe
 from auditsvc.clock import Clock
