@@ -2,11 +2,11 @@
 
 Start: logging → database client (lazy) → stores → leadership → use cases →
 gRPC server (readiness NOT_SERVING) → readiness probe loop → election →
-scheduler.
+scheduler → live tail (both act only while leading).
 
 Stop (SIGTERM/SIGINT), in this order:
 1. readiness NOT_SERVING, so Kubernetes stops routing new calls here;
-2. the scheduler stops and leadership is released (lease expired now, epoch
+2. the scheduler and the live tail stop, and leadership is released (lease expired now, epoch
    kept), so a follower takes over within one heartbeat;
 3. open streams are told to finish with OK;
 4. in-flight RPCs drain for up to SHUTDOWN_GRACE seconds;
@@ -30,6 +30,7 @@ from auditsvc.failpoints import Failpoints
 from auditsvc.forwarding import Forwarder, ForwardingInterceptor
 from auditsvc.interceptors import CallInterceptor
 from auditsvc.leadership import Leadership, Standalone
+from auditsvc.livetail import LiveTail
 from auditsvc.metrics import Metrics, serve_metrics
 from auditsvc.mongo import (
     MongoBackfillStore,
@@ -42,6 +43,7 @@ from auditsvc.mongo import (
 )
 from auditsvc.mongo.client import detect_transactions, ensure_indexes
 from auditsvc.mongo.gate import LeaseGate
+from auditsvc.mongo.live import MongoCandleFeed, MongoLiveStore
 from auditsvc.paging import PageTokens
 from auditsvc.scheduler import Scheduler
 from auditsvc.server import ALL_METHODS, MUTATING, SERVICE_NAME, Server, tls
@@ -92,6 +94,16 @@ class App:
             self.leadership,
             self.metrics,
             failpoints,
+        )
+        self.livetail = LiveTail(
+            s,
+            self.clock,
+            MongoCandleFeed(self.database),
+            MongoLiveStore(self.database),
+            self.fence,
+            self.leadership,
+            self.metrics,
+            self.auditor.backfill_for,
         )
         self.scheduler: Scheduler | None = None
         self.service = AuditService(
@@ -180,6 +192,8 @@ class App:
                     await detect_transactions(self.database, self.settings.mongodb_transactions)
                     await ensure_indexes(self.database)
                     prepared = True
+                    if not self._stopping.is_set():
+                        self.livetail.start()  # tails only while leading
                     # Campaign only once the collections exist: creating them
                     # inside the first lease upsert is slow on some servers.
                     if not isinstance(self.leadership, Standalone) and not self._stopping.is_set():
@@ -213,6 +227,7 @@ class App:
         log.info("shutting down: readiness off")
         if self.scheduler is not None:
             await self.scheduler.stop()
+        await self.livetail.stop()
         if isinstance(self.leadership, Standalone):
             self.leadership.stop()
         else:

@@ -254,6 +254,10 @@ class Auditor:
         self._metrics.health_score.labels(*labels).set(health.quality)
         return report
 
+    async def backfill_for(self, symbol: str, tf: Timeframe, gap: Gap, epoch: int) -> str:
+        """The cycle's backfill rules for a gap found elsewhere (the live tail)."""
+        return (await self._maybe_backfill(symbol, tf, gap, epoch))[0]
+
     async def _maybe_backfill(
         self, symbol: str, tf: Timeframe, gap: Gap, epoch: int
     ) -> tuple[str, int, int]:

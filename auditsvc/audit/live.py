@@ -31,10 +31,11 @@ insert the tail sees).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
-from auditsvc.audit.models import Gap
+from auditsvc.audit.models import Gap, HealthScore
 from auditsvc.audit.timeframes import Timeframe, settled_end
 
 # Same horizon as auditsvc.audit.health: five slots behind is "stale".
@@ -120,3 +121,35 @@ def window_state(
     if newest_ms is None or tf.next_open(window_end_ms) < edge:
         return None
     return series_state(tf, newest_ms, now_ms, grace_ms)
+
+
+def rescore(base: HealthScore | None, live: LiveState) -> HealthScore:
+    """``base`` (the last stored score) with freshness recomputed from lateness.
+
+    Completeness, consistency and the counts are the last audit's; only
+    freshness (and so quality) moves between cycles. Without a base (no audit
+    yet) completeness and consistency are 100, or completeness 0 for NO_DATA.
+    """
+    fresh = freshness(live)
+    if base is None:
+        complete = 0.0 if live.state is SeriesState.NO_DATA else 100.0
+        base = HealthScore(0.0, complete, 100.0, 0.0, 0, 0)
+    quality = 0.4 * base.completeness + 0.4 * base.consistency + 0.2 * fresh
+    return dataclasses.replace(base, freshness=fresh, quality=quality)
+
+
+def first_missing_due_ms(tf: Timeframe, live: LiveState, grace_ms: int) -> int | None:
+    """When the first slot after the newest candle became due (its close + grace)."""
+    if live.last_candle_ms is None:
+        return None
+    first_missing = tf.next_open(live.last_candle_ms)
+    return tf.next_open(first_missing) + grace_ms
+
+
+def next_change_ms(tf: Timeframe, newest_ms: int | None, now_ms: int, grace_ms: int) -> int | None:
+    """The next instant the state of a series with this newest candle can change."""
+    if newest_ms is None:
+        return None
+    # The slot opening at the settled edge becomes due when it closes plus grace.
+    edge = settled_end(tf, now_ms, grace_ms)
+    return tf.next_open(max(edge, tf.next_open(newest_ms))) + grace_ms

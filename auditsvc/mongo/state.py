@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from pymongo import ReplaceOne
+from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from auditsvc.audit.errors import Unavailable
@@ -48,12 +48,16 @@ class MongoStateStore:
     ) -> None:
         key = {"symbol": report.symbol, "timeframe": report.timeframe}
         if gaps:
-            ops = [
-                ReplaceOne({"_id": doc["_id"]}, doc, upsert=True)
-                for doc in (codec.gap_doc(g, cycle_id, epoch) for g in gaps)
-            ]
+            ops = [_gap_upsert(codec.gap_doc(g, cycle_id, epoch)) for g in gaps]
             await self._db[GAPS].bulk_write(ops, ordered=False, session=session)
-        await self._db[GAPS].delete_many({**key, "cycle_id": {"$ne": cycle_id}}, session=session)
+        # Gaps starting at or after the window's end are not this audit's to judge:
+        # the live tail may have found them in slots not yet due for a cycle.
+        stale = {
+            **key,
+            "cycle_id": {"$ne": cycle_id},
+            "start_time": {"$lt": to_dt(report.window_end_ms)},
+        }
+        await self._db[GAPS].delete_many(stale, session=session)
         doc = {
             **codec.score_doc(report.health),
             "report": codec.report_doc(report),
@@ -242,6 +246,16 @@ class MongoStateStore:
                 },
                 session=session,
             )
+
+
+def _gap_upsert(doc: dict[str, Any]) -> UpdateOne:
+    """The cycle's write of a gap: the same record (series + start) as a live one,
+    keeping ``detected_live`` when the live tail found it first."""
+    key = doc.pop("_id")
+    live = doc.pop("detected_live")
+    return UpdateOne(
+        {"_id": key}, {"$set": doc, "$setOnInsert": {"detected_live": live}}, upsert=True
+    )
 
 
 def _last_word(queue: asyncio.Queue[ScoreRecord | BaseException], exc: BaseException) -> None:
