@@ -98,3 +98,34 @@ class TestListHealthScores:
             )
         assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "page_token" in (exc.value.details() or "")
+
+
+class TestClients:
+    """AuditClient and BlockingAuditClient page through ListHealthScores."""
+
+    async def test_async_and_blocking(self, make_settings: Any, start_replica: Any) -> None:
+        """Both clients return every stored score, following page tokens."""
+        import asyncio
+
+        from auditclient import AuditClient, BlockingAuditClient
+
+        replica = await start_replica(make_settings())
+        await replica.stub.RunAudit(pb.RunAuditRequest(), timeout=TIMEOUT)
+        async with AuditClient(replica.target) as client:
+            got = [
+                (s.symbol, s.timeframe)
+                async for s in client.list_health_scores(page_size=1, call_timeout=TIMEOUT)
+            ]
+        assert len(got) == 4 and got == sorted(got)
+
+        def blocking() -> list[tuple[str, str]]:
+            with BlockingAuditClient(replica.target) as c:
+                return [
+                    (s.symbol, s.timeframe)
+                    for s in c.list_health_scores(symbols=["BTCUSDT"], call_timeout=TIMEOUT)
+                ]
+
+        assert await asyncio.wait_for(asyncio.to_thread(blocking), TIMEOUT) == [
+            ("BTCUSDT", "1h"),
+            ("BTCUSDT", "1m"),
+        ]
