@@ -2,12 +2,13 @@
 
 Start: logging → database client (lazy) → stores → leadership → use cases →
 gRPC server (readiness NOT_SERVING) → readiness probe loop, which creates the
-collections and indexes first, then starts the election and the scheduler (no
-cycle can start before the indexes exist; RunAudit answers UNAVAILABLE until then).
+collections and indexes first, then starts the live tail, the election and the
+scheduler (no cycle can start before the indexes exist; RunAudit answers
+UNAVAILABLE until then). The tail and the scheduler act only while leading.
 
 Stop (SIGTERM/SIGINT), in this order:
 1. readiness NOT_SERVING, so Kubernetes stops routing new calls here;
-2. the scheduler stops and leadership is released (lease expired now, epoch
+2. the scheduler and the live tail stop, and leadership is released (lease expired now, epoch
    kept), so a follower takes over within one heartbeat;
 3. open streams are told to finish with OK;
 4. in-flight RPCs drain;
@@ -35,6 +36,7 @@ from auditsvc.failpoints import Failpoints
 from auditsvc.forwarding import Forwarder, ForwardingInterceptor
 from auditsvc.interceptors import CallInterceptor
 from auditsvc.leadership import Leadership, Standalone
+from auditsvc.livetail import LiveTail
 from auditsvc.metrics import Metrics, serve_metrics
 from auditsvc.mongo import (
     MongoBackfillStore,
@@ -47,6 +49,7 @@ from auditsvc.mongo import (
 )
 from auditsvc.mongo.client import detect_transactions, ensure_indexes
 from auditsvc.mongo.gate import LeaseGate
+from auditsvc.mongo.live import MongoCandleFeed, MongoLiveStore
 from auditsvc.paging import PageTokens
 from auditsvc.scheduler import Scheduler
 from auditsvc.server import ALL_METHODS, MUTATING, SERVICE_NAME, Server, tls
@@ -103,6 +106,16 @@ class App:
             self.leadership,
             self.metrics,
             failpoints,
+        )
+        self.livetail = LiveTail(
+            s,
+            self.clock,
+            MongoCandleFeed(self.database),
+            MongoLiveStore(self.database),
+            self.fence,
+            self.leadership,
+            self.metrics,
+            self.auditor.backfill_for,
         )
         self.scheduler: Scheduler | None = None
         self.service = AuditService(
@@ -191,6 +204,7 @@ class App:
                     # Campaign and schedule only once the collections exist: a first
                     # cycle or lease upsert racing their creation can hang the server.
                     if not self._stopping.is_set():
+                        self.livetail.start()  # tails only while leading
                         if not isinstance(self.leadership, Standalone):
                             await self.leadership.start()  # type: ignore[attr-defined]
                         if self.scheduler is not None:
@@ -236,6 +250,7 @@ class App:
         log.info("shutting down: readiness off")
         if self.scheduler is not None:
             await _bounded("stop the scheduler", self.scheduler.stop(), left())
+        await _bounded("stop the live tail", self.livetail.stop(), left())
         if isinstance(self.leadership, Standalone):
             self.leadership.stop()
         else:

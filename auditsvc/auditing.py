@@ -8,6 +8,7 @@ twice at once. Inside a cycle, AUDIT_CONCURRENCY series run at a time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import uuid
@@ -23,6 +24,7 @@ from auditsvc.audit.errors import (
 )
 from auditsvc.audit.gaps import SeriesScanner
 from auditsvc.audit.health import score
+from auditsvc.audit.live import window_state
 from auditsvc.audit.models import Gap, Severity, Window
 from auditsvc.audit.timeframes import Timeframe, default_window, parse_timeframe
 from auditsvc.clock import Clock
@@ -244,7 +246,16 @@ class Auditor:
                     backfill_id,
                 )
             )
+        grace_ms = round(self._s.audit_ingest_grace * 1000)
+        live = window_state(tf, window.end_ms, found.newest_ms, now, grace_ms)
         record = ScoreRecord(symbol, tf.name, health, now, cycle_id)
+        if live is not None:
+            record = dataclasses.replace(
+                record,
+                state=live.state,
+                last_candle_ms=live.last_candle_ms,
+                late_candles=live.late_candles,
+            )
         report = SeriesReport(
             symbol=symbol,
             timeframe=tf.name,
@@ -272,6 +283,10 @@ class Auditor:
         self._metrics.duplicates_detected.labels(*labels).inc(len(found.duplicates))
         self._metrics.health_score.labels(*labels).set(health.quality)
         return report
+
+    async def backfill_for(self, symbol: str, tf: Timeframe, gap: Gap, epoch: int) -> str:
+        """The cycle's backfill rules for a gap found elsewhere (the live tail)."""
+        return (await self._maybe_backfill(symbol, tf, gap, epoch))[0]
 
     async def _maybe_backfill(
         self, symbol: str, tf: Timeframe, gap: Gap, epoch: int

@@ -68,6 +68,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "AUDIT_INGEST_GRACE", "10", "Seconds after a slot closes before its candle is expected."
     ),
+    Variable("LIVE_MODE", "auto", "Live tail: auto, change_stream, poll or off (leader only)."),
+    Variable("LIVE_POLL_INTERVAL", "1", "Seconds between live-tail polls and state checks."),
     Variable("ENABLE_AUTO_BACKFILL", "false", "Write backfill requests for long gaps."),
     Variable("MIN_AUTO_BACKFILL_GAP", "3600", "Shortest gap, seconds, that gets a backfill."),
     Variable("MAX_AUTO_BACKFILL_JOBS", "5", "Most backfill requests open at once."),
@@ -119,6 +121,8 @@ class Settings:
     audit_concurrency: int
     audit_max_range_candles: int
     audit_ingest_grace: float
+    live_mode: str
+    live_poll_interval: float
     enable_auto_backfill: bool
     min_auto_backfill_gap: int
     max_auto_backfill_jobs: int
@@ -165,6 +169,8 @@ class Settings:
             audit_concurrency=env.integer("AUDIT_CONCURRENCY", 1, 1000),
             audit_max_range_candles=env.integer("AUDIT_MAX_RANGE_CANDLES", 1, 100_000_000),
             audit_ingest_grace=env.number("AUDIT_INGEST_GRACE", 0.0),
+            live_mode=env.choice("LIVE_MODE", ("auto", "change_stream", "poll", "off")),
+            live_poll_interval=env.number("LIVE_POLL_INTERVAL", 0.05),
             enable_auto_backfill=env.boolean("ENABLE_AUTO_BACKFILL"),
             min_auto_backfill_gap=env.integer("MIN_AUTO_BACKFILL_GAP", 0, 10 * 365 * 86400),
             max_auto_backfill_jobs=env.integer("MAX_AUTO_BACKFILL_JOBS", 0, 100_000),

@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from auditpb.v1 import audit_pb2 as pb
 from auditsvc.audit.errors import InvalidArgument
+from auditsvc.audit.live import SeriesState
 from auditsvc.audit.models import Role, Severity, Strategy
 from auditsvc.records import (
     Cycle,
@@ -39,6 +40,12 @@ _STRATEGIES: dict[int, Strategy] = {
     pb.STRATEGY_MANUAL: Strategy.MANUAL,
 }
 _STRATEGY_PB: dict[Strategy, Any] = {v: k for k, v in _STRATEGIES.items()}
+_STATES: dict[int, SeriesState] = {
+    pb.SERIES_STATE_LIVE: SeriesState.LIVE,
+    pb.SERIES_STATE_LATE: SeriesState.LATE,
+    pb.SERIES_STATE_NO_DATA: SeriesState.NO_DATA,
+}
+_STATE_PB: dict[SeriesState, Any] = {v: k for k, v in _STATES.items()}
 
 
 def ms_from(msg: object, field: str) -> int | None:
@@ -74,9 +81,23 @@ def strategy_from(value: int) -> Strategy | None:
         raise InvalidArgument(f"unknown strategy value {value}", field="strategy") from None
 
 
+def state_from(value: int) -> SeriesState | None:
+    """UNSPECIFIED means any state (None); unknown numbers are refused."""
+    if value == pb.SERIES_STATE_UNSPECIFIED:
+        return None
+    try:
+        return _STATES[value]
+    except KeyError:
+        raise InvalidArgument(f"unknown state value {value}", field="state") from None
+
+
+def state_pb(state: SeriesState | None) -> Any:
+    return pb.SERIES_STATE_UNSPECIFIED if state is None else _STATE_PB[state]
+
+
 def score_pb(r: ScoreRecord) -> pb.HealthScore:
     h = r.score
-    return pb.HealthScore(
+    msg = pb.HealthScore(
         symbol=r.symbol,
         timeframe=r.timeframe,
         quality=h.quality,
@@ -87,7 +108,12 @@ def score_pb(r: ScoreRecord) -> pb.HealthScore:
         duplicate_groups=h.duplicate_groups,
         computed_at=ts(r.computed_ms),
         cycle_id=r.cycle_id,
+        state=state_pb(r.state),
+        late_candles=r.late_candles,
     )
+    if r.last_candle_ms is not None:
+        msg.last_candle_open.CopyFrom(ts(r.last_candle_ms))
+    return msg
 
 
 def report_pb(r: SeriesReport) -> pb.SeriesReport:
@@ -133,6 +159,7 @@ def gap_pb(g: GapRecord) -> pb.Gap:
         severity=_SEVERITIES[g.severity],
         backfill_request_id=g.backfill_request_id,
         detected_at=ts(g.detected_ms),
+        detected_live=g.detected_live,
     )
 
 

@@ -14,6 +14,7 @@ from auditsvc.config import ConfigError
 from auditsvc.ports import ensure_free
 
 _CYCLE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_DETECT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)
 _RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -110,11 +111,32 @@ class Metrics:
             registry=r,
         )
 
+        self.live_mode = Gauge(
+            "auditsvc_live_mode",
+            "1 for the live-tail mode the leader uses (change_stream or poll), else 0.",
+            ("mode",),
+            registry=r,
+        )
+        self.series_state = Gauge(
+            "auditsvc_series_state",
+            "Configured series per live state (live, late, no_data); leader only.",
+            ("state",),
+            registry=r,
+        )
+        self.live_detection_seconds = Histogram(
+            "auditsvc_live_detection_seconds",
+            "From a missing candle's close + AUDIT_INGEST_GRACE to its LATE score being stored.",
+            registry=r,
+            buckets=_DETECT_BUCKETS,
+        )
+
     def set_leading(self, leading: bool) -> None:
         self.leader_status.set(1 if leading else 0)
         if not leading:
             # Followers must not keep exporting scores that are no longer live.
             self.health_score.clear()
+            self.series_state.clear()
+            self.live_mode.clear()
 
 
 def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> WSGIServer:

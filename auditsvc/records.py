@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from auditsvc.audit.live import SeriesState
 from auditsvc.audit.models import HealthScore, Role, Severity, Strategy
 
 # How long stored cycles, and the request_id records that point at them, are kept.
@@ -26,6 +27,8 @@ class GapRecord:
     severity: Severity
     detected_ms: int
     backfill_request_id: str = ""
+    # Found by the live tail as a later candle arrived, before any cycle.
+    detected_live: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,10 @@ class ScoreRecord:
     score: HealthScore
     computed_ms: int
     cycle_id: str
+    # Live state when stored; None for scores stored before live state existed.
+    state: SeriesState | None = None
+    last_candle_ms: int | None = None
+    late_candles: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +134,17 @@ class GapQuery:
     min_missing: int = 0
     limit: int = 100
     after: tuple[str, str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreQuery:
+    """ListHealthScores filters; ``after`` is the decoded (symbol, timeframe) cursor."""
+
+    symbols: tuple[str, ...] = ()
+    timeframes: tuple[str, ...] = ()
+    state: SeriesState | None = None
+    limit: int = 100
+    after: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from auditsvc import __version__
 from auditsvc.audit.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from auditsvc.audit.live import SeriesState
 from auditsvc.audit.models import Strategy
 from auditsvc.audit.timeframes import parse_timeframe
 from auditsvc.auditing import Auditor
@@ -33,6 +34,7 @@ from auditsvc.records import (
     report_from_dict,
     report_to_dict,
 )
+from auditsvc.scorelist import ScoreListing
 from auditsvc.store import Fence, StateStore
 
 T = TypeVar("T")
@@ -56,6 +58,7 @@ class AuditService:
         tokens: PageTokens,
         is_ready: Callable[[], bool],
         next_cycle_ms: Callable[[], int | None],
+        listing: ScoreListing | None = None,
     ) -> None:
         self._s = settings
         self.auditor = auditor
@@ -66,6 +69,7 @@ class AuditService:
         self._tokens = tokens
         self._is_ready = is_ready
         self._next_cycle_ms = next_cycle_ms
+        self._listing = listing or ScoreListing(settings, state, tokens)
         self._inflight: dict[str, asyncio.Task[tuple[str, dict[str, Any]]]] = {}
         self._status_read: asyncio.Future[Cycle | None] | None = None
         self._status_read_at = float("-inf")
@@ -252,6 +256,17 @@ class AuditService:
         return gaps[:limit], self._tokens.encode(
             filters, (last.symbol, last.timeframe, last.start_ms)
         )
+
+    async def list_health_scores(
+        self,
+        symbols: Sequence[str],
+        timeframes: Sequence[str],
+        state: SeriesState | None,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[ScoreRecord], str]:
+        """A page of stored scores; see :mod:`auditsvc.scorelist`."""
+        return await self._listing.page(symbols, timeframes, state, page_size, page_token)
 
     async def leader(self) -> LeaderInfo:
         return await self._leadership.leader()

@@ -90,6 +90,21 @@ class AuditServicer(pb_grpc.AuditServiceServicer):  # type: ignore[misc]
         return pb.ListGapsResponse(gaps=[convert.gap_pb(g) for g in gaps], next_page_token=token)
 
     @_unary
+    async def ListHealthScores(
+        self, request: pb.ListHealthScoresRequest, context: Any
+    ) -> pb.ListHealthScoresResponse:
+        scores, token = await self._service.list_health_scores(
+            list(request.symbols),
+            list(request.timeframes),
+            convert.state_from(request.state),
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListHealthScoresResponse(
+            scores=[convert.score_pb(r) for r in scores], next_page_token=token
+        )
+
+    @_unary
     async def ResolveDuplicates(
         self, request: pb.ResolveDuplicatesRequest, context: Any
     ) -> pb.ResolveDuplicatesResponse:

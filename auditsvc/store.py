@@ -8,7 +8,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from auditsvc.audit.models import CandleRef, Resolution, Strategy, Window
-from auditsvc.records import BackfillRequest, Cycle, GapQuery, GapRecord, ScoreRecord, SeriesReport
+from auditsvc.records import (
+    BackfillRequest,
+    Cycle,
+    GapQuery,
+    GapRecord,
+    ScoreQuery,
+    ScoreRecord,
+    SeriesReport,
+)
 
 T = TypeVar("T")
 
@@ -57,6 +65,10 @@ class StateStore(Protocol):
     async def list_gaps(self, q: GapQuery) -> list[GapRecord]: ...
 
     async def scores(self) -> list[ScoreRecord]: ...
+
+    async def list_scores(self, q: ScoreQuery) -> list[ScoreRecord]:
+        """Stored scores matching ``q``, ordered by (symbol, timeframe)."""
+        ...
 
     async def watch_scores(self) -> AsyncIterator[ScoreRecord]:
         """Returns once the watch is open: nothing stored after the return is missed."""
@@ -108,3 +120,45 @@ class DuplicateStore(Protocol):
     ) -> int: ...
 
     async def restore(self, request_id: str) -> tuple[int, int]: ...
+
+
+class CandleFeed(Protocol):
+    """What the live tail reads: the newest candles, at a cost proportional to inserts."""
+
+    async def newest(self, collection: str, symbol: str) -> int | None:
+        """Open time (ms) of the series' newest candle, None when it has none."""
+        ...
+
+    async def poll(
+        self, collection: str, floor_ms: int, recent: Sequence[str], lagging: dict[str, int | None]
+    ) -> list[tuple[str, int]]:
+        """(symbol, open ms) of candles newer than what was seen, in one query.
+
+        ``recent`` symbols match timestamps above ``floor_ms``; each ``lagging``
+        symbol matches timestamps above its own newest (any, when None).
+        """
+        ...
+
+    async def change_streams_supported(self, collections: Sequence[str]) -> bool:
+        """True on a replica set or mongos when no collection is a time-series one."""
+        ...
+
+    def watch(self, collections: Sequence[str]) -> AsyncIterator[tuple[str, str, int]]:
+        """(collection, symbol, open ms) of each candle inserted, replaced or updated."""
+        ...
+
+
+class LiveStore(Protocol):
+    """Where the live tail stores what it finds (always inside a fenced batch)."""
+
+    async def stored_score(self, symbol: str, timeframe: str, session: Any = None) -> Any:
+        """The series' stored ScoreRecord, None when none is stored."""
+        ...
+
+    async def save_live_score(self, record: ScoreRecord, epoch: int, session: Any = None) -> None:
+        """Replaces the series' score fields, keeping its last audit report."""
+        ...
+
+    async def save_live_gap(self, gap: GapRecord, epoch: int, session: Any = None) -> None:
+        """Stores a gap keyed by series + start, so a cycle's write is the same record."""
+        ...

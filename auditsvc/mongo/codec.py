@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from auditsvc.audit.live import SeriesState
 from auditsvc.audit.models import HealthScore, Severity
 from auditsvc.mongo.client import to_dt, to_ms
 from auditsvc.records import Cycle, GapRecord, ScoreRecord, SeriesReport
@@ -22,6 +23,9 @@ def score_doc(s: ScoreRecord) -> dict[str, Any]:
         "duplicate_groups": h.duplicate_groups,
         "computed_at": to_dt(s.computed_ms),
         "cycle_id": s.cycle_id,
+        "state": s.state.value if s.state is not None else None,
+        "last_candle_open": None if s.last_candle_ms is None else to_dt(s.last_candle_ms),
+        "late_candles": s.late_candles,
     }
 
 
@@ -39,6 +43,9 @@ def score_record(d: dict[str, Any]) -> ScoreRecord:
         ),
         computed_ms=to_ms(d["computed_at"]),
         cycle_id=d["cycle_id"],
+        state=SeriesState(d["state"]) if d.get("state") else None,
+        last_candle_ms=to_ms(d["last_candle_open"]) if d.get("last_candle_open") else None,
+        late_candles=int(d.get("late_candles", 0)),
     )
 
 
@@ -119,6 +126,7 @@ def gap_doc(g: GapRecord, cycle_id: str, epoch: int) -> dict[str, Any]:
         "detected_at": to_dt(g.detected_ms),
         "cycle_id": cycle_id,
         "epoch": epoch,
+        "detected_live": g.detected_live,
     }
 
 
@@ -132,4 +140,5 @@ def gap_record(d: dict[str, Any]) -> GapRecord:
         severity=Severity(d["severity"]),
         detected_ms=to_ms(d["detected_at"]),
         backfill_request_id=d.get("backfill_request_id", ""),
+        detected_live=bool(d.get("detected_live", False)),
     )

@@ -11,13 +11,21 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from pymongo import ReplaceOne
+from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from auditsvc.audit.errors import Unavailable
 from auditsvc.mongo import codec
 from auditsvc.mongo.client import CYCLES, GAPS, REQUESTS, SERIES, Database, to_dt, to_ms
-from auditsvc.records import SCHEDULED, Cycle, GapQuery, GapRecord, ScoreRecord, SeriesReport
+from auditsvc.records import (
+    SCHEDULED,
+    Cycle,
+    GapQuery,
+    GapRecord,
+    ScoreQuery,
+    ScoreRecord,
+    SeriesReport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +57,16 @@ class MongoStateStore:
     ) -> None:
         key = {"symbol": report.symbol, "timeframe": report.timeframe}
         if gaps:
-            ops = [
-                ReplaceOne({"_id": doc["_id"]}, doc, upsert=True)
-                for doc in (codec.gap_doc(g, cycle_id, epoch) for g in gaps)
-            ]
+            ops = [_gap_upsert(codec.gap_doc(g, cycle_id, epoch)) for g in gaps]
             await self._db[GAPS].bulk_write(ops, ordered=False, session=session)
-        await self._db[GAPS].delete_many({**key, "cycle_id": {"$ne": cycle_id}}, session=session)
+        # Gaps starting at or after the window's end are not this audit's to judge:
+        # the live tail may have found them in slots not yet due for a cycle.
+        stale = {
+            **key,
+            "cycle_id": {"$ne": cycle_id},
+            "start_time": {"$lt": to_dt(report.window_end_ms)},
+        }
+        await self._db[GAPS].delete_many(stale, session=session)
         doc = {
             **codec.score_doc(report.health),
             "report": codec.report_doc(report),
@@ -124,6 +136,30 @@ class MongoStateStore:
     async def scores(self) -> list[ScoreRecord]:
         docs = await self._db[SERIES].find({}, {"report": 0}).to_list(None)
         return [codec.score_record(d) for d in docs]
+
+    async def list_scores(self, q: ScoreQuery) -> list[ScoreRecord]:
+        clauses: list[dict[str, Any]] = []
+        if q.symbols:
+            clauses.append({"symbol": {"$in": list(q.symbols)}})
+        if q.timeframes:
+            clauses.append({"timeframe": {"$in": list(q.timeframes)}})
+        if q.state is not None:
+            clauses.append({"state": q.state.value})
+        if q.after is not None:
+            # _id is "symbol|timeframe", so the (symbol, timeframe) order is the _id order
+            # only when no symbol is a prefix of another; compare the fields instead.
+            sym, tf = q.after
+            clauses.append(
+                {"$or": [{"symbol": {"$gt": sym}}, {"symbol": sym, "timeframe": {"$gt": tf}}]}
+            )
+        query = {"$and": clauses} if clauses else {}
+        cursor = (
+            self._db[SERIES]
+            .find(query, {"report": 0})
+            .sort([("symbol", 1), ("timeframe", 1)])
+            .limit(q.limit)
+        )
+        return [codec.score_record(d) for d in await cursor.to_list(q.limit)]
 
     async def watch_scores(self) -> AsyncIterator[ScoreRecord]:
         """New scores as any replica stores them, from one shared database watch.
@@ -249,6 +285,16 @@ class MongoStateStore:
                 },
                 session=session,
             )
+
+
+def _gap_upsert(doc: dict[str, Any]) -> UpdateOne:
+    """The cycle's write of a gap: the same record (series + start) as a live one,
+    keeping ``detected_live`` when the live tail found it first."""
+    key = doc.pop("_id")
+    live = doc.pop("detected_live")
+    return UpdateOne(
+        {"_id": key}, {"$set": doc, "$setOnInsert": {"detected_live": live}}, upsert=True
+    )
 
 
 def _last_word(queue: asyncio.Queue[ScoreRecord | BaseException], exc: BaseException) -> None:

@@ -8,7 +8,7 @@ unset; mutating requests get a fresh uuid4 ``request_id`` unless the caller gave
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import cast
 
@@ -88,6 +88,18 @@ def list_gaps_request(
         end_time=to_timestamp(end, "end"),
         min_missing_candles=min_missing_candles,
         page_size=page_size,
+    )
+
+
+def list_health_scores_request(
+    symbols: Sequence[str],
+    timeframes: Sequence[str],
+    state: audit_pb2.SeriesState,
+    page_size: int,
+) -> audit_pb2.ListHealthScoresRequest:
+    """Build the first ListHealthScoresRequest; later pages only change ``page_token``."""
+    return audit_pb2.ListHealthScoresRequest(
+        symbols=list(symbols), timeframes=list(timeframes), state=state, page_size=page_size
     )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Self, TypeVar
@@ -129,6 +129,33 @@ class AuditClient:
             )
             for gap in page.gaps:
                 yield gap
+            token = str(page.next_page_token)
+            if not token:
+                return
+            if token == request.page_token:
+                raise AuditError(None, f"server repeated page token {token!r}")
+            request.page_token = token
+
+    async def list_health_scores(
+        self,
+        symbols: Sequence[str] = (),
+        timeframes: Sequence[str] = (),
+        state: audit_pb2.SeriesState = audit_pb2.SERIES_STATE_UNSPECIFIED,
+        page_size: int = 0,
+        *,
+        call_timeout: float | None = None,
+    ) -> AsyncIterator[audit_pb2.HealthScore]:
+        """Yield every stored score (optionally only in ``state``), page after page.
+
+        Any replica answers; a gate checks ``score.state == SERIES_STATE_LIVE``.
+        """
+        request = _requests.list_health_scores_request(symbols, timeframes, state, page_size)
+        while True:
+            page: audit_pb2.ListHealthScoresResponse = await self._unary(
+                self.stub.ListHealthScores, request, call_timeout
+            )
+            for score in page.scores:
+                yield score
             token = str(page.next_page_token)
             if not token:
                 return

@@ -9,7 +9,7 @@ The health stream is only offered by the async client.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Self, TypeVar
@@ -94,6 +94,29 @@ class BlockingAuditClient:
                 self._stub.ListGaps, request, call_timeout
             )
             yield from page.gaps
+            token = str(page.next_page_token)
+            if not token:
+                return
+            if token == request.page_token:
+                raise AuditError(None, f"server repeated page token {token!r}")
+            request.page_token = token
+
+    def list_health_scores(
+        self,
+        symbols: Sequence[str] = (),
+        timeframes: Sequence[str] = (),
+        state: audit_pb2.SeriesState = audit_pb2.SERIES_STATE_UNSPECIFIED,
+        page_size: int = 0,
+        *,
+        call_timeout: float | None = None,
+    ) -> Iterator[audit_pb2.HealthScore]:
+        """Yield every stored score (optionally only in ``state``), page after page."""
+        request = _requests.list_health_scores_request(symbols, timeframes, state, page_size)
+        while True:
+            page: audit_pb2.ListHealthScoresResponse = self._unary(
+                self._stub.ListHealthScores, request, call_timeout
+            )
+            yield from page.scores
             token = str(page.next_page_token)
             if not token:
                 return

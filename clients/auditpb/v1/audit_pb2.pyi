@@ -30,6 +30,13 @@ class Strategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STRATEGY_KEEP_OLDEST: _ClassVar[Strategy]
     STRATEGY_MANUAL: _ClassVar[Strategy]
 
+class SeriesState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SERIES_STATE_UNSPECIFIED: _ClassVar[SeriesState]
+    SERIES_STATE_LIVE: _ClassVar[SeriesState]
+    SERIES_STATE_LATE: _ClassVar[SeriesState]
+    SERIES_STATE_NO_DATA: _ClassVar[SeriesState]
+
 class CycleStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CYCLE_STATUS_UNSPECIFIED: _ClassVar[CycleStatus]
@@ -46,6 +53,10 @@ STRATEGY_UNSPECIFIED: Strategy
 STRATEGY_KEEP_NEWEST: Strategy
 STRATEGY_KEEP_OLDEST: Strategy
 STRATEGY_MANUAL: Strategy
+SERIES_STATE_UNSPECIFIED: SeriesState
+SERIES_STATE_LIVE: SeriesState
+SERIES_STATE_LATE: SeriesState
+SERIES_STATE_NO_DATA: SeriesState
 CYCLE_STATUS_UNSPECIFIED: CycleStatus
 CYCLE_STATUS_SUCCEEDED: CycleStatus
 CYCLE_STATUS_FAILED: CycleStatus
@@ -173,7 +184,7 @@ class SeriesReport(_message.Message):
     def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_candles: _Optional[int] = ..., present_candles: _Optional[int] = ..., missing_candles: _Optional[int] = ..., gap_count: _Optional[int] = ..., duplicate_groups: _Optional[int] = ..., surplus_documents: _Optional[int] = ..., misaligned_candles: _Optional[int] = ..., backfills_requested: _Optional[int] = ..., health: _Optional[_Union[HealthScore, _Mapping]] = ..., backfills_skipped: _Optional[int] = ...) -> None: ...
 
 class HealthScore(_message.Message):
-    __slots__ = ("symbol", "timeframe", "quality", "completeness", "consistency", "freshness", "gap_count", "duplicate_groups", "computed_at", "cycle_id")
+    __slots__ = ("symbol", "timeframe", "quality", "completeness", "consistency", "freshness", "gap_count", "duplicate_groups", "computed_at", "cycle_id", "state", "last_candle_open", "late_candles")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +195,9 @@ class HealthScore(_message.Message):
     DUPLICATE_GROUPS_FIELD_NUMBER: _ClassVar[int]
     COMPUTED_AT_FIELD_NUMBER: _ClassVar[int]
     CYCLE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LAST_CANDLE_OPEN_FIELD_NUMBER: _ClassVar[int]
+    LATE_CANDLES_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     timeframe: str
     quality: float
@@ -194,7 +208,32 @@ class HealthScore(_message.Message):
     duplicate_groups: int
     computed_at: _timestamp_pb2.Timestamp
     cycle_id: str
-    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., quality: _Optional[float] = ..., completeness: _Optional[float] = ..., consistency: _Optional[float] = ..., freshness: _Optional[float] = ..., gap_count: _Optional[int] = ..., duplicate_groups: _Optional[int] = ..., computed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cycle_id: _Optional[str] = ...) -> None: ...
+    state: SeriesState
+    last_candle_open: _timestamp_pb2.Timestamp
+    late_candles: int
+    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., quality: _Optional[float] = ..., completeness: _Optional[float] = ..., consistency: _Optional[float] = ..., freshness: _Optional[float] = ..., gap_count: _Optional[int] = ..., duplicate_groups: _Optional[int] = ..., computed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cycle_id: _Optional[str] = ..., state: _Optional[_Union[SeriesState, str]] = ..., last_candle_open: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., late_candles: _Optional[int] = ...) -> None: ...
+
+class ListHealthScoresRequest(_message.Message):
+    __slots__ = ("symbols", "timeframes", "state", "page_size", "page_token")
+    SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    TIMEFRAMES_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    symbols: _containers.RepeatedScalarFieldContainer[str]
+    timeframes: _containers.RepeatedScalarFieldContainer[str]
+    state: SeriesState
+    page_size: int
+    page_token: str
+    def __init__(self, symbols: _Optional[_Iterable[str]] = ..., timeframes: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[SeriesState, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListHealthScoresResponse(_message.Message):
+    __slots__ = ("scores", "next_page_token")
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    scores: _containers.RepeatedCompositeFieldContainer[HealthScore]
+    next_page_token: str
+    def __init__(self, scores: _Optional[_Iterable[_Union[HealthScore, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListGapsRequest(_message.Message):
     __slots__ = ("symbol", "timeframe", "start_time", "end_time", "min_missing_candles", "page_size", "page_token")
@@ -223,7 +262,7 @@ class ListGapsResponse(_message.Message):
     def __init__(self, gaps: _Optional[_Iterable[_Union[Gap, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Gap(_message.Message):
-    __slots__ = ("symbol", "timeframe", "start_time", "end_time", "missing_candles", "severity", "backfill_request_id", "detected_at")
+    __slots__ = ("symbol", "timeframe", "start_time", "end_time", "missing_candles", "severity", "backfill_request_id", "detected_at", "detected_live")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -232,6 +271,7 @@ class Gap(_message.Message):
     SEVERITY_FIELD_NUMBER: _ClassVar[int]
     BACKFILL_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DETECTED_AT_FIELD_NUMBER: _ClassVar[int]
+    DETECTED_LIVE_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     timeframe: str
     start_time: _timestamp_pb2.Timestamp
@@ -240,7 +280,8 @@ class Gap(_message.Message):
     severity: Severity
     backfill_request_id: str
     detected_at: _timestamp_pb2.Timestamp
-    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., missing_candles: _Optional[int] = ..., severity: _Optional[_Union[Severity, str]] = ..., backfill_request_id: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    detected_live: bool
+    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., missing_candles: _Optional[int] = ..., severity: _Optional[_Union[Severity, str]] = ..., backfill_request_id: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detected_live: _Optional[bool] = ...) -> None: ...
 
 class ResolveDuplicatesRequest(_message.Message):
     __slots__ = ("symbol", "timeframe", "start_time", "end_time", "strategy", "dry_run", "request_id")

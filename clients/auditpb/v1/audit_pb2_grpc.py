@@ -67,6 +67,11 @@ class AuditServiceStub:
                 request_serializer=auditpb_dot_v1_dot_audit__pb2.StreamHealthScoresRequest.SerializeToString,
                 response_deserializer=auditpb_dot_v1_dot_audit__pb2.StreamHealthScoresResponse.FromString,
                 _registered_method=True)
+        self.ListHealthScores = channel.unary_unary(
+                '/auditpb.v1.AuditService/ListHealthScores',
+                request_serializer=auditpb_dot_v1_dot_audit__pb2.ListHealthScoresRequest.SerializeToString,
+                response_deserializer=auditpb_dot_v1_dot_audit__pb2.ListHealthScoresResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -117,6 +122,14 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListHealthScores(self, request, context):
+        """ListHealthScores pages through the stored scores, newest per series;
+        any replica serves it. A gate checks a series' state here before acting.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +162,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.StreamHealthScores,
                     request_deserializer=auditpb_dot_v1_dot_audit__pb2.StreamHealthScoresRequest.FromString,
                     response_serializer=auditpb_dot_v1_dot_audit__pb2.StreamHealthScoresResponse.SerializeToString,
+            ),
+            'ListHealthScores': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHealthScores,
+                    request_deserializer=auditpb_dot_v1_dot_audit__pb2.ListHealthScoresRequest.FromString,
+                    response_serializer=auditpb_dot_v1_dot_audit__pb2.ListHealthScoresResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -316,6 +334,33 @@ class AuditService:
             '/auditpb.v1.AuditService/StreamHealthScores',
             auditpb_dot_v1_dot_audit__pb2.StreamHealthScoresRequest.SerializeToString,
             auditpb_dot_v1_dot_audit__pb2.StreamHealthScoresResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHealthScores(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/auditpb.v1.AuditService/ListHealthScores',
+            auditpb_dot_v1_dot_audit__pb2.ListHealthScoresRequest.SerializeToString,
+            auditpb_dot_v1_dot_audit__pb2.ListHealthScoresResponse.FromString,
             options,
             channel_credentials,
             insecure,
