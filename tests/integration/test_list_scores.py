@@ -1,4 +1,6 @@
-"""ListHealthScores over the wire: stored scores, filters, paging and precise refusals."""
+"""ListHealthScores over the wire: stored scores, filters, paging and precise refusals.
+
+The live tail is off here: its state changes would race the listings compared."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ class TestListHealthScores:
 
     async def test_lists_and_pages(self, make_settings: Any, start_replica: Any) -> None:
         """After a cycle, every configured series is listed once across pages, in order."""
-        replica = await start_replica(make_settings())
+        replica = await start_replica(make_settings(LIVE_MODE="off"))
         await replica.stub.RunAudit(pb.RunAuditRequest(), timeout=TIMEOUT)
         seen: list[tuple[str, str]] = []
         token = ""
@@ -40,7 +42,7 @@ class TestListHealthScores:
 
     async def test_state_filter(self, make_settings: Any, start_replica: Any, mongo: Any) -> None:
         """The state filter returns only scores stored in that state."""
-        replica = await start_replica(make_settings())
+        replica = await start_replica(make_settings(LIVE_MODE="off"))
         await replica.stub.RunAudit(pb.RunAuditRequest(), timeout=TIMEOUT)
         all_scores = await replica.stub.ListHealthScores(
             pb.ListHealthScoresRequest(), timeout=TIMEOUT
@@ -73,7 +75,7 @@ class TestListHealthScores:
         field: str,
     ) -> None:
         """Unknown names are NOT_FOUND and bad paging INVALID_ARGUMENT, each naming the field."""
-        replica = await start_replica(make_settings())
+        replica = await start_replica(make_settings(LIVE_MODE="off"))
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await replica.stub.ListHealthScores(
                 pb.ListHealthScoresRequest(**request_kwargs), timeout=TIMEOUT
@@ -83,7 +85,7 @@ class TestListHealthScores:
 
     async def test_token_bound_to_filters(self, make_settings: Any, start_replica: Any) -> None:
         """A token replayed with other filters is INVALID_ARGUMENT naming page_token."""
-        replica = await start_replica(make_settings())
+        replica = await start_replica(make_settings(LIVE_MODE="off"))
         await replica.stub.RunAudit(pb.RunAuditRequest(), timeout=TIMEOUT)
         first = await replica.stub.ListHealthScores(
             pb.ListHealthScoresRequest(page_size=1), timeout=TIMEOUT
@@ -109,7 +111,7 @@ class TestClients:
 
         from auditclient import AuditClient, BlockingAuditClient
 
-        replica = await start_replica(make_settings())
+        replica = await start_replica(make_settings(LIVE_MODE="off"))
         await replica.stub.RunAudit(pb.RunAuditRequest(), timeout=TIMEOUT)
         async with AuditClient(replica.target) as client:
             got = [

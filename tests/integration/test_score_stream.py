@@ -49,7 +49,8 @@ class TestSnapshotAfterOpen:
         self, make_settings: Callable[..., Settings], start_replica: Callable[..., Any]
     ) -> None:
         """The score written right after the snapshot read is streamed."""
-        replica = await start_replica(make_settings())
+        # No live tail: its scores would reach the stream first.
+        replica = await start_replica(make_settings(LIVE_MODE="off"))
         service = replica.app.service
         store = LateScoreStore(replica.app.database)
         store.released = asyncio.Event()
