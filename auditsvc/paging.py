@@ -36,7 +36,9 @@ class PageTokens:
         return base64.urlsafe_b64encode(self._sign(body) + body).decode().rstrip("=")
 
     def decode(self, filters: str, token: str) -> tuple[str, str, int]:
-        bad = InvalidArgument("malformed or tampered page token", field="page_token")
+        bad = InvalidArgument(
+            "malformed or tampered page token", field="page_token", reason="INVALID_PAGE_TOKEN"
+        )
         if len(token) > _MAX_TOKEN:
             raise bad
         try:
@@ -55,6 +57,7 @@ class PageTokens:
             raise InvalidArgument(
                 "page token belongs to a different query; keep the same filters",
                 field="page_token",
+                reason="PAGE_TOKEN_QUERY_MISMATCH",
             )
         if not (
             isinstance(sym, str)
