@@ -7,6 +7,12 @@ small margin, and so does its metadata (auth included). Forwarded calls carry
 ``x-audit-forwarded-by``; a replica receiving one while not leading answers
 UNAVAILABLE "not leader" and never forwards a second hop, so two replicas
 with stale views cannot bounce a call between them.
+
+A leader that cannot be reached (SIGKILLed, partitioned) is reported as
+UNAVAILABLE "no leader reachable" with reason LEADER_UNREACHABLE, never as
+grpc's bare "failed to connect", so clients map it like any no-leader answer.
+``x-audit-leader`` names a leader only while its lease is believed live.
+Channels to addresses that are no longer the leader are closed.
 """
 
 from __future__ import annotations
