@@ -211,13 +211,13 @@ class AuditService:
             raise InvalidArgument("start_time must be before end_time", field="start_time")
         limit = page_size or DEFAULT_PAGE
         filters = _digest(symbol, timeframe, start_ms, end_ms, min_missing)
-        after = self._tokens.decode(filters, page_token) if page_token else None
+        after = await self._tokens.decode(filters, page_token) if page_token else None
         query = GapQuery(symbol, timeframe, start_ms, end_ms, min_missing, limit + 1, after)
         gaps = await self._state.list_gaps(query)
         if len(gaps) <= limit:
             return gaps, ""
         last = gaps[limit - 1]
-        return gaps[:limit], self._tokens.encode(
+        return gaps[:limit], await self._tokens.encode(
             filters, (last.symbol, last.timeframe, last.start_ms)
         )
 
