@@ -50,6 +50,7 @@ from auditsvc.mongo import (
 from auditsvc.mongo.client import detect_transactions, ensure_indexes
 from auditsvc.mongo.gate import LeaseGate
 from auditsvc.mongo.live import MongoCandleFeed, MongoLiveStore
+from auditsvc.mongo.secrets import deployment_secret
 from auditsvc.paging import PageTokens
 from auditsvc.scheduler import Scheduler
 from auditsvc.server import ALL_METHODS, MUTATING, SERVICE_NAME, Server, tls
@@ -125,7 +126,7 @@ class App:
             self.state,
             self.fence,
             self.leadership,
-            PageTokens(s.mongodb_database),
+            PageTokens(lambda: deployment_secret(self.database, "page_tokens")),
             lambda: self.ready,
             self._next_cycle_ms,
         )

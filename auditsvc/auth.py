@@ -15,6 +15,8 @@ from typing import Any
 
 import grpc
 
+from auditsvc.errors import unauthenticated
+
 _DETAILS = "missing or invalid bearer token (authorization metadata)"
 
 
@@ -52,10 +54,10 @@ def _denial(handler: Any) -> Any:
     """A handler of the same shape as ``handler`` that answers UNAUTHENTICATED."""
 
     async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DETAILS)
+        await unauthenticated(_DETAILS).abort(context)
 
     async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DETAILS)
+        await unauthenticated(_DETAILS).abort(context)
         yield  # pragma: no cover - makes this an async generator
 
     if handler.unary_stream is not None:

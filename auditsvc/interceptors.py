@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 
+from auditsvc.errors import undecodable
 from auditsvc.metrics import Metrics
 
 
@@ -20,7 +21,6 @@ class _Undecodable:
 
 
 _UNDECODABLE = _Undecodable()
-_UNDECODABLE_DETAILS = "request is not a valid protobuf message for this method"
 
 
 def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
@@ -74,7 +74,7 @@ def _guard(handler: Any) -> Any:
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if request is _UNDECODABLE:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _UNDECODABLE_DETAILS)
+                await undecodable().abort(context)
             return await unary(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
@@ -87,7 +87,7 @@ def _guard(handler: Any) -> Any:
 
         async def guarded_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if request is _UNDECODABLE:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _UNDECODABLE_DETAILS)
+                await undecodable().abort(context)
             async for reply in stream(request, context):
                 yield reply
 

@@ -57,13 +57,13 @@ class ScoreListing:
         filters = _digest("scores", syms, tfs, state.value if state else "")
         after = None
         if page_token:
-            sym, tf, _ = self._tokens.decode(filters, page_token)
+            sym, tf, _ = await self._tokens.decode(filters, page_token)
             after = (sym, tf)
         found = await self._state.list_scores(ScoreQuery(syms, tfs, state, limit + 1, after))
         if len(found) <= limit:
             return found, ""
         last = found[limit - 1]
-        return found[:limit], self._tokens.encode(filters, (last.symbol, last.timeframe, 0))
+        return found[:limit], await self._tokens.encode(filters, (last.symbol, last.timeframe, 0))
 
 
 def _digest(*parts: object) -> str:

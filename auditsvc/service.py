@@ -13,7 +13,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from auditsvc import __version__
-from auditsvc.audit.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from auditsvc.audit.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ShuttingDown,
+    Unavailable,
+)
 from auditsvc.audit.live import SeriesState
 from auditsvc.audit.models import Strategy
 from auditsvc.audit.timeframes import parse_timeframe
@@ -73,7 +79,8 @@ class AuditService:
         self._inflight: dict[str, asyncio.Task[tuple[str, dict[str, Any]]]] = {}
         self._status_read: asyncio.Future[Cycle | None] | None = None
         self._status_read_at = float("-inf")
-        # Set on shutdown: open streams finish with OK instead of being cut.
+        # Set on shutdown: open streams end with UNAVAILABLE "shutting down"
+        # (a status every generic client retries) instead of being cut.
         self.closing = asyncio.Event()
 
     async def run_audit(
@@ -225,7 +232,9 @@ class AuditService:
     ) -> T:
         if stored_body != body:
             raise FailedPrecondition(
-                "request_id was already used with a different request body", field="request_id"
+                "request_id was already used with a different request body",
+                field="request_id",
+                reason="REQUEST_ID_REUSED",
             )
         return await replay(result)
 
@@ -241,19 +250,18 @@ class AuditService:
     ) -> tuple[list[GapRecord], str]:
         if page_size < 0 or page_size > MAX_PAGE:
             raise InvalidArgument(f"page_size must be 0..{MAX_PAGE}", field="page_size")
-        if timeframe:
-            parse_timeframe(timeframe)
+        self._configured([symbol] if symbol else [], [timeframe] if timeframe else [], "")
         if start_ms is not None and end_ms is not None and start_ms >= end_ms:
             raise InvalidArgument("start_time must be before end_time", field="start_time")
         limit = page_size or DEFAULT_PAGE
         filters = _digest(symbol, timeframe, start_ms, end_ms, min_missing)
-        after = self._tokens.decode(filters, page_token) if page_token else None
+        after = await self._tokens.decode(filters, page_token) if page_token else None
         query = GapQuery(symbol, timeframe, start_ms, end_ms, min_missing, limit + 1, after)
         gaps = await self._state.list_gaps(query)
         if len(gaps) <= limit:
             return gaps, ""
         last = gaps[limit - 1]
-        return gaps[:limit], self._tokens.encode(
+        return gaps[:limit], await self._tokens.encode(
             filters, (last.symbol, last.timeframe, last.start_ms)
         )
 
@@ -267,6 +275,25 @@ class AuditService:
     ) -> tuple[list[ScoreRecord], str]:
         """A page of stored scores; see :mod:`auditsvc.scorelist`."""
         return await self._listing.page(symbols, timeframes, state, page_size, page_token)
+
+    def _configured(self, symbols: Sequence[str], timeframes: Sequence[str], plural: str) -> None:
+        """NOT_FOUND naming the field for any symbol or timeframe not configured."""
+        for sym in symbols:
+            if sym not in self._s.audit_symbols:
+                raise NotFound(
+                    f"symbol {sym[:64]!r} is not configured (AUDIT_SYMBOLS)",
+                    field=f"symbol{plural}",
+                )
+        for name in timeframes:
+            try:
+                tf = parse_timeframe(name)
+            except InvalidArgument as exc:
+                raise InvalidArgument(exc.message, field=f"timeframe{plural}") from None
+            if tf.name not in self._s.audit_timeframes:
+                raise NotFound(
+                    f"timeframe {name[:64]!r} is not configured (AUDIT_TIMEFRAMES)",
+                    field=f"timeframe{plural}",
+                )
 
     async def leader(self) -> LeaderInfo:
         return await self._leadership.leader()
@@ -311,8 +338,7 @@ class AuditService:
         self, symbols: Sequence[str], timeframes: Sequence[str]
     ) -> AsyncIterator[ScoreRecord]:
         """Current scores of matching series first, then each new one."""
-        for tf in timeframes:
-            parse_timeframe(tf)
+        self._configured(symbols, timeframes, "s")
         wanted_s, wanted_t = set(symbols), set(timeframes)
 
         def match(r: ScoreRecord) -> bool:
@@ -334,13 +360,14 @@ class AuditService:
             while not self.closing.is_set():
                 await asyncio.wait((first, closing), return_when=asyncio.FIRST_COMPLETED)
                 if self.closing.is_set():
-                    return
+                    break
                 record = first.result()
                 first = asyncio.ensure_future(anext(watch))
                 key = (record.symbol, record.timeframe)
                 if match(record) and record.computed_ms > seen.get(key, -1):
                     seen[key] = record.computed_ms
                     yield record
+            raise ShuttingDown("server shutting down; reconnect")
         finally:
             first.cancel()
             closing.cancel()

@@ -13,19 +13,15 @@ import grpc
 from auditpb.v1 import audit_pb2 as pb
 from auditpb.v1 import audit_pb2_grpc as pb_grpc
 from auditsvc import convert
-from auditsvc.errors import leader_hint, status_for
+from auditsvc.errors import problem_for
 from auditsvc.service import AuditService
 
 R = TypeVar("R")
-LEADER_TRAILER = "x-audit-leader"
 
 
 async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
-    code, details = status_for(exc)
-    hint = leader_hint(exc)
-    if hint:
-        context.set_trailing_metadata(((LEADER_TRAILER, hint),))
-    await context.abort(code, details)
+    """End the call with the table's status, AIP-193 details and leader hint."""
+    await problem_for(exc).abort(context)
 
 
 def _unary(

@@ -2,7 +2,7 @@
 
 Guarantees: the names in ``__all__`` are the supported public API (pinned by a test);
 everything in underscore modules may change without notice. The package needs only
-grpcio and protobuf at run time.
+grpcio, protobuf and googleapis-common-protos at run time.
 """
 
 from .client import AuditClient

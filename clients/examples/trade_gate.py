@@ -1,8 +1,12 @@
 """Trade gate: refuse to trade a series whose data quality is low or stale.
 
 Reads the series' current health score (the first message of the health stream) and
-prints ALLOW (exit 0) or REFUSE (exit 1). It fails closed: no score within --wait
-seconds, or any auditsvc error, also refuses.
+prints ALLOW (exit 0) or REFUSE. It fails closed, and the exit code says why:
+
+* 1: the data is not good enough (low quality, stale score, no score within --wait);
+* 2: unknown series: the server does not audit this symbol or timeframe (NOT_FOUND),
+  or another error a retry will not fix;
+* 3: server unreachable: no answer within --wait (UNAVAILABLE, deadline).
 
     python clients/examples/trade_gate.py --target 127.0.0.1:50051 \\
         --symbol BTCUSDT --timeframe 1m --min-quality 80 --max-age 600
@@ -15,8 +19,18 @@ import asyncio
 import os
 from datetime import UTC, datetime
 
-from auditclient import AuditClient, AuditError
+from auditclient import AuditClient, AuditError, DeadlineExceeded, NotFound, Unavailable
 from auditpb.v1 import audit_pb2
+
+DATA, UNKNOWN_SERIES, UNREACHABLE = 1, 2, 3
+
+
+class Refusal(Exception):
+    """Trading is refused; ``exit_code`` says which kind of refusal."""
+
+    def __init__(self, reason: str, exit_code: int = DATA) -> None:
+        super().__init__(reason)
+        self.exit_code = exit_code
 
 
 def refusal(
@@ -36,23 +50,50 @@ def refusal(
 async def current_score(
     client: AuditClient, symbol: str, timeframe: str, wait_s: float
 ) -> audit_pb2.HealthScore | None:
-    """Return the series' current score, or None if none arrives within ``wait_s``."""
+    """Return the series' current score, or None if none arrives within ``wait_s``.
+
+    Raises NotFound at once for a series the server does not audit, and the last
+    Unavailable (or DeadlineExceeded) when the server never answered within ``wait_s``.
+    """
+    unreachable: AuditError | None = None
     try:
         async with asyncio.timeout(wait_s):
-            async for score in client.watch_health([symbol], [timeframe]):
-                if (score.symbol, score.timeframe) == (symbol, timeframe):
-                    return score
+            while True:
+                try:
+                    # One connection attempt per pass, so that we see why it failed.
+                    async for score in client.watch_health([symbol], [timeframe], max_reconnects=0):
+                        unreachable = None
+                        if (score.symbol, score.timeframe) == (symbol, timeframe):
+                            return score
+                except (Unavailable, DeadlineExceeded) as exc:
+                    unreachable = exc
+                    await asyncio.sleep(0.2)
+                except AuditError as exc:
+                    if exc.code is not None:
+                        raise
+                    # The stream ended cleanly (e.g. a server shutting down); reconnect.
     except TimeoutError:
-        pass
+        if unreachable is not None:
+            raise unreachable from None
     return None
 
 
-async def check(args: argparse.Namespace) -> str | None:
+async def check(args: argparse.Namespace) -> None:
+    """Return when the series may be traded; raise Refusal otherwise."""
     async with AuditClient(args.target, token=args.token) as client:
-        score = await current_score(client, args.symbol, args.timeframe, args.wait)
+        try:
+            score = await current_score(client, args.symbol, args.timeframe, args.wait)
+        except NotFound as exc:
+            raise Refusal(f"unknown series ({exc.details})", UNKNOWN_SERIES) from exc
+        except (Unavailable, DeadlineExceeded) as exc:
+            raise Refusal(f"server unreachable ({exc})", UNREACHABLE) from exc
+        except AuditError as exc:
+            raise Refusal(f"auditsvc error: {exc}", UNKNOWN_SERIES) from exc
     if score is None:
-        return f"no health score within {args.wait:g}s"
-    return refusal(score, args.min_quality, args.max_age, datetime.now(UTC))
+        raise Refusal(f"no health score within {args.wait:g}s")
+    reason = refusal(score, args.min_quality, args.max_age, datetime.now(UTC))
+    if reason is not None:
+        raise Refusal(reason)
 
 
 def main() -> int:
@@ -66,12 +107,10 @@ def main() -> int:
     parser.add_argument("--wait", type=float, default=5.0, help="seconds to wait for a score")
     args = parser.parse_args()
     try:
-        reason = asyncio.run(check(args))
-    except AuditError as exc:
-        reason = f"auditsvc error: {exc}"
-    if reason is not None:
-        print(f"REFUSE {args.symbol} {args.timeframe}: {reason}")
-        return 1
+        asyncio.run(check(args))
+    except Refusal as exc:
+        print(f"REFUSE {args.symbol} {args.timeframe}: {exc}")
+        return exc.exit_code
     print(f"ALLOW {args.symbol} {args.timeframe}")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import grpc.aio
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from auditclient import (
     AuditClient,
@@ -86,3 +87,42 @@ class TestErrorTable:
         error = from_rpc_error(grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailers, details))
         assert type(error) is expected
         assert error.leader_address == "h:1"
+
+
+def _status_trailer(code: grpc.StatusCode, message: str, reason: str, field: str) -> bytes:
+    """A serialized google.rpc.Status with one auditsvc ErrorInfo."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain="auditsvc", metadata={"field": field})
+    status = status_pb2.Status(code=code.value[0], message=message)
+    status.details.add().Pack(info)
+    return status.SerializeToString()
+
+
+class TestStatusDetails:
+    """reason and field come from the grpc-status-details-bin trailer."""
+
+    def test_reason_and_field_from_details(self) -> None:
+        """ErrorInfo's reason and metadata field land on the exception."""
+        blob = _status_trailer(grpc.StatusCode.NOT_FOUND, "x", "UNKNOWN_SYMBOL", "symbol")
+        trailers = grpc.aio.Metadata(("grpc-status-details-bin", blob))
+        error = from_rpc_error(
+            grpc.aio.AioRpcError(grpc.StatusCode.NOT_FOUND, grpc.aio.Metadata(), trailers, "x")
+        )
+        assert type(error) is NotFound
+        assert (error.reason, error.field) == ("UNKNOWN_SYMBOL", "symbol")
+
+    def test_no_leader_by_reason(self) -> None:
+        """UNAVAILABLE with reason LEADER_UNREACHABLE is NoLeader whatever the wording."""
+        blob = _status_trailer(grpc.StatusCode.UNAVAILABLE, "gone", "LEADER_UNREACHABLE", "")
+        trailers = grpc.aio.Metadata(("grpc-status-details-bin", blob))
+        error = from_rpc_error(
+            grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), trailers, "gone")
+        )
+        assert type(error) is NoLeader
+
+    def test_garbage_details_are_ignored(self) -> None:
+        """An unparsable trailer leaves reason and field None."""
+        trailers = grpc.aio.Metadata(("grpc-status-details-bin", b"\xff\x00garbage"))
+        error = from_rpc_error(
+            grpc.aio.AioRpcError(grpc.StatusCode.INTERNAL, grpc.aio.Metadata(), trailers, "x")
+        )
+        assert (error.reason, error.field) == (None, None)

@@ -15,7 +15,7 @@ CLIENTS = Path(__file__).resolve().parents[2] / "clients"
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 class TestFreshInstall:
-    """``pip install ./clients`` pulls only grpcio and protobuf."""
+    """``pip install ./clients`` pulls only grpcio, protobuf and googleapis-common-protos."""
 
     def test_installs_and_imports_without_server_deps(self, tmp_path: Path) -> None:
         """auditclient, the stubs and auditctl work; motor is absent."""

@@ -10,7 +10,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 
+import grpc
 import pytest
+
+from auditsvc.devrun import free_port
 
 from .fakes import FakeAuditService, FakeServer, score
 
@@ -98,6 +101,30 @@ class TestTradeGate:
             "0.5",
         )
         assert code == 1 and "REFUSE" in out
+
+    async def test_unknown_series(self, server: FakeServer, service: FakeAuditService) -> None:
+        """NOT_FOUND from the stream is "unknown series", exit 2, without waiting out --wait."""
+        service.always["StreamHealthScores"] = (
+            grpc.StatusCode.NOT_FOUND,
+            "symbols: symbol 'NOPE' is not configured (AUDIT_SYMBOLS)",
+            (),
+        )
+        code, out = await run_example(
+            "trade_gate", "--target", server.target, "--symbol", "NOPE", "--timeframe", "1m",
+            "--wait", "60",
+        )  # fmt: skip
+        assert code == 2, out
+        assert "unknown series" in out and "NOPE" in out
+
+    async def test_server_unreachable(self) -> None:
+        """Nothing listening on the target is "server unreachable", exit 3."""
+        target = f"127.0.0.1:{free_port()}"
+        code, out = await run_example(
+            "trade_gate", "--target", target, "--symbol", "BTCUSDT", "--timeframe", "1m",
+            "--wait", "1",
+        )  # fmt: skip
+        assert code == 3, out
+        assert "server unreachable" in out
 
 
 class TestStrategyPause:

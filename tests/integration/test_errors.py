@@ -49,6 +49,21 @@ CASES = [
     ),
     ("ResolveDuplicates", pb.ResolveDuplicatesRequest(timeframe="1m"), INVALID, "symbol"),
     ("StreamHealthScores", pb.StreamHealthScoresRequest(timeframes=["7m"]), INVALID, "timeframe"),
+    # One rule for unconfigured series: NOT_FOUND naming the field, on every RPC.
+    ("ListGaps", pb.ListGapsRequest(symbol="NOPE"), grpc.StatusCode.NOT_FOUND, "symbol"),
+    ("ListGaps", pb.ListGapsRequest(timeframe="1M"), grpc.StatusCode.NOT_FOUND, "timeframe"),
+    (
+        "StreamHealthScores",
+        pb.StreamHealthScoresRequest(symbols=["BTCUSDT", "NOPE"]),
+        grpc.StatusCode.NOT_FOUND,
+        "symbols",
+    ),
+    (
+        "StreamHealthScores",
+        pb.StreamHealthScoresRequest(timeframes=["1M"]),
+        grpc.StatusCode.NOT_FOUND,
+        "timeframes",
+    ),
 ]
 
 

@@ -4,6 +4,9 @@ wire, against a real SecantusDB seeded with known gaps and duplicates."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 from collections.abc import Iterator
 from typing import Any
 
@@ -144,6 +147,43 @@ class TestListGaps:
                 await replica.stub.ListGaps(request, timeout=TIMEOUT)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "page_token" in err.value.details()
+
+    async def test_token_forged_with_the_db_name_key_is_refused(
+        self, make_settings, start_replica, database
+    ):
+        """The key is a per-deployment secret: the old db-name-derived key signs nothing."""
+        settings = make_settings()
+        await seed(settings)
+        replica = await start_replica(settings)
+        await replica.stub.RunAudit(window_request(), timeout=TIMEOUT)
+        page = await replica.stub.ListGaps(pb.ListGapsRequest(page_size=1), timeout=TIMEOUT)
+        raw = base64.urlsafe_b64decode(page.next_page_token + "==")
+        body = raw[16:]  # a genuine body for this very query, re-signed with the guessable key
+        guessed = hashlib.sha256(f"auditsvc-page-token:{settings.mongodb_database}".encode())
+        sig = hmac.new(guessed.digest(), body, hashlib.sha256).digest()[:16]
+        forged = base64.urlsafe_b64encode(sig + body).decode().rstrip("=")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await replica.stub.ListGaps(
+                pb.ListGapsRequest(page_size=1, page_token=forged), timeout=TIMEOUT
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details() == "page_token: malformed or tampered page token"
+
+    async def test_every_replica_accepts_every_token(self, make_settings, start_replica, database):
+        """Replicas of one deployment share the stored secret: one's token pages on another."""
+        settings = make_settings()
+        await seed(settings)
+        first = await start_replica(settings)
+        second = await start_replica(make_settings(REPLICA_ID="second"))
+        await first.stub.RunAudit(window_request(), timeout=TIMEOUT)
+        page = await first.stub.ListGaps(pb.ListGapsRequest(page_size=1), timeout=TIMEOUT)
+        assert page.next_page_token
+        rest = await second.stub.ListGaps(
+            pb.ListGapsRequest(page_size=1, page_token=page.next_page_token), timeout=TIMEOUT
+        )
+        assert rest.gaps and rest.gaps[0].start_time != page.gaps[0].start_time
+        stored = await database.db["deployment_secrets"].find_one({"_id": "page_tokens"})
+        assert stored is not None and len(stored["secret"]) >= 43
 
 
 class TestResolveDuplicates:

@@ -1,5 +1,6 @@
 """SIGTERM on a real leader process: readiness off, then the lease released, then in-flight
-RPCs drained and streams closed with OK, then exit 0 — in that order."""
+RPCs drained and streams closed (health scores with UNAVAILABLE "shutting down", the
+health Watch with OK), then exit 0 — in that order."""
 
 from __future__ import annotations
 
@@ -234,19 +235,21 @@ class TestSigtermOrder:
         assert log[-1] == "stopped"
 
 
-class TestStreamsEndOk:
-    """Open streams are finished by the server with OK, not cut."""
+class TestStreamsEnd:
+    """Open streams are finished by the server, not cut: scores with UNAVAILABLE, Watch OK."""
 
-    async def test_score_stream_ends_ok(
+    async def test_score_stream_ends_unavailable(
         self, leader: ReplicaProcess, channel: grpc.aio.Channel
     ) -> None:
-        """StreamHealthScores open at SIGTERM ends with OK and no error is logged."""
+        """StreamHealthScores open at SIGTERM ends UNAVAILABLE "shutting down"; no error logged."""
         stream = await open_score_stream(leader, channel)
         exited = await sigterm(leader)
         _, code, details = await drain(stream, within=GRACE + TIMEOUT)
         exit_code, _ = await exited()
         errors = [e for e in events(leader) if e["level"] in ("error", "critical")]
-        assert code == grpc.StatusCode.OK, (code, details, errors)
+        # Generic clients (grpc-js...) read OK as "finished" and would not reconnect.
+        assert code == grpc.StatusCode.UNAVAILABLE, (code, details, errors)
+        assert details == "server shutting down; reconnect"
         assert not errors, errors
         assert exit_code == 0
 
