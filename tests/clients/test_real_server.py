@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from auditclient import (
     AuditClient,
@@ -398,8 +399,10 @@ class TestWatchAcrossRestart:
     async def test_new_score_after_restart_and_no_older_one(self, spawn, make_settings) -> None:
         """After the restart the stream yields the new score, never a replayed or older one."""
         await seed(make_settings())
-        replica = spawn("watched")
+        # No live tail: its scores (the seeded series is long stale) would interleave.
+        replica = spawn("watched", LIVE_MODE="off")
         seen: list[audit_pb2.HealthScore] = []
+        await eventually(lambda: _serving(replica.target), within=TIMEOUT)
         async with AuditClient(options=real_options(replica.target)) as client:
             first = await client.run_audit(["BTCUSDT"], ["1m"], START, END)
 
@@ -419,6 +422,7 @@ class TestWatchAcrossRestart:
                 # may still be backing off from refused connects: wait until it reaches the
                 # new process before an unkeyed run_audit, which is sent only once.
                 await eventually(lambda: _reachable(client), within=TIMEOUT)
+                await eventually(lambda: _serving(replica.target), within=TIMEOUT)
                 second = await client.run_audit(["BTCUSDT"], ["1m"], START, END)
                 await eventually(lambda: _at_least(seen, 2), within=TIMEOUT)
                 # The stream stays open across the reconnect: cancel is its only way out.
@@ -442,6 +446,19 @@ async def _reachable(client: AuditClient) -> bool:
     except Unavailable:
         return False
     return True
+
+
+async def _serving(target: str) -> bool:
+    """The replica's readiness: AuditService SERVING (its collections exist, RunAudit runs)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(
+                health_pb2.HealthCheckRequest(service="auditpb.v1.AuditService"), timeout=2.0
+            )
+        except grpc.aio.AioRpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 class TestAuditctl:
