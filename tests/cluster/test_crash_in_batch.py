@@ -119,7 +119,7 @@ class TestCrashInBatch:
 
     @pytest.mark.parametrize(("failpoint", "mode"), POINTS)
     async def test_takeover_is_bounded(self, handle, replicas, failpoint, mode):
-        """Take-over within timeout + heartbeat + 2 s (DB clock); the new leader's first audit is OK."""
+        """Take-over within timeout + heartbeat + 2 s (DB clock); the new leader audits at once."""
         first = replicas("r1")
         first.env["AUDITSVC_FAILPOINTS"] = failpoint
         first.start()
