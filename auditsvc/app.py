@@ -83,7 +83,7 @@ class App:
             self.database,
             s.leader_election_name,
             s.replica_id,
-            call_timeout_s=s.heartbeat_interval,
+            call_timeout_s=max(s.heartbeat_interval, 1.0),
             # A batch may not outlive the renew deadline by much: see docs/ARCHITECTURE.md.
             batch_budget_s=max(2.0, s.renew_deadline),
             failpoints=failpoints,

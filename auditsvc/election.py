@@ -52,8 +52,8 @@ on the server later; at worst that renews or re-takes our own lease, which
 delays a take-over by one lease duration but never creates a second leader.
 Callbacks run synchronously on the event loop and must not block. ``stop()``
 waits for an in-flight round (at most ``retry_period``) so that our release is
-not overtaken by our own renewal, then bounds the release by ``retry_period``:
-with a hung database it can take up to two heartbeats.
+not overtaken by our own renewal, then bounds the release (and ``leader()``'s
+read) by ``call_timeout``, a heartbeat but at least 1 s.
 """
 
 from __future__ import annotations
@@ -123,6 +123,11 @@ class ElectionConfig:
             replica_id=settings.replica_id,
             address=settings.advertise_address,
         )
+
+    @property
+    def call_timeout(self) -> float:
+        """Bound on a release or a read of the lease: a heartbeat, but never under 1 s."""
+        return max(self.retry_period, 1.0)
 
     @property
     def duration_ms(self) -> int:
@@ -203,7 +208,7 @@ class LeaderElector:
         try:
             # Bounded: GetLeader fails fast with the database down instead of
             # hanging until the client's deadline.
-            lease = await asyncio.wait_for(self._store.read(), self._cfg.retry_period)
+            lease = await asyncio.wait_for(self._store.read(), self._cfg.call_timeout)
         except TimeoutError:
             raise Unavailable("database unreachable: the lease could not be read") from None
         if lease is None or not lease.live:
@@ -485,7 +490,7 @@ class LeaderElector:
     async def _release(self, epoch: int) -> None:
         try:
             released = await asyncio.wait_for(
-                self._store.release(epoch), timeout=self._cfg.retry_period
+                self._store.release(epoch), timeout=self._cfg.call_timeout
             )
         except Exception as exc:
             log.warning(

@@ -58,6 +58,9 @@ class MongoLease:
         self._col = database.db[LEASES].with_options(
             write_concern=MAJORITY, read_concern=MAJORITY_READ
         )
+        # A release rolled back by a failover is harmless (the lease then just
+        # expires), so it does not wait for a majority: shutdown stays quick.
+        self._release_col = self._col.with_options(write_concern=WriteConcern(w=1))
         self._election = election
         self.holder = holder
         self.name = name
@@ -130,7 +133,7 @@ class MongoLease:
 
     async def release(self, epoch: int) -> bool:
         """Expires the lease now, keeping the epoch, if we still hold it."""
-        doc = await self._col.find_one_and_update(
+        doc = await self._release_col.find_one_and_update(
             {"_id": self._election, "holder": self.holder, "epoch": epoch},
             [{"$set": {"expires_at": "$$NOW", "released": True, "now_ms": _now_ms()}}],
             maxTimeMS=self._max_time_ms,
