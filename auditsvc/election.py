@@ -1,7 +1,7 @@
 """Leader election over one MongoDB lease document, after client-go's leaderelection.
 
 Every replica runs a ``LeaderElector``. Every ``retry_period`` (the heartbeat)
-it calls ``MongoLeaseStore.try_acquire``: the holder renews, the others get
+it calls ``LeaseStore.try_acquire``: the holder renews, the others get
 None until the lease lapses, and the first to ask after that takes it over.
 
 Guarantees, and what they rest on:
@@ -16,7 +16,7 @@ Guarantees, and what they rest on:
   durations.
 * **Epoch fencing.** Every new term (take-over, or re-taking our own lapsed
   or released lease) gets ``epoch + 1``; a renewal keeps the epoch. Mutating
-  work runs inside ``Term.guard()`` and writes through ``MongoFence`` with the
+  work runs inside ``Term.guard()`` and writes through the fence with the
   term's epoch, so a write from a deposed leader is refused by the database
   even if it was already on the wire. Epochs only grow while the lease
   document exists: deleting it (by hand or by a TTL index) restarts them at 1.
