@@ -28,7 +28,8 @@ pytestmark = pytest.mark.slow
 
 END_MS = 1_767_225_600_000
 SLOTS = 120
-HEARTBEAT, TIMEOUT = 0.3, 1.2
+# A lease long enough that a loaded machine does not cost r1 its lease before the fault.
+HEARTBEAT, TIMEOUT = 0.5, 3.0
 # The documented bound's slack over lease timeout + heartbeat (docs/AUDITOR.md).
 SLACK = 2.0
 # Polling deadlines only: generous, these machines are shared.
@@ -71,6 +72,8 @@ async def replicas(handle: Any, tmp_path: Path) -> AsyncIterator[Any]:
             tmp_path,
             AUDIT_SYMBOLS="BTCUSDT",
             AUDIT_TIMEFRAMES="1m",
+            LEADER_ELECTION_HEARTBEAT_INTERVAL=str(HEARTBEAT),
+            LEADER_ELECTION_TIMEOUT=str(TIMEOUT),
             **env,
         )
         if replica_id is not None:
@@ -129,6 +132,7 @@ class TestCrashInBatch:
         second.start()
         await eventually(lambda: _is_follower(second), within=WAIT)
         old = await _lease(handle)
+        assert old["replica_id"] == "r1"
         call = asyncio.ensure_future(first.stub.RunAudit(AUDIT, timeout=WAIT))
         try:
             if mode == "kill":
@@ -136,10 +140,10 @@ class TestCrashInBatch:
             else:
                 await _wait_until(lambda: _stopped(first))
             last = await _lease(handle)
-            assert last["epoch"] == old["epoch"]
+            assert (last["replica_id"], last["epoch"]) == ("r1", old["epoch"])
             await eventually(lambda: _leads(second), within=WAIT)
             new = await _lease(handle)
-            assert new["epoch"] == old["epoch"] + 1
+            assert (new["replica_id"], new["epoch"]) == ("r2", old["epoch"] + 1)
             late_ms = to_ms(new["acquired_at"]) - to_ms(last["expires_at"])
             assert late_ms <= (HEARTBEAT + SLACK) * 1000, f"take-over {late_ms} ms after expiry"
             reply = await second.stub.RunAudit(AUDIT, timeout=WAIT)
