@@ -42,13 +42,12 @@ from auditsvc.mongo import (
     MongoBackfillStore,
     MongoCandleStore,
     MongoDuplicateStore,
-    MongoFence,
-    MongoLeaseStore,
+    MongoLeadershipStore,
     MongoStateStore,
     connect,
 )
 from auditsvc.mongo.client import detect_transactions, ensure_indexes
-from auditsvc.mongo.gate import LeaseGate
+from auditsvc.mongo.fence import MajorityUnavailable
 from auditsvc.mongo.live import MongoCandleFeed, MongoLiveStore
 from auditsvc.mongo.secrets import deployment_secret
 from auditsvc.paging import PageTokens
@@ -79,9 +78,16 @@ class App:
         self.metrics = metrics or Metrics()
         self.database = connect(s.mongodb_uri, s.mongodb_database, s.mongodb_timeout_ms)
         self.state = MongoStateStore(self.database)
-        gate = LeaseGate()
-        self.fence = MongoFence(self.database, s.leader_election_name, s.replica_id, gate=gate)
-        self.leases = MongoLeaseStore(self.database, s.leader_election_name, gate)
+        # The lease, the fence and their gate: one object, one identity per process.
+        self.fence = self.leases = MongoLeadershipStore(
+            self.database,
+            s.leader_election_name,
+            s.replica_id,
+            call_timeout_s=max(s.heartbeat_interval, 1.0),
+            # A batch may not outlive the renew deadline by much: see docs/ARCHITECTURE.md.
+            batch_budget_s=max(2.0, s.renew_deadline),
+            failpoints=failpoints,
+        )
         self.leadership: Leadership = self._leadership()
         candles = MongoCandleStore(self.database, s.candle_collection_template)
         self.ready = False
@@ -153,6 +159,8 @@ class App:
         self._stopping = asyncio.Event()
         self._stopped = False
         self._http: WSGIServer | None = None
+        # Set when start-up cannot go on (one line); the CLI exits non-zero with it.
+        self.failure: str | None = None
 
     def _leadership(self) -> Leadership:
         s = self.settings
@@ -193,7 +201,10 @@ class App:
             self.metrics.set_leading(True)
 
     async def _probe_database(self) -> None:
-        """Keeps readiness in step with the database; retries with capped backoff."""
+        """Keeps readiness in step with the database; retries with capped backoff.
+
+        A deployment that cannot give majority writes ends the process (``failure``).
+        """
         delay = _PROBE_MIN
         while True:
             try:
@@ -201,6 +212,8 @@ class App:
                 if not self.prepared:
                     await detect_transactions(self.database, self.settings.mongodb_transactions)
                     await ensure_indexes(self.database)
+                    if not isinstance(self.leadership, Standalone):
+                        await self.leases.check_majority(self.settings.mongodb_timeout_ms)
                     self.prepared = True
                     # Campaign and schedule only once the collections exist: a first
                     # cycle or lease upsert racing their creation can hang the server.
@@ -217,6 +230,11 @@ class App:
                     )
                 self.ready = True
                 delay = _PROBE_MIN
+            except MajorityUnavailable as exc:
+                self.failure = str(exc)
+                log.error("cannot start: %s", exc)
+                self._stopping.set()
+                return
             except Exception as exc:
                 if self.ready or delay == _PROBE_MIN:
                     log.warning(

@@ -27,12 +27,15 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_DATABASE = 3
 EXIT_NOT_FOUND = 4
+# The deployment cannot give what leadership needs (w:majority).
+EXIT_DEPLOYMENT = 5
 EXIT_CODES = (
     (EXIT_OK, "success"),
     (EXIT_FAILED, "the command ran and failed (it says why), or the database refused it"),
     (EXIT_CONFIG, "bad usage, a bad setting, or a port in use (names the variable)"),
     (EXIT_DATABASE, "the database did not answer within MONGODB_TIMEOUT_MS"),
     (EXIT_NOT_FOUND, "nothing to act on (restore-duplicates: unknown request id)"),
+    (EXIT_DEPLOYMENT, "the deployment cannot acknowledge w:majority writes (serve)"),
 )
 
 
@@ -57,21 +60,25 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings()
     logs.configure(settings.log_level, settings.replica_id, _secrets(settings))
 
-    async def serve() -> None:
+    async def serve() -> str | None:
         # The grpc.aio server binds to the running loop, so build the app inside it.
         failpoints = Failpoints.parse(os.environ.get("AUDITSVC_FAILPOINTS", ""))
         # Test hook: a skewed local clock, to show the election ignores it.
         clock = SystemClock(offset_ms=int(os.environ.get("AUDITSVC_CLOCK_OFFSET_MS", "0")))
-        await App(settings, clock=clock, failpoints=failpoints).run()
+        app = App(settings, clock=clock, failpoints=failpoints)
+        await app.run()
+        return app.failure
 
-    asyncio.run(serve())  # a busy GRPC_PORT or METRICS_PORT raises ConfigError: see main
+    failure = asyncio.run(serve())  # a busy GRPC_PORT or METRICS_PORT raises ConfigError: see main
+    if failure:
+        print(f"auditsvc: cannot start: {failure}", file=sys.stderr)
     # Everything is stopped and "stopped" is logged. Driver worker threads still
     # blocked on a stalled database would hold the interpreter's exit (it joins
     # them) for up to the socket timeout, past SHUTDOWN_GRACE: skip that join.
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(EXIT_OK)
+    os._exit(EXIT_DEPLOYMENT if failure else EXIT_OK)
 
 
 def _secrets(settings: Settings) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ import uuid
 
 from auditsvc.config import Settings
 from auditsvc.demo import demo_series
-from auditsvc.mongo import MongoDuplicateStore, MongoLeaseStore, connect
+from auditsvc.mongo import MongoDuplicateStore, MongoLeadershipStore, connect
 from auditsvc.mongo.client import ensure_candle_index, ensure_indexes
 
 _TIMEOUT = 30.0
@@ -27,12 +27,13 @@ async def setup_db(settings: Settings, *, candle_indexes: bool) -> int:
                         )
                         print(f"index ok: {index}")
             # Verify with a lease round trip on a scratch election, never the real one.
-            probe = MongoLeaseStore(database, f"setup-check-{uuid.uuid4().hex[:8]}")
-            lease = await probe.try_acquire("setup-db", "setup", 5_000)
-            if lease is None or not await probe.release("setup-db", lease.epoch):
+            election = f"setup-check-{uuid.uuid4().hex[:8]}"
+            probe = MongoLeadershipStore(database, election, "setup-db")
+            lease = await probe.try_acquire("setup", 5_000)
+            if lease is None or not await probe.release(lease.epoch):
                 print("lease round trip FAILED")
                 return 1
-            await database.db["leader_election"].delete_one({"_id": probe._election})
+            await database.db["leader_election"].delete_one({"_id": election})
             print(f"lease round trip ok (database clock {lease.now_ms} ms)")
     finally:
         database.close()

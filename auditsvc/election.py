@@ -1,7 +1,7 @@
 """Leader election over one MongoDB lease document, after client-go's leaderelection.
 
 Every replica runs a ``LeaderElector``. Every ``retry_period`` (the heartbeat)
-it calls ``MongoLeaseStore.try_acquire``: the holder renews, the others get
+it calls ``LeaseStore.try_acquire``: the holder renews, the others get
 None until the lease lapses, and the first to ask after that takes it over.
 
 Guarantees, and what they rest on:
@@ -16,7 +16,7 @@ Guarantees, and what they rest on:
   durations.
 * **Epoch fencing.** Every new term (take-over, or re-taking our own lapsed
   or released lease) gets ``epoch + 1``; a renewal keeps the epoch. Mutating
-  work runs inside ``Term.guard()`` and writes through ``MongoFence`` with the
+  work runs inside ``Term.guard()`` and writes through the fence with the
   term's epoch, so a write from a deposed leader is refused by the database
   even if it was already on the wire. Epochs only grow while the lease
   document exists: deleting it (by hand or by a TTL index) restarts them at 1.
@@ -52,8 +52,8 @@ on the server later; at worst that renews or re-takes our own lease, which
 delays a take-over by one lease duration but never creates a second leader.
 Callbacks run synchronously on the event loop and must not block. ``stop()``
 waits for an in-flight round (at most ``retry_period``) so that our release is
-not overtaken by our own renewal, then bounds the release by ``retry_period``:
-with a hung database it can take up to two heartbeats.
+not overtaken by our own renewal, then bounds the release (and ``leader()``'s
+read) by ``call_timeout``, a heartbeat but at least 1 s.
 """
 
 from __future__ import annotations
@@ -65,14 +65,15 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
+from auditsvc.audit.errors import Unavailable
 from auditsvc.audit.models import Role
 from auditsvc.clock import Clock
 from auditsvc.leadership import Term
 from auditsvc.metrics import Metrics
-from auditsvc.mongo.lease import Lease
 from auditsvc.records import LeaderInfo
+from auditsvc.store import Lease, LeaseStore
 
 if TYPE_CHECKING:
     from auditsvc.config import Settings
@@ -82,16 +83,6 @@ log = logging.getLogger(__name__)
 NO_LEADER = LeaderInfo(
     leader_id="", leader_address="", epoch=0, is_self=False, elected_ms=None, expires_ms=None
 )
-
-
-class LeaseStore(Protocol):
-    """What the elector needs from ``MongoLeaseStore`` (fakes in tests wrap it)."""
-
-    async def try_acquire(self, holder: str, address: str, duration_ms: int) -> Lease | None: ...
-
-    async def release(self, holder: str, epoch: int) -> bool: ...
-
-    async def read(self) -> Lease | None: ...
 
 
 @dataclass(frozen=True)
@@ -134,6 +125,11 @@ class ElectionConfig:
         )
 
     @property
+    def call_timeout(self) -> float:
+        """Bound on a release or a read of the lease: a heartbeat, but never under 1 s."""
+        return max(self.retry_period, 1.0)
+
+    @property
     def duration_ms(self) -> int:
         return max(1, round(self.lease_duration * 1000))
 
@@ -173,6 +169,7 @@ class LeaderElector:
         self._epoch = 0
         # Last observed live holder, and when (monotonic) that lease would expire.
         self._leader_id = ""
+        self._leader_holder = ""
         self._leader_address = ""
         self._leader_until = -math.inf
         self._failures = 0
@@ -208,14 +205,19 @@ class LeaderElector:
 
     async def leader(self) -> LeaderInfo:
         """The live lease holder as stored; leader_id '' when none. DB errors propagate."""
-        lease = await self._store.read()
+        try:
+            # Bounded: GetLeader fails fast with the database down instead of
+            # hanging until the client's deadline.
+            lease = await asyncio.wait_for(self._store.read(), self._cfg.call_timeout)
+        except TimeoutError:
+            raise Unavailable("database unreachable: the lease could not be read") from None
         if lease is None or not lease.live:
             return NO_LEADER
         return LeaderInfo(
-            leader_id=lease.holder,
+            leader_id=lease.name,
             leader_address=lease.address,
             epoch=lease.epoch,
-            is_self=lease.holder == self._cfg.replica_id,
+            is_self=lease.holder == self._store.holder,
             elected_ms=lease.acquired_ms,
             expires_ms=lease.expires_ms,
         )
@@ -337,7 +339,7 @@ class LeaderElector:
         if self._pending is None:
             self._pending_sent = began
             self._pending = asyncio.ensure_future(
-                self._store.try_acquire(me.replica_id, me.address, me.duration_ms)
+                self._store.try_acquire(me.address, me.duration_ms)
             )
         try:
             lease = await asyncio.wait_for(asyncio.shield(self._pending), me.retry_period)
@@ -366,7 +368,8 @@ class LeaderElector:
             if term is None or term.epoch != lease.epoch:
                 if term is not None:
                     self._step_down(f"lease re-acquired at a new epoch {lease.epoch}")
-                self._start_term(lease.epoch)
+                if await self._take_office(lease):
+                    self._start_term(lease.epoch)
             return
         self._granted_epoch = None
         self._step_down("lease is held by another replica")
@@ -383,19 +386,38 @@ class LeaderElector:
         else:
             self._leader_until = -math.inf  # lapsed; the next round may take it
 
+    async def _take_office(self, lease: Lease) -> bool:
+        """Readies the store for the new term's fenced writes (bounded); the next
+        round tries again when it fails, since no term has started."""
+        try:
+            await asyncio.wait_for(self._store.take_office(lease), self._cfg.retry_period)
+        except Exception as exc:
+            self._failed(exc, "take office")
+            return False
+        return not self._stopping and self._granted_epoch == lease.epoch
+
     def _observe(self, lease: Lease, began: float) -> None:
         """Records a live lease; ``began`` is when the call that returned it was sent."""
         self._leader_until = began + (lease.expires_ms - lease.now_ms) / 1000
         self._leader_address = lease.address
         self._epoch = lease.epoch
         self._metrics.epoch.set(lease.epoch)
-        if lease.holder != self._leader_id:
-            self._leader_id = lease.holder
+        if lease.holder != self._leader_holder:
+            self._leader_holder = lease.holder
+            self._leader_id = lease.name
             log.info(
                 "new leader observed",
-                extra={"epoch": lease.epoch, "leader_id": lease.holder, "address": lease.address},
+                extra={"epoch": lease.epoch, "leader_id": lease.name, "holder": lease.holder},
             )
-            self._call("on_new_leader", self._callbacks.on_new_leader, lease.holder)
+            if lease.name == self._cfg.replica_id and lease.holder != self._store.holder:
+                log.warning(
+                    "another process holds the lease under this REPLICA_ID (%s): a twin with "
+                    "the same REPLICA_ID, or this replica's previous process; give every "
+                    "replica its own REPLICA_ID",
+                    lease.name,
+                    extra={"epoch": lease.epoch, "holder": lease.holder},
+                )
+            self._call("on_new_leader", self._callbacks.on_new_leader, lease.name)
 
     def _failed(self, exc: Exception, what: str) -> None:
         self._failures += 1
@@ -468,7 +490,7 @@ class LeaderElector:
     async def _release(self, epoch: int) -> None:
         try:
             released = await asyncio.wait_for(
-                self._store.release(self._cfg.replica_id, epoch), timeout=self._cfg.retry_period
+                self._store.release(epoch), timeout=self._cfg.call_timeout
             )
         except Exception as exc:
             log.warning(

@@ -2,40 +2,60 @@
 
 ``Failpoints.parse("dedupe.between_archive_and_delete=2")`` makes the second
 hit of that point end the process at once (``os._exit``), the closest thing
-to a SIGKILL at an exact line. Production builds it from an empty string, so
-every ``hit`` is a dictionary lookup and nothing else. The CLI reads
+to a SIGKILL at an exact line. ``name=N:stop`` instead stops the process with
+SIGSTOP at that hit (a frozen process: a GC pause, a frozen VM), to be
+continued or killed by the test. Production builds it from an empty string,
+so every ``hit`` is a dictionary lookup and nothing else. The CLI reads
 AUDITSVC_FAILPOINTS, which is for tests only and deliberately not in the
 configuration table.
+
+Points: ``dedupe.between_archive_and_delete``, ``dedupe.after_batch``, and in
+every fenced batch ``fence.before_check``, ``fence.before_work``,
+``fence.before_touch``, ``fence.before_commit`` (after the batch's last
+write) and ``fence.after_commit``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 
 log = logging.getLogger(__name__)
 
 CRASH_EXIT_CODE = 137
+MODES = ("exit", "stop")
 
 
 class Failpoints:
-    def __init__(self, armed: dict[str, int] | None = None) -> None:
+    def __init__(self, armed: dict[str, int] | None = None, modes: dict[str, str] | None = None):
         self._armed = dict(armed or {})
+        self._modes = dict(modes or {})
         self._hits: dict[str, int] = {}
 
     @classmethod
     def parse(cls, spec: str) -> Failpoints:
         armed: dict[str, int] = {}
+        modes: dict[str, str] = {}
         for item in filter(None, (part.strip() for part in spec.split(","))):
-            name, _, count = item.partition("=")
+            name, _, rest = item.partition("=")
+            count, _, mode = rest.partition(":")
+            if (mode or "exit") not in MODES:
+                raise ValueError(f"failpoint {name}: unknown mode {mode!r}")
             armed[name.strip()] = int(count or "1")
-        return cls(armed)
+            modes[name.strip()] = mode or "exit"
+        return cls(armed, modes)
 
     def hit(self, name: str) -> None:
         if name not in self._armed:
             return
         self._hits[name] = self._hits.get(name, 0) + 1
-        if self._hits[name] == self._armed[name]:
-            log.warning("failpoint reached; exiting", extra={"failpoint": name})
-            logging.shutdown()
-            os._exit(CRASH_EXIT_CODE)
+        if self._hits[name] != self._armed[name]:
+            return
+        if self._modes.get(name) == "stop":
+            log.warning("failpoint reached; stopping", extra={"failpoint": name})
+            os.kill(os.getpid(), signal.SIGSTOP)
+            return
+        log.warning("failpoint reached; exiting", extra={"failpoint": name})
+        logging.shutdown()
+        os._exit(CRASH_EXIT_CODE)

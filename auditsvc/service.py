@@ -326,6 +326,9 @@ class AuditService:
         read = self._status_read
         if read is None or (read.done() and loop.time() - self._status_read_at > STATUS_CACHE_S):
             read = self._status_read = asyncio.ensure_future(self._state.last_cycle())
+            # Every caller may have gone (deadline) before a failure: retrieve it here
+            # so that it is not logged as "Task exception was never retrieved".
+            read.add_done_callback(lambda f: f.cancelled() or f.exception())
             self._status_read_at = loop.time()
         try:
             return await asyncio.shield(read)

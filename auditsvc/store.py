@@ -1,10 +1,11 @@
 """The store interfaces the use cases depend on. ``auditsvc.mongo`` implements
-them with motor; tests may use those against a real server or fakes.
+them with the MongoDB driver; tests may use those against a real server or fakes.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from auditsvc.audit.models import CandleRef, Resolution, Strategy, Window
@@ -33,12 +34,72 @@ class CandleStore(Protocol):
     ) -> AsyncIterator[list[CandleRef]]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One election's lease as stored; times are the database's clock (ms)."""
+
+    holder: str  # the per-process identity, REPLICA_ID/<uuid4>
+    address: str
+    epoch: int
+    acquired_ms: int
+    renewed_ms: int
+    expires_ms: int
+    # The database's clock when the lease was read or written.
+    now_ms: int
+    # The display name (REPLICA_ID); '' on leases written before it was stored.
+    replica_id: str = ""
+    # lsid of the previous term's batch session, which a new holder kills.
+    predecessor_session: Any = None
+
+    @property
+    def live(self) -> bool:
+        return self.expires_ms > self.now_ms
+
+    @property
+    def name(self) -> str:
+        return self.replica_id or self.holder.split("/", 1)[0]
+
+
 class Fence(Protocol):
     async def check(self, epoch: int) -> None: ...
 
     async def run(self, epoch: int, work: Callable[[Any], Awaitable[T]]) -> T:
         """Runs ``work(session)`` only while the lease holds ``epoch``."""
         ...
+
+
+class LeaseStore(Protocol):
+    """What the elector needs: one holder identity's lease (after client-go's lock)."""
+
+    @property
+    def holder(self) -> str: ...
+
+    async def try_acquire(self, address: str, duration_ms: int) -> Lease | None:
+        """Acquires or renews for ``holder``; None when another holds a live lease."""
+        ...
+
+    async def release(self, epoch: int) -> bool: ...
+
+    async def read(self) -> Lease | None: ...
+
+    async def take_office(self, lease: Lease) -> None:
+        """Makes a newly granted term ready for fenced writes; Fenced if it is over."""
+        ...
+
+
+class LeadershipStore(LeaseStore, Fence, Protocol):
+    """The lease, the fence and the gate between them, as one object per process.
+
+    ``batch_budget_s`` bounds each fenced batch in time (an over-budget batch is
+    aborted and raises Unavailable); ``last_batch_seconds`` is what the last
+    one took, for callers that size their batches to the budget.
+    """
+
+    @property
+    def batch_budget_s(self) -> float: ...
+
+    @property
+    def last_batch_seconds(self) -> float: ...
 
 
 class StateStore(Protocol):

@@ -1,4 +1,4 @@
-"""Motor implementations of the store Protocols in ``auditsvc.store``.
+"""Driver implementations of the store Protocols in ``auditsvc.store``.
 
 Everything that knows about collection names, BSON documents or the driver
 lives in this package, so that another driver could replace it in one place.
@@ -8,8 +8,7 @@ from auditsvc.mongo.backfill import MongoBackfillStore
 from auditsvc.mongo.candles import MongoCandleStore
 from auditsvc.mongo.client import Database, connect
 from auditsvc.mongo.duplicates import MongoDuplicateStore
-from auditsvc.mongo.fence import MongoFence
-from auditsvc.mongo.lease import MongoLeaseStore
+from auditsvc.mongo.leader_store import MongoLeadershipStore
 from auditsvc.mongo.state import MongoStateStore
 
 __all__ = [
@@ -17,8 +16,7 @@ __all__ = [
     "MongoBackfillStore",
     "MongoCandleStore",
     "MongoDuplicateStore",
-    "MongoFence",
-    "MongoLeaseStore",
+    "MongoLeadershipStore",
     "MongoStateStore",
     "connect",
 ]

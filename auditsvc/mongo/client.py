@@ -12,6 +12,8 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from auditsvc.records import RESULT_TTL_DAYS
 
 LEASES = "leader_election"
+# One fence document per election, written only by fenced batches and new leaders.
+FENCES = "leader_fence"
 CYCLES = "audit_cycles"
 SERIES = "audit_series"
 GAPS = "audit_gaps"
@@ -58,6 +60,9 @@ def connect(uri: str, database: str, timeout_ms: int) -> Database:
         connectTimeoutMS=timeout_ms,
         socketTimeoutMS=max(timeout_ms, 30_000),
         appname="auditsvc",
+        # Nothing acknowledged may be rolled back by a failover: leases, fences,
+        # archives and deletes above all (docs/AUDITOR.md, Durability).
+        w="majority",
     )
     db: AsyncIOMotorDatabase[Any] = client[database]
     return Database(client=client, db=db, transactions=False)
@@ -117,7 +122,7 @@ async def ensure_indexes(database: Database) -> list[str]:
     """Idempotent; returns ``collection.index`` names that now exist."""
     made: list[str] = []
     existing = set(await database.db.list_collection_names())
-    for name in (LEASES, CYCLES, SERIES, GAPS, BACKFILLS, ARCHIVE, AUDIT_LOG, REQUESTS):
+    for name in (LEASES, FENCES, CYCLES, SERIES, GAPS, BACKFILLS, ARCHIVE, AUDIT_LOG, REQUESTS):
         if name not in existing:
             try:
                 await database.db.create_collection(name)

@@ -1,49 +1,70 @@
-"""One gate in front of the lease document for this process.
+"""The gate of this process's fenced batches: one at a time, on the term's session.
 
-Our own renewals and our fenced batches both write the lease document, so
-they must not overlap (the batch would fail with a write conflict, over and
-over). A plain FIFO lock is not enough: a renewal queued behind several
-batches could wait past the renew deadline and make a healthy leader step
-down. Here a renewal goes next: batches do not start while one is waiting, so
-it waits for at most the one batch already running.
+Fenced batches of a term run one after another on one explicit session,
+whose lsid is recorded in the lease when the term starts. A successor can then
+``killSessions`` that one lsid to abort a batch its dead or paused predecessor
+left open, releasing its locks at once instead of after the server's
+transaction lifetime limit.
+
+Renewals do not pass through this gate: the lease is never written inside a
+batch, so a renewal never waits for a batch, however many are queued.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
+
+from pymongo.errors import PyMongoError
+
+from auditsvc.mongo.client import Database
 
 
-class LeaseGate:
-    def __init__(self) -> None:
+async def _start_session(database: Database) -> Any:
+    """Motor's start_session is a coroutine, PyMongo's AsyncMongoClient's is not."""
+    session = database.client.start_session()
+    return await session if inspect.isawaitable(session) else session
+
+
+class BatchGate:
+    def __init__(self, database: Database) -> None:
+        self._database = database
         self._lock = asyncio.Lock()
-        self._renewals_waiting = 0
-        self._no_renewal_waiting = asyncio.Event()
-        self._no_renewal_waiting.set()
+        self._session: Any = None
+
+    async def new_term(self) -> Any:
+        """Ends the previous term's session (after its running batch) and opens a new one.
+
+        Returns the new session's lsid, to record in the lease.
+        """
+        async with self._lock:
+            old, self._session = self._session, None
+            if old is not None:
+                with contextlib.suppress(PyMongoError):
+                    await old.end_session()
+            self._session = await _start_session(self._database)
+            return self._session.session_id
+
+    @property
+    def session_id(self) -> Any:
+        return None if self._session is None else self._session.session_id
 
     @asynccontextmanager
-    async def renewal(self) -> AsyncIterator[None]:
-        self._renewals_waiting += 1
-        self._no_renewal_waiting.clear()
-        try:
-            async with self._lock:
-                yield
-        finally:
-            self._renewals_waiting -= 1
-            if self._renewals_waiting == 0:
-                self._no_renewal_waiting.set()
+    async def batch(self) -> AsyncIterator[Any]:
+        """Holds the gate for one batch and yields the term's session."""
+        async with self._lock:
+            if self._session is None:
+                # Fenced writes outside a recorded term (tools, tests): a session of their own.
+                self._session = await _start_session(self._database)
+            yield self._session
 
-    @asynccontextmanager
-    async def batch(self) -> AsyncIterator[None]:
-        while True:
-            await self._no_renewal_waiting.wait()
-            await self._lock.acquire()
-            if self._renewals_waiting == 0:
-                break
-            # A renewal arrived while we queued: let it through first.
-            self._lock.release()
-        try:
-            yield
-        finally:
-            self._lock.release()
+    async def close(self) -> None:
+        async with self._lock:
+            old, self._session = self._session, None
+            if old is not None:
+                with contextlib.suppress(PyMongoError):
+                    await old.end_session()

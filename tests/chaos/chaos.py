@@ -9,7 +9,8 @@ lease document every 100 ms to learn when each epoch was acquired and by whom.
 
 Each round injects one fault, chosen by a seeded RNG: SIGKILL a replica (then
 restart it), SIGSTOP the leader past its lease (then SIGCONT), SIGTERM a
-replica (then restart it); exactly one round restarts the database. After
+replica (then restart it), crash the leader inside a fenced batch
+(failpoint ``fence.before_commit``, then restart it); exactly one round restarts the database. After
 each fault the run waits for exactly one leader within
 ``timeout + heartbeat + margin`` and records the time, then lets the load run
 for ``settle`` seconds. Every round also inserts a few new duplicate candles
@@ -68,7 +69,7 @@ TIMEFRAME = "1m"
 SLOT_MS = 60_000
 ELECTION = "auditsvc"
 ALLOWED_CODES = frozenset({"OK", "UNAVAILABLE", "DEADLINE_EXCEEDED"})
-FAULTS = ("sigkill", "sigstop", "sigterm")
+FAULTS = ("sigkill", "sigstop", "sigterm", "crash_in_batch")
 # Writes that carry the writer's epoch, and the field stamped when they were made.
 EPOCH_WRITES = (
     ("duplicate_archive", "removed_at"),
@@ -246,7 +247,9 @@ class LeaseSampler:
         self.samples += 1
         if doc is None or "epoch" not in doc:
             return
-        epoch, seen = int(doc["epoch"]), (str(doc["holder"]), doc["acquired_at"])
+        # replica_id is the display name (served_by); holder is the per-process identity.
+        name = str(doc.get("replica_id") or doc["holder"])
+        epoch, seen = int(doc["epoch"]), (name, doc["acquired_at"])
         known = self.epochs.setdefault(epoch, seen)
         if known != seen:
             self.violations.append(
@@ -737,14 +740,6 @@ class ChaosRun:
         if await self._start(replica):
             await self._rejoin(round_, replica)
 
-    async def _kill_sessions(self) -> None:
-        # The runbook step after a crash mid-transaction: abort the dead process's
-        # sessions instead of waiting for transactionLifetimeLimitSeconds.
-        try:
-            await _bounded(self.handle.client.admin.command({"killAllSessions": []}), 5)
-        except Exception as exc:
-            self.report.notes.append(f"killAllSessions failed: {exc!r}")
-
     async def _cut_mid_removal(self, victim: ReplicaProcess) -> None:
         """Sends the victim a removal and lets it start, so the fault lands mid-batch."""
         if self.load is not None:
@@ -760,8 +755,41 @@ class ChaosRun:
         victim.signal(signal.SIGKILL)
         since = time.monotonic()
         await self._reap(victim, 10)
-        await self._kill_sessions()
+        # No killAllSessions here any more: the new leader kills its predecessor's
+        # batch session itself (fence.py), and this run checks that it does.
         await self._recover(round_, "sigkill", victim.name, {victim.name}, since)
+        await self._restart(round_, victim)
+
+    async def fault_crash_in_batch(self, round_: int) -> None:
+        """The leader dies between a fenced batch's last write and its commit."""
+        victim = self.leader if self.leader is not None and self.leader.alive else None
+        victim = victim or self.rng.choice([r for r in self.replicas if r.alive])
+        self.say(f"round {round_}: crash in batch on {victim.name} (fence.before_commit)")
+        victim.signal(signal.SIGTERM)
+        await self._reap(victim, 20)
+        victim.env["AUDITSVC_FAILPOINTS"] = f"fence.before_commit={self.rng.randint(1, 3)}"
+        try:
+            if not await self._start(victim):
+                return
+            # Hand leadership to the armed replica: stop whoever else leads.
+            for _ in range(6):
+                leader, _, _ = await self._wait_leader(set(), time.monotonic(), 30.0)
+                if leader is None or leader is victim or not victim.alive:
+                    break
+                leader.signal(signal.SIGTERM)
+                await self._reap(leader, 20)
+                await self._restart(round_, leader)
+            assert victim.proc is not None
+            try:  # the scheduler's cycles run fenced batches; one of them crashes it
+                await asyncio.to_thread(victim.proc.wait, 4 * self.cfg.bound + 30)
+            except subprocess.TimeoutExpired:
+                self.report.notes.append(f"round {round_}: {victim.name} never hit the failpoint")
+                victim.signal(signal.SIGKILL)
+                await self._reap(victim, 10)
+            since = time.monotonic()
+            await self._recover(round_, "crash_in_batch", victim.name, {victim.name}, since)
+        finally:
+            victim.env.pop("AUDITSVC_FAILPOINTS", None)
         await self._restart(round_, victim)
 
     async def fault_sigterm(self, round_: int) -> None:

@@ -8,17 +8,17 @@ import random
 import sys
 
 from auditsvc.mongo.client import connect
-from auditsvc.mongo.lease import MongoLeaseStore
+from auditsvc.mongo.leader_store import MongoLeadershipStore
 
 
 async def race(uri: str, database: str, holder: str, rounds: int) -> None:
     handle = connect(uri, database, 5000)
-    store = MongoLeaseStore(handle, "race")
+    store = MongoLeadershipStore(handle, "race", holder, holder=holder)
     rng = random.Random(holder)
     try:
         for _ in range(rounds):
             try:
-                lease = await store.try_acquire(holder, holder, rng.randint(5, 40))
+                lease = await store.try_acquire(holder, rng.randint(5, 40))
             except Exception as exc:  # an unknown outcome is allowed; a wrong one is not
                 print(json.dumps({"error": type(exc).__name__}), flush=True)
                 continue
@@ -28,7 +28,7 @@ async def race(uri: str, database: str, holder: str, rounds: int) -> None:
                     flush=True,
                 )
                 if rng.random() < 0.3:
-                    await store.release(holder, lease.epoch)
+                    await store.release(lease.epoch)
             await asyncio.sleep(rng.random() / 200)
     finally:
         handle.close()

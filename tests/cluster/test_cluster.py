@@ -136,7 +136,8 @@ class TestForwarding:
         replicas = await cluster(2)
         leader = await one_leader(replicas, within=10)
         follower = next(r for r in replicas if r is not leader)
-        await eventually(lambda: _knows_leader(follower, leader), within=5)
+        # Its elector (not just a database read) must have seen the leader before the outage.
+        await eventually(lambda: _status_names(follower, leader), within=5)
         db.stop()
         await eventually(lambda: _no_leader(replicas), within=TIMEOUT + MARGIN)
         for replica in replicas:
@@ -244,6 +245,10 @@ class TestFailover:
 
 async def _knows_leader(follower: ReplicaProcess, leader: ReplicaProcess) -> bool:
     return (await follower.leader()).leader_id == leader.name
+
+
+async def _status_names(follower: ReplicaProcess, leader: ReplicaProcess) -> bool:
+    return bool((await follower.status()).leader_id == leader.name)
 
 
 async def _no_leader(replicas: list[ReplicaProcess]) -> bool:

@@ -16,16 +16,16 @@ from typing import Any
 import pytest
 from pymongo.errors import AutoReconnect, PyMongoError
 
-from auditsvc.audit.errors import Cancelled, Fenced
+from auditsvc.audit.errors import Cancelled, Fenced, Unavailable
 from auditsvc.audit.models import Role
 from auditsvc.clock import Clock, SystemClock
 from auditsvc.config import Settings
-from auditsvc.election import ElectionCallbacks, ElectionConfig, LeaderElector, LeaseStore
+from auditsvc.election import ElectionCallbacks, ElectionConfig, LeaderElector
 from auditsvc.leadership import Term
 from auditsvc.metrics import Metrics
 from auditsvc.mongo.client import Database, detect_transactions
-from auditsvc.mongo.fence import MongoFence
-from auditsvc.mongo.lease import Lease, MongoLeaseStore
+from auditsvc.mongo.leader_store import MongoLeadershipStore
+from auditsvc.store import Lease, LeaseStore
 
 HEARTBEAT = 0.1
 TIMEOUT = 0.5
@@ -52,14 +52,27 @@ async def eventually(
     return time.monotonic() - start
 
 
-async def acquire_eventually(
-    store: MongoLeaseStore, holder: str, duration_ms: int, within: float
-) -> Lease:
+Stores = Callable[[str], MongoLeadershipStore]
+
+
+def stores(database: Database, election: str) -> Stores:
+    """One leadership store per holder name (the name doubles as the identity), cached."""
+    made: dict[str, MongoLeadershipStore] = {}
+
+    def store(holder: str) -> MongoLeadershipStore:
+        if holder not in made:
+            made[holder] = MongoLeadershipStore(database, election, holder, holder=holder)
+        return made[holder]
+
+    return store
+
+
+async def acquire_eventually(store: Stores, holder: str, duration_ms: int, within: float) -> Lease:
     """Retries try_acquire until it grants the lease, failing after ``within`` seconds."""
     deadline = time.monotonic() + within
     async with asyncio.timeout(within + 2):
         while True:
-            lease = await store.try_acquire(holder, f"{holder}:1", duration_ms)
+            lease = await store(holder).try_acquire(f"{holder}:1", duration_ms)
             if lease is not None:
                 return lease
             assert time.monotonic() < deadline, f"{holder} never acquired within {within:g}s"
@@ -111,13 +124,21 @@ class FlakyStore:
         if self.mode == "hang":
             await asyncio.Event().wait()
 
-    async def try_acquire(self, holder: str, address: str, duration_ms: int) -> Lease | None:
-        await self._fault()
-        return await self.inner.try_acquire(holder, address, duration_ms)
+    @property
+    def holder(self) -> str:
+        return self.inner.holder
 
-    async def release(self, holder: str, epoch: int) -> bool:
+    async def try_acquire(self, address: str, duration_ms: int) -> Lease | None:
         await self._fault()
-        return await self.inner.release(holder, epoch)
+        return await self.inner.try_acquire(address, duration_ms)
+
+    async def release(self, epoch: int) -> bool:
+        await self._fault()
+        return await self.inner.release(epoch)
+
+    async def take_office(self, lease: Lease) -> None:
+        await self._fault()
+        await self.inner.take_office(lease)
 
     async def read(self) -> Lease | None:
         await self._fault()
@@ -148,7 +169,7 @@ def make_node(
     clock: Clock | None = None,
     flaky: bool = False,
 ) -> Node:
-    store: LeaseStore = MongoLeaseStore(database, election)
+    store: LeaseStore = MongoLeadershipStore(database, election, replica_id)
     if flaky:
         store = FlakyStore(store)
     config = ElectionConfig(
@@ -241,49 +262,49 @@ class TestElectionConfig:
         assert (config.replica_id, config.address) == ("r7", "r7.svc:50051")
 
 
-# -- MongoLeaseStore -----------------------------------------------------------
+# -- the lease -----------------------------------------------------------------
 
 
 class TestLeaseStore:
-    """MongoLeaseStore grants, renews, expires and releases by the database's clock."""
+    """The leadership store grants, renews, expires and releases by the database's clock."""
 
     @pytest.fixture
-    def store(self, database: Database) -> MongoLeaseStore:
-        return MongoLeaseStore(database, "lease-test")
+    def store(self, database: Database) -> Stores:
+        return stores(database, "lease-test")
 
-    async def test_read_without_lease_is_none(self, store: MongoLeaseStore) -> None:
+    async def test_read_without_lease_is_none(self, store: Stores) -> None:
         """read() returns None before anyone has acquired."""
         async with asyncio.timeout(5):
-            assert await store.read() is None
+            assert await store("a").read() is None
 
-    async def test_acquire_on_empty_gets_epoch_one(self, store: MongoLeaseStore) -> None:
+    async def test_acquire_on_empty_gets_epoch_one(self, store: Stores) -> None:
         """The first acquire creates the lease at epoch 1, live for the duration."""
         async with asyncio.timeout(5):
-            lease = await store.try_acquire("a", "a:1", 10_000)
+            lease = await store("a").try_acquire("a:1", 10_000)
         assert lease is not None
         assert (lease.holder, lease.address, lease.epoch) == ("a", "a:1", 1)
         assert lease.live
         assert lease.acquired_ms == lease.renewed_ms
         assert lease.expires_ms == lease.renewed_ms + 10_000
 
-    async def test_renew_keeps_epoch_and_acquired_at(self, store: MongoLeaseStore) -> None:
+    async def test_renew_keeps_epoch_and_acquired_at(self, store: Stores) -> None:
         """Renewing a live lease keeps epoch and acquired_at and moves expiry forward."""
         async with asyncio.timeout(5):
-            first = await store.try_acquire("a", "a:1", 10_000)
+            first = await store("a").try_acquire("a:1", 10_000)
             await asyncio.sleep(0.02)
-            second = await store.try_acquire("a", "a:1", 10_000)
+            second = await store("a").try_acquire("a:1", 10_000)
         assert first is not None and second is not None
         assert second.epoch == first.epoch == 1
         assert second.acquired_ms == first.acquired_ms
         assert second.renewed_ms > first.renewed_ms
         assert second.expires_ms > first.expires_ms
 
-    async def test_other_holder_gets_none_while_live(self, store: MongoLeaseStore) -> None:
+    async def test_other_holder_gets_none_while_live(self, store: Stores) -> None:
         """A second holder is refused while the lease is live, and the lease is untouched."""
         async with asyncio.timeout(5):
-            first = await store.try_acquire("a", "a:1", 10_000)
-            assert await store.try_acquire("b", "b:1", 10_000) is None
-            current = await store.read()
+            first = await store("a").try_acquire("a:1", 10_000)
+            assert await store("b").try_acquire("b:1", 10_000) is None
+            current = await store("a").read()
         assert first is not None and current is not None
         assert (current.holder, current.epoch, current.expires_ms) == (
             "a",
@@ -291,65 +312,63 @@ class TestLeaseStore:
             first.expires_ms,
         )
 
-    async def test_takeover_after_expiry_gets_next_epoch(self, store: MongoLeaseStore) -> None:
+    async def test_takeover_after_expiry_gets_next_epoch(self, store: Stores) -> None:
         """Once a short lease expires the other holder takes it at epoch 2."""
         async with asyncio.timeout(5):
-            first = await store.try_acquire("a", "a:1", 300)
+            first = await store("a").try_acquire("a:1", 300)
             assert first is not None
             second = await acquire_eventually(store, "b", 300, within=2.0)
         assert (second.holder, second.epoch) == ("b", 2)
         assert second.acquired_ms >= first.expires_ms
         assert second.acquired_ms == second.renewed_ms
 
-    async def test_own_expired_lease_is_a_new_term(self, store: MongoLeaseStore) -> None:
+    async def test_own_expired_lease_is_a_new_term(self, store: Stores) -> None:
         """Re-taking our own lapsed lease starts a new epoch rather than renewing."""
         async with asyncio.timeout(5):
-            first = await store.try_acquire("a", "a:1", 50)
+            first = await store("a").try_acquire("a:1", 50)
             assert first is not None
             await asyncio.sleep(0.15)
-            again = await store.try_acquire("a", "a:1", 10_000)
+            again = await store("a").try_acquire("a:1", 10_000)
         assert again is not None
         assert again.epoch == first.epoch + 1
         assert again.acquired_ms > first.acquired_ms
 
-    async def test_release_expires_now_and_follower_takes_next_epoch(
-        self, store: MongoLeaseStore
-    ) -> None:
+    async def test_release_expires_now_and_follower_takes_next_epoch(self, store: Stores) -> None:
         """Release expires the lease now, keeps the epoch, and a follower acquires at once."""
         async with asyncio.timeout(5):
-            held = await store.try_acquire("a", "a:1", 60_000)
+            held = await store("a").try_acquire("a:1", 60_000)
             assert held is not None
-            assert await store.release("a", held.epoch) is True
-            released = await store.read()
+            assert await store("a").release(held.epoch) is True
+            released = await store("a").read()
             assert released is not None
             assert not released.live
             assert (released.holder, released.epoch) == ("a", held.epoch)
             assert released.expires_ms < held.expires_ms
-            taken = await store.try_acquire("b", "b:1", 60_000)
+            taken = await store("b").try_acquire("b:1", 60_000)
         assert taken is not None
         assert (taken.holder, taken.epoch) == ("b", held.epoch + 1)
 
     async def test_same_holder_reacquiring_after_release_gets_new_epoch(
-        self, store: MongoLeaseStore
+        self, store: Stores
     ) -> None:
         """The holder that released and re-acquires gets a new epoch, not its old one."""
         async with asyncio.timeout(5):
-            held = await store.try_acquire("a", "a:1", 60_000)
+            held = await store("a").try_acquire("a:1", 60_000)
             assert held is not None
-            assert await store.release("a", held.epoch)
-            again = await store.try_acquire("a", "a:1", 60_000)
+            assert await store("a").release(held.epoch)
+            again = await store("a").try_acquire("a:1", 60_000)
         assert again is not None
         assert again.epoch == held.epoch + 1
         assert again.live
 
-    async def test_release_needs_holder_and_epoch(self, store: MongoLeaseStore) -> None:
+    async def test_release_needs_holder_and_epoch(self, store: Stores) -> None:
         """Release by another holder or for another epoch changes nothing."""
         async with asyncio.timeout(5):
-            held = await store.try_acquire("a", "a:1", 60_000)
+            held = await store("a").try_acquire("a:1", 60_000)
             assert held is not None
-            assert await store.release("b", held.epoch) is False
-            assert await store.release("a", held.epoch + 1) is False
-            current = await store.read()
+            assert await store("b").release(held.epoch) is False
+            assert await store("a").release(held.epoch + 1) is False
+            current = await store("a").read()
         assert current is not None and current.live
         assert current.expires_ms == held.expires_ms
 
@@ -463,8 +482,8 @@ class TestElectors:
                 await a.elector.stop(release=False)
                 await a.elector.stop(release=False)
                 await a.elector.stop()
-                lease = await MongoLeaseStore(database, "norelease").read()
-                assert lease is not None and lease.live and lease.holder == "a"
+                lease = await stores(database, "norelease")("x").read()
+                assert lease is not None and lease.live and lease.name == "a"
                 await eventually(lambda: b.elector.role is Role.LEADER, 2.0, "b leads")
                 took = time.monotonic() - stopped
         finally:
@@ -482,9 +501,9 @@ class TestElectors:
                 await eventually(lambda: elector.role is Role.LEADER, 2.0, "solo leads")
                 assert elector.term() is not None
                 assert (await elector.leader()).is_self
-            lease = await MongoLeaseStore(database, "ctx").read()
+            lease = await stores(database, "ctx")("x").read()
             info = await node.elector.leader()
-        assert lease is not None and not lease.live and lease.holder == "solo"
+        assert lease is not None and not lease.live and lease.name == "solo"
         assert info.leader_id == "" and not info.is_self and info.expires_ms is None
         assert node.recorder.names()[-1] == "stopped"
 
@@ -520,7 +539,7 @@ class TestElectors:
                 await task
             assert not term.active
             await node.elector.stop()
-            lease = await MongoLeaseStore(database, "run").read()
+            lease = await stores(database, "run")("x").read()
         assert lease is not None and not lease.live
         assert node.recorder.names()[-1] == "stopped"
 
@@ -542,7 +561,7 @@ class TestRenewDeadline:
         b = make_node(database, "deadline", "b", heartbeat=heartbeat, timeout=timeout)
         flaky = a.store
         assert isinstance(flaky, FlakyStore)
-        real = MongoLeaseStore(database, "deadline")
+        real = stores(database, "deadline")("x")
         try:
             async with asyncio.timeout(15):
                 await a.elector.start()
@@ -574,7 +593,7 @@ class TestRenewDeadline:
             await stop_all([a, b])
         assert took <= deadline + MARGIN, f"stepped down after {took:.3f}s"
         assert not term.active
-        assert lease is not None and lease.holder == "a" and lease.epoch == term.epoch
+        assert lease is not None and lease.name == "a" and lease.epoch == term.epoch
         stopped_wall_ms = a.recorder.stopped_at[0][1]
         assert stopped_wall_ms < lease.expires_ms, "stepped down only after the lease expired"
         assert counter(a.metrics, "data_manager_audit_lease_renew_failures_total") >= 1
@@ -636,7 +655,7 @@ class TestRaces:
 
     async def test_hammering_try_acquire(self, database: Database) -> None:
         """Four holders, 200 rounds each, tiny leases: epochs stay unique and monotonic."""
-        store = MongoLeaseStore(database, "race")
+        store = stores(database, "race")
         grants: list[Grant] = []
         refused = unknown = 0
 
@@ -646,8 +665,8 @@ class TestRaces:
             for _ in range(200):
                 sent = time.monotonic()
                 try:
-                    lease = await store.try_acquire(
-                        holder, f"{holder}:1", rng.choice([1, 2, 3, 5, 8])
+                    lease = await store(holder).try_acquire(
+                        f"{holder}:1", rng.choice([1, 2, 3, 5, 8])
                     )
                 except (TypeError, PyMongoError):
                     # Outcome unknown: under contention SecantusDB can answer findAndModify
@@ -661,7 +680,7 @@ class TestRaces:
                     assert lease.holder == holder
                     grants.append(Grant(holder, lease.epoch, lease.acquired_ms, sent, received))
                     if rng.random() < 0.1:
-                        await store.release(holder, lease.epoch)
+                        await store(holder).release(lease.epoch)
                 await asyncio.sleep(rng.random() * 0.002)
 
         async with asyncio.timeout(90):
@@ -746,11 +765,10 @@ class TestFencing:
         async with asyncio.timeout(10):
             assert await detect_transactions(database) is True  # SecantusDB: replica-set primary
             database.transactions = transactions
-            store = MongoLeaseStore(database, "fence")
-            old = await store.try_acquire("a", "a:1", 300)
+            store = stores(database, "fence")
+            old = await store("a").try_acquire("a:1", 300)
             assert old is not None
-            fence_a = MongoFence(database, "fence", "a")
-            fence_b = MongoFence(database, "fence", "b")
+            fence_a, fence_b = store("a"), store("b")
             assert await fence_a.run(old.epoch, insert(database, "a-before")) == "a-before"
             new = await acquire_eventually(store, "b", 10_000, within=2.0)
             with pytest.raises(Fenced):
@@ -777,7 +795,7 @@ class TestFencing:
                 await b.elector.start()
                 term = a.elector.term()
                 assert term is not None
-                fence_a = MongoFence(database, "deposed", "a")
+                fence_a = flaky.inner
                 await fence_a.run(term.epoch, insert(database, "a-leading"))
                 flaky.mode = "hang"
                 await eventually(lambda: b.elector.role is Role.LEADER, 3.0, "b takes over")
@@ -789,14 +807,14 @@ class TestFencing:
         assert await landed(database, "a-leading")
         assert not await landed(database, "a-deposed")
 
-    async def test_in_flight_batch_and_takeover_serialize(self, database: Database) -> None:
-        """A fenced batch in flight during a take-over commits before it, or not at all."""
+    async def test_takeover_never_waits_for_a_paused_batch(self, database: Database) -> None:
+        """A batch paused after its last write neither delays the take-over nor commits after it."""
         async with asyncio.timeout(15):
             assert await detect_transactions(database)
-            store = MongoLeaseStore(database, "inflight")
-            old = await store.try_acquire("a", "a:1", 300)
+            store = stores(database, "inflight")
+            old = await store("a").try_acquire("a:1", 300)
             assert old is not None
-            fence_a = MongoFence(database, "inflight", "a")
+            await store("a").take_office(old)
             entered, proceed = asyncio.Event(), asyncio.Event()
 
             async def slow(session: Any) -> str:
@@ -805,23 +823,52 @@ class TestFencing:
                 await proceed.wait()
                 return "slow"
 
-            batch = asyncio.create_task(fence_a.run(old.epoch, slow))
+            batch = asyncio.create_task(store("a").run(old.epoch, slow))
             await entered.wait()
-            await asyncio.sleep(0.4)  # the lease has now expired by the database clock
-            takeover = asyncio.create_task(acquire_eventually(store, "b", 10_000, within=5.0))
-            await asyncio.sleep(0.3)
-            taken_first = takeover.done()
+            # The lease lapses by the database clock while the batch holds its locks;
+            # the take-over and the new holder's first fenced write must not wait for it.
+            new = await acquire_eventually(store, "b", 10_000, within=5.0)
+            await store("b").take_office(new)
+            assert await store("b").run(new.epoch, insert(database, "b-first")) == "b-first"
             proceed.set()
-            outcome: str | BaseException
-            try:
-                outcome = await batch
-            except Exception as exc:
-                outcome = exc
-            new = await takeover
+            with pytest.raises(Unavailable):  # Fenced is an Unavailable
+                await batch
         assert new.epoch == old.epoch + 1
-        if taken_first:  # the newer epoch existed before the batch tried to commit
-            assert isinstance(outcome, Fenced), f"batch outlived its epoch: {outcome!r}"
-        if outcome == "slow":
-            assert await landed(database, "slow")
-        else:
-            assert not await landed(database, "slow"), f"aborted batch landed: {outcome!r}"
+        assert await landed(database, "b-first")
+        assert not await landed(database, "slow"), "the paused batch committed after a take-over"
+
+    async def test_twins_with_one_name_are_fenced_apart(self, database: Database) -> None:
+        """Two processes with one REPLICA_ID are two holders: one leads, the other is fenced."""
+        async with asyncio.timeout(10):
+            assert await detect_transactions(database)
+            first = MongoLeadershipStore(database, "twins", "same")
+            second = MongoLeadershipStore(database, "twins", "same")
+            assert first.holder != second.holder
+            lease = await first.try_acquire("same:1", 10_000)
+            assert lease is not None and lease.name == "same"
+            await first.take_office(lease)
+            assert await second.try_acquire("same:1", 10_000) is None
+            with pytest.raises(Fenced):
+                await second.run(lease.epoch, insert(database, "twin"))
+            assert await first.run(lease.epoch, insert(database, "leader")) == "leader"
+        assert not await landed(database, "twin")
+        assert await landed(database, "leader")
+
+
+class TestIdentity:
+    """Every process start is a new holder, hence a new term and epoch."""
+
+    async def test_restart_with_live_lease_gets_new_epoch(self, database: Database) -> None:
+        """A restarted process (same REPLICA_ID) waits out its old lease and gets epoch + 1."""
+        async with asyncio.timeout(10):
+            before = MongoLeadershipStore(database, "restart", "r1")
+            old = await before.try_acquire("r1:1", 300)
+            assert old is not None
+            after = MongoLeadershipStore(database, "restart", "r1")
+            assert await after.try_acquire("r1:1", 300) is None  # the old term is still live
+            deadline = time.monotonic() + 5
+            while (new := await after.try_acquire("r1:1", 300)) is None:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+        assert new.epoch == old.epoch + 1
+        assert (new.name, old.name) == ("r1", "r1")

@@ -17,7 +17,7 @@ from auditsvc.metrics import Metrics
 from auditsvc.mongo import (
     MongoBackfillStore,
     MongoCandleStore,
-    MongoFence,
+    MongoLeadershipStore,
     MongoStateStore,
     connect,
 )
@@ -59,7 +59,7 @@ def auditor(settings: Settings, database: Database, state: MongoStateStore) -> A
         MongoCandleStore(database, settings.candle_collection_template),
         state,
         MongoBackfillStore(database),
-        MongoFence(database, settings.leader_election_name, settings.replica_id),
+        MongoLeadershipStore(database, settings.leader_election_name, settings.replica_id),
         Standalone(settings.replica_id, "127.0.0.1:0", clock.now_ms()),
         Metrics(),
     )

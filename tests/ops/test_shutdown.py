@@ -224,7 +224,7 @@ class TestSigtermOrder:
         finally:
             handle.close()
         assert lease is not None
-        assert (lease["holder"], lease["epoch"], lease["released"]) == ("solo", epoch, True)
+        assert (lease["replica_id"], lease["epoch"], lease["released"]) == ("solo", epoch, True)
         assert to_ms(lease["expires_at"]) <= lease["now_ms"], lease
 
         log = said(leader)
