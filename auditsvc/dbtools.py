@@ -35,7 +35,7 @@ async def setup_db(settings: Settings, *, candle_indexes: bool) -> int:
             await database.db["leader_election"].delete_one({"_id": probe._election})
             print(f"lease round trip ok (database clock {lease.now_ms} ms)")
     finally:
-        database.close()
+        await database.close()
     return 0
 
 
@@ -46,7 +46,7 @@ async def restore(settings: Settings, request_id: str) -> int:
             request_id
         )
     finally:
-        database.close()
+        await database.close()
     print(f"restored {restored} documents; {present} were already present")
     return 0
 
@@ -73,5 +73,5 @@ async def seed_demo(settings: Settings, *, force: bool, end_ms: int | None = Non
                     f"{len(expected.duplicate_slots)} duplicated slots"
                 )
     finally:
-        database.close()
+        await database.close()
     return 0

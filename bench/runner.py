@@ -16,8 +16,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from motor.motor_asyncio import AsyncIOMotorClient
-
+from auditsvc.mongo.client import driver_client
 from bench import machine
 from bench.context import Context, NotMeasured, Sizes
 from bench.figures import FIGURES
@@ -71,12 +70,12 @@ def with_option(uri: str, key: str, value: str) -> str:
 
 
 async def server_info(uri: str) -> dict[str, Any]:
-    client: Any = AsyncIOMotorClient(uri, serverSelectionTimeoutMS=10_000)
+    client: Any = driver_client("pymongo", uri, serverSelectionTimeoutMS=10_000)
     try:
         info: dict[str, Any] = await client.admin.command("buildInfo")
         hello: dict[str, Any] = await client.admin.command("hello")
     finally:
-        client.close()
+        await client.close()
     info["_replica_set"] = hello.get("setName") or ""
     return info
 
@@ -92,6 +91,8 @@ async def run(
     service_root: Path | None = None,
     retryable_writes: str = "auto",
     profile_dir: Path | None = None,
+    driver: str = "motor",
+    figures_to_run: tuple[ModuleType, ...] = FIGURES,
 ) -> dict[str, Any]:
     """Runs the figures; without ``uri`` each figure gets a fresh private SecantusDB."""
     started = dt.datetime.now(dt.UTC)
@@ -100,7 +101,7 @@ async def run(
     retry = retryable_writes == "on" or (retryable_writes == "auto" and uri is not None)
     info: dict[str, Any] = {}
     figures: dict[str, Any] = {}
-    chosen = [f for f in FIGURES if not only or f.KEY in only]
+    chosen = [f for f in figures_to_run if not only or f.KEY in only]
     for i, figure in enumerate(chosen, 1):
         log(f"[{i}/{len(chosen)}] {figure.TITLE} ...")
         async with AsyncExitStack() as stack:
@@ -139,13 +140,14 @@ async def run(
                 owns_server=uri is None,
                 profile_dir=profile_dir,
                 figure=figure.KEY,
+                driver=driver,
             )
             stack.push_async_callback(ctx.close)
             record = await run_figure(ctx, figure, limit_s)
         figures[figure.KEY] = record
         outcome = record.get("summary") or f"not measured: {record.get('reason')}"
         log(f"[{i}/{len(chosen)}] {figure.TITLE}: {outcome} ({record['seconds']} s)")
-    for figure in FIGURES:
+    for figure in figures_to_run:
         figures.setdefault(
             figure.KEY,
             {
@@ -174,5 +176,5 @@ async def run(
         },
         "service_root": str(service_root) if service_root else "",
         "sizes": sizes.as_dict(),
-        "figures": {f.KEY: figures[f.KEY] for f in FIGURES},
+        "figures": {f.KEY: figures[f.KEY] for f in figures_to_run},
     }

@@ -13,7 +13,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from auditsvc.mongo.client import LEASES, Database, to_ms
+from auditsvc.mongo.client import LEASES, Database, aggregate, to_ms
 from auditsvc.mongo.gate import LeaseGate
 
 
@@ -110,9 +110,10 @@ class MongoLeaseStore:
         return doc is not None
 
     async def read(self) -> Lease | None:
-        docs = await self._col.aggregate(
-            [{"$match": {"_id": self._election}}, {"$set": {"now_ms": _now_ms()}}]
-        ).to_list(1)
+        cursor = await aggregate(
+            self._col, [{"$match": {"_id": self._election}}, {"$set": {"now_ms": _now_ms()}}]
+        )
+        docs = await cursor.to_list(1)
         if not docs:
             return None
         return _lease(docs[0], int(docs[0]["now_ms"]))
