@@ -12,14 +12,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import driver_ab, report, runner
+from bench import report, runner
 from bench.context import TINY, Sizes
 from bench.figures import KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "latest.json"
 TINY_OUTPUT = ROOT / "bench" / "results" / "tiny.json"
-DRIVER_AB_OUTPUT = ROOT / "bench" / "results" / "driver-ab.json"
 DEFAULT_DOC = ROOT / "docs" / "PERFORMANCE.md"
 
 
@@ -67,13 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="retryWrites for the replicas' client. auto: off against the private "
         "SecantusDB (its retryable-write registry makes every write O(registry) past "
         "10,000 records, see docs/PERFORMANCE.md), the driver default otherwise",
-    )
-    p.add_argument(
-        "--driver-ab",
-        action="store_true",
-        help="run figures 1, 5, 7 and lease renew latency once with motor and once with "
-        "PyMongo async; results to bench/results/driver-ab.json (or --output) and the "
-        "driver-ab block of docs/PERFORMANCE.md (or --doc; none with --no-doc)",
     )
     p.add_argument("--only", default="", help=f"comma list of figures: {','.join(KEYS)}")
     p.add_argument("--timeout", type=float, help="seconds per figure (default 900; tiny 60)")
@@ -136,11 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"5-7: LEADER_ELECTION_TIMEOUT (default {d.election_timeout:g})",
     )
     g.add_argument("--scale-series", type=_ints, help="8: series counts (default 48,480,4800)")
-    g.add_argument(
-        "--lease-renewals",
-        type=int,
-        help=f"driver A/B: timed lease renewals (default {d.lease_renewals})",
-    )
     g.add_argument("--scale-timeframe", help=f"8: timeframe (default {d.scale_timeframe})")
     return p
 
@@ -184,8 +171,6 @@ def main(argv: list[str] | None = None) -> int:
         report.update_doc(args.doc or DEFAULT_DOC, results)
         runner.log(f"updated {args.doc or DEFAULT_DOC} from {args.from_json}")
         return 0
-    if args.driver_ab:
-        return _driver_ab(args)
     only = tuple(x.strip() for x in args.only.split(",") if x.strip())
     unknown = set(only) - set(KEYS)
     if unknown:
@@ -221,33 +206,6 @@ def main(argv: list[str] | None = None) -> int:
         report.update_doc(doc, results)
         runner.log(f"updated {doc}")
     print(report.summary_table(results))
-    return 0
-
-
-def _driver_ab(args: argparse.Namespace) -> int:
-    output = args.output or DRIVER_AB_OUTPUT
-    if output.suffix != ".json":
-        output = output / DRIVER_AB_OUTPUT.name
-    doc = None if args.no_doc else (args.doc or DEFAULT_DOC)
-    work = Path(tempfile.mkdtemp(prefix="auditsvc-bench-ab-"))
-    try:
-        results = asyncio.run(
-            driver_ab.run(
-                uri=args.mongodb_uri,
-                sizes=sizes_from(args),
-                work_dir=work,
-                limit_s=args.timeout or 900.0,
-            )
-        )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
-    runner.log(f"wrote {output}")
-    if doc is not None:
-        driver_ab.update_doc(doc, results)
-        runner.log(f"updated {doc}")
-    print(driver_ab.table(results))
     return 0
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditsvc.mongo.client import DRIVER_ENV, driver_client
+from pymongo import AsyncMongoClient
+
 from bench.procs import Processes, Replica
 
 
@@ -50,8 +51,6 @@ class Sizes:
     scale_series: tuple[int, ...] = (48, 480, 4800)
     scale_timeframe: str = "1h"
     scale_hours: int = 24
-    # lease renew latency (driver A/B only)
-    lease_renewals: int = 500
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -75,7 +74,6 @@ TINY = Sizes(
     heartbeat=0.3,
     election_timeout=1.2,
     scale_series=(4, 8, 16),
-    lease_renewals=20,
 )
 
 
@@ -91,8 +89,6 @@ class Context:
     owns_server: bool = False
     profile_dir: Path | None = None
     figure: str = ""
-    # The Mongo driver of the replicas and of ``client`` (the issue 12 A/B).
-    driver: str = "motor"
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     databases: list[str] = field(default_factory=list)
     processes: Processes = field(default_factory=Processes)
@@ -107,9 +103,9 @@ class Context:
 
     @property
     def client(self) -> Any:
-        """A bare client of ``driver`` (driver defaults) for seeding and baselines."""
+        """A bare PyMongo async client (driver defaults) for seeding and baselines."""
         if self._client is None:
-            self._client = driver_client(self.driver, self.uri, serverSelectionTimeoutMS=10_000)
+            self._client = AsyncMongoClient(self.uri, serverSelectionTimeoutMS=10_000)
         return self._client
 
     def database(self, figure: str) -> str:
@@ -119,7 +115,6 @@ class Context:
         return name
 
     async def replica(self, name: str, database: str, **env: str) -> Replica:
-        env = {DRIVER_ENV: self.driver, **env}
         replica = Replica(name, self.service_uri, database, self.log_dir, self.service_root, **env)
         self.processes.add(replica)
         await replica.start()
@@ -149,11 +144,4 @@ class Context:
                 with contextlib.suppress(Exception):  # best effort
                     await self._client.drop_database(name)
             client, self._client = self._client, None
-            await _closed(client)
-
-
-async def _closed(client: Any) -> None:
-    """Closes a client of either driver (PyMongo async's ``close`` is a coroutine)."""
-    result = client.close()
-    if asyncio.iscoroutine(result):
-        await result
+            await client.close()

@@ -16,7 +16,8 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from auditsvc.mongo.client import driver_client
+from pymongo import AsyncMongoClient
+
 from bench import machine
 from bench.context import Context, NotMeasured, Sizes
 from bench.figures import FIGURES
@@ -70,7 +71,9 @@ def with_option(uri: str, key: str, value: str) -> str:
 
 
 async def server_info(uri: str) -> dict[str, Any]:
-    client: Any = driver_client("pymongo", uri, serverSelectionTimeoutMS=10_000)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        uri, serverSelectionTimeoutMS=10_000
+    )
     try:
         info: dict[str, Any] = await client.admin.command("buildInfo")
         hello: dict[str, Any] = await client.admin.command("hello")
@@ -91,8 +94,6 @@ async def run(
     service_root: Path | None = None,
     retryable_writes: str = "auto",
     profile_dir: Path | None = None,
-    driver: str = "motor",
-    figures_to_run: tuple[ModuleType, ...] = FIGURES,
 ) -> dict[str, Any]:
     """Runs the figures; without ``uri`` each figure gets a fresh private SecantusDB."""
     started = dt.datetime.now(dt.UTC)
@@ -101,7 +102,7 @@ async def run(
     retry = retryable_writes == "on" or (retryable_writes == "auto" and uri is not None)
     info: dict[str, Any] = {}
     figures: dict[str, Any] = {}
-    chosen = [f for f in figures_to_run if not only or f.KEY in only]
+    chosen = [f for f in FIGURES if not only or f.KEY in only]
     for i, figure in enumerate(chosen, 1):
         log(f"[{i}/{len(chosen)}] {figure.TITLE} ...")
         async with AsyncExitStack() as stack:
@@ -140,14 +141,13 @@ async def run(
                 owns_server=uri is None,
                 profile_dir=profile_dir,
                 figure=figure.KEY,
-                driver=driver,
             )
             stack.push_async_callback(ctx.close)
             record = await run_figure(ctx, figure, limit_s)
         figures[figure.KEY] = record
         outcome = record.get("summary") or f"not measured: {record.get('reason')}"
         log(f"[{i}/{len(chosen)}] {figure.TITLE}: {outcome} ({record['seconds']} s)")
-    for figure in figures_to_run:
+    for figure in FIGURES:
         figures.setdefault(
             figure.KEY,
             {
@@ -176,5 +176,5 @@ async def run(
         },
         "service_root": str(service_root) if service_root else "",
         "sizes": sizes.as_dict(),
-        "figures": {f.KEY: figures[f.KEY] for f in figures_to_run},
+        "figures": {f.KEY: figures[f.KEY] for f in FIGURES},
     }

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from auditsvc.audit.models import CandleRef, Window
-from auditsvc.mongo.client import Database, aggregate, to_dt, to_ms
+from auditsvc.mongo.client import Database, to_dt, to_ms
 
 BATCH = 20_000
 
@@ -60,7 +60,7 @@ class MongoCandleStore:
             {"$match": {"n": {"$gt": 1}}},
             {"$sort": {"_id": 1}},
         ]
-        async for group in await aggregate(col, pipeline, allowDiskUse=True):
+        async for group in await col.aggregate(pipeline, allowDiskUse=True):
             ts = to_ms(group["_id"])
             yield [
                 CandleRef(doc_id=d["id"], timestamp_ms=ts, version=d.get("v"))

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import inspect
-import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
 
 from auditsvc.records import RESULT_TTL_DAYS
 
@@ -41,39 +37,25 @@ def to_ms(value: dt.datetime) -> int:
     return (value - EPOCH) // dt.timedelta(milliseconds=1)
 
 
-# Benchmark-only hook for the motor -> PyMongo async A/B (issue 12): not a
-# setting, not documented for operators, and gone once motor is.
-DRIVER_ENV = "AUDITSVC_MONGO_DRIVER"
-DRIVERS = ("motor", "pymongo")
-
-
 @dataclass
 class Database:
-    """The client and database handle, plus whether transactions are available."""
+    """The client and database handle, plus whether transactions are available.
 
-    client: Any
-    db: Any
+    PyMongo's native asyncio client: no worker threads, so a call blocked on an
+    unreachable server holds a coroutine, not a thread. ``close`` is a coroutine.
+    """
+
+    client: AsyncMongoClient[dict[str, Any]]
+    db: AsyncDatabase[dict[str, Any]]
     transactions: bool
-    driver: str = "motor"
 
     async def close(self) -> None:
-        await _maybe_await(self.client.close())
+        await self.client.close()
 
 
-def driver_client(driver: str, uri: str, **options: Any) -> Any:
-    """A client of ``driver`` (one of DRIVERS); neither contacts the server yet."""
-    if driver == "motor":
-        return AsyncIOMotorClient(uri, **options)
-    if driver == "pymongo":
-        return AsyncMongoClient(uri, **options)
-    raise ValueError(f"unknown driver {driver!r}; expected one of {', '.join(DRIVERS)}")
-
-
-def connect(uri: str, database: str, timeout_ms: int, driver: str | None = None) -> Database:
-    """Builds the client without contacting the server (both drivers connect lazily)."""
-    chosen = driver or os.environ.get(DRIVER_ENV) or "motor"
-    client: Any = driver_client(
-        chosen,
+def connect(uri: str, database: str, timeout_ms: int) -> Database:
+    """Builds the client without contacting the server (AsyncMongoClient connects lazily)."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         uri,
         tz_aware=True,
         serverSelectionTimeoutMS=timeout_ms,
@@ -81,35 +63,7 @@ def connect(uri: str, database: str, timeout_ms: int, driver: str | None = None)
         socketTimeoutMS=max(timeout_ms, 30_000),
         appname="auditsvc",
     )
-    return Database(client=client, db=client[database], transactions=False, driver=chosen)
-
-
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
-async def aggregate(collection: Any, pipeline: list[dict[str, Any]], **kw: Any) -> Any:
-    """The cursor of an aggregation (PyMongo async awaits ``aggregate``, motor does not)."""
-    return await _maybe_await(collection.aggregate(pipeline, **kw))
-
-
-@asynccontextmanager
-async def change_stream(collection: Any, **kw: Any) -> AsyncIterator[Any]:
-    """``async with`` a change stream (PyMongo async awaits ``watch``, motor does not)."""
-    async with await _maybe_await(collection.watch(**kw)) as stream:
-        yield stream
-
-
-@asynccontextmanager
-async def session_of(client: Any) -> AsyncIterator[Any]:
-    """``async with`` a session (motor awaits ``start_session``, PyMongo async does not)."""
-    async with await _maybe_await(client.start_session()) as session:
-        yield session
-
-
-async def start_transaction(session: Any) -> None:
-    """PyMongo async awaits ``start_transaction``; motor's is synchronous."""
-    await _maybe_await(session.start_transaction())
+    return Database(client=client, db=client[database], transactions=False)
 
 
 async def detect_transactions(database: Database, allowed: bool = True) -> bool:

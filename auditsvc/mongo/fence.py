@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from auditsvc.audit.errors import Fenced, Unavailable
-from auditsvc.mongo.client import LEASES, Database, session_of, start_transaction
+from auditsvc.mongo.client import LEASES, Database
 from auditsvc.mongo.gate import LeaseGate
 
 T = TypeVar("T")
@@ -88,7 +88,7 @@ class MongoFence:
                 raise Fenced(f"lease no longer held at epoch {epoch}; write refused")
             return result
 
-        async with session_of(self._database.client) as session:
+        async with self._database.client.start_session() as session:
             return await self._transact(session, guarded)
 
     async def _transact(self, session: Any, guarded: Callable[[Any], Awaitable[T]]) -> T:
@@ -103,7 +103,7 @@ class MongoFence:
         while True:
             try:
                 async with self._gate.batch():
-                    await start_transaction(session)
+                    await session.start_transaction()
                     result = await guarded(session)
                     await session.commit_transaction()
                 return result

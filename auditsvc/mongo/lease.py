@@ -13,7 +13,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from auditsvc.mongo.client import LEASES, Database, aggregate, to_ms
+from auditsvc.mongo.client import LEASES, Database, to_ms
 from auditsvc.mongo.gate import LeaseGate
 
 
@@ -64,7 +64,7 @@ class MongoLeaseStore:
         held = {"$and": [mine, {"$not": [{"$ifNull": ["$released", False]}]}]}
         # Any new term (takeover, or re-taking our own expired or released
         # lease) gets a new epoch, so fencing never confuses two terms.
-        update = [
+        update: list[dict[str, Any]] = [
             {"$set": {"_renewing": {"$and": [held, {"$not": [expired]}]}}},
             {
                 "$set": {
@@ -110,8 +110,8 @@ class MongoLeaseStore:
         return doc is not None
 
     async def read(self) -> Lease | None:
-        cursor = await aggregate(
-            self._col, [{"$match": {"_id": self._election}}, {"$set": {"now_ms": _now_ms()}}]
+        cursor = await self._col.aggregate(
+            [{"$match": {"_id": self._election}}, {"$set": {"now_ms": _now_ms()}}]
         )
         docs = await cursor.to_list(1)
         if not docs:

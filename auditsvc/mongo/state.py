@@ -16,16 +16,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from auditsvc.audit.errors import Unavailable
 from auditsvc.mongo import codec
-from auditsvc.mongo.client import (
-    CYCLES,
-    GAPS,
-    REQUESTS,
-    SERIES,
-    Database,
-    change_stream,
-    to_dt,
-    to_ms,
-)
+from auditsvc.mongo.client import CYCLES, GAPS, REQUESTS, SERIES, Database, to_dt, to_ms
 from auditsvc.records import (
     SCHEDULED,
     Cycle,
@@ -234,7 +225,7 @@ class MongoStateStore:
     async def _watch_database(self, opened: asyncio.Future[None]) -> AsyncIterator[ScoreRecord]:
         """A change stream, else polling. Resolves ``opened`` once either has begun."""
         try:
-            async with change_stream(self._db[SERIES], full_document="updateLookup") as stream:
+            async with await self._db[SERIES].watch(full_document="updateLookup") as stream:
                 # Entering the context opened the stream: changes from here on are ours.
                 opened.set_result(None)
                 async for change in stream:
