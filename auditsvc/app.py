@@ -287,7 +287,7 @@ class App:
         await _bounded(
             "stop background tasks", asyncio.gather(*self._tasks, return_exceptions=True), left()
         )
-        self.database.close()
+        await self.database.close()
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()

@@ -36,7 +36,7 @@ async def setup_db(settings: Settings, *, candle_indexes: bool) -> int:
             await database.db["leader_election"].delete_one({"_id": election})
             print(f"lease round trip ok (database clock {lease.now_ms} ms)")
     finally:
-        database.close()
+        await database.close()
     return 0
 
 
@@ -47,7 +47,7 @@ async def restore(settings: Settings, request_id: str) -> int:
             request_id
         )
     finally:
-        database.close()
+        await database.close()
     print(f"restored {restored} documents; {present} were already present")
     return 0
 
@@ -74,5 +74,5 @@ async def seed_demo(settings: Settings, *, force: bool, end_ms: int | None = Non
                     f"{len(expected.duplicate_slots)} duplicated slots"
                 )
     finally:
-        database.close()
+        await database.close()
     return 0

@@ -1,5 +1,5 @@
 """The store interfaces the use cases depend on. ``auditsvc.mongo`` implements
-them with the MongoDB driver; tests may use those against a real server or fakes.
+them with PyMongo's asyncio client; tests may use those against a real server or fakes.
 """
 
 from __future__ import annotations

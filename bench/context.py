@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import AsyncMongoClient
 
 from bench.procs import Processes, Replica
 
@@ -103,9 +103,9 @@ class Context:
 
     @property
     def client(self) -> Any:
-        """A bare motor client (driver defaults) for seeding and baselines."""
+        """A bare PyMongo async client (driver defaults) for seeding and baselines."""
         if self._client is None:
-            self._client = AsyncIOMotorClient(self.uri, serverSelectionTimeoutMS=10_000)
+            self._client = AsyncMongoClient(self.uri, serverSelectionTimeoutMS=10_000)
         return self._client
 
     def database(self, figure: str) -> str:
@@ -143,5 +143,5 @@ class Context:
             for name in [] if self.owns_server else self.databases:
                 with contextlib.suppress(Exception):  # best effort
                     await self._client.drop_database(name)
-            self._client.close()
-            self._client = None
+            client, self._client = self._client, None
+            await client.close()

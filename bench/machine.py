@@ -45,7 +45,6 @@ def versions(build_info: dict[str, Any], server_kind: str) -> dict[str, Any]:
         "grpcio": _version("grpcio"),
         "protobuf": _version("protobuf"),
         "pymongo": _version("pymongo"),
-        "motor": _version("motor"),
         "psutil": _version("psutil"),
         "server": server_kind,
         "server_version": str(build_info.get("version", "unknown")),

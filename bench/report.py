@@ -73,7 +73,7 @@ def environment_table(results: dict[str, Any]) -> str:
         ),
         ("Python", v["python"]),
         ("grpcio / protobuf", f"{v['grpcio']} / {v['protobuf']}"),
-        ("pymongo / motor", f"{v['pymongo']} / {v['motor']}"),
+        ("pymongo", v["pymongo"]),
         ("Database", server),
         ("auditsvc", v["auditsvc"]),
         (

@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import AsyncMongoClient
 
 from bench import machine
 from bench.context import Context, NotMeasured, Sizes
@@ -71,12 +71,14 @@ def with_option(uri: str, key: str, value: str) -> str:
 
 
 async def server_info(uri: str) -> dict[str, Any]:
-    client: Any = AsyncIOMotorClient(uri, serverSelectionTimeoutMS=10_000)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        uri, serverSelectionTimeoutMS=10_000
+    )
     try:
         info: dict[str, Any] = await client.admin.command("buildInfo")
         hello: dict[str, Any] = await client.admin.command("hello")
     finally:
-        client.close()
+        await client.close()
     info["_replica_set"] = hello.get("setName") or ""
     return info
 

@@ -1,6 +1,6 @@
 """The pure audit domain: timeframes, gaps, duplicates and health scores.
 
 Nothing in this package does I/O or imports from the rest of auditsvc, grpc or
-motor. Times are integer milliseconds since the Unix epoch, UTC, so that the hot
+pymongo. Times are integer milliseconds since the Unix epoch, UTC, so that the hot
 loop over candle timestamps does no datetime arithmetic.
 """

@@ -1,4 +1,4 @@
-"""Driver implementations of the store Protocols in ``auditsvc.store``.
+"""PyMongo async implementations of the store Protocols in ``auditsvc.store``.
 
 Everything that knows about collection names, BSON documents or the driver
 lives in this package, so that another driver could replace it in one place.

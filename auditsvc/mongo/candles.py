@@ -60,7 +60,7 @@ class MongoCandleStore:
             {"$match": {"n": {"$gt": 1}}},
             {"$sort": {"_id": 1}},
         ]
-        async for group in col.aggregate(pipeline, allowDiskUse=True):
+        async for group in await col.aggregate(pipeline, allowDiskUse=True):
             ts = to_ms(group["_id"])
             yield [
                 CandleRef(doc_id=d["id"], timestamp_ms=ts, version=d.get("v"))

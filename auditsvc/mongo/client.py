@@ -6,8 +6,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
 
 from auditsvc.records import RESULT_TTL_DAYS
 
@@ -41,19 +41,23 @@ def to_ms(value: dt.datetime) -> int:
 
 @dataclass
 class Database:
-    """The client and database handle, plus whether transactions are available."""
+    """The client and database handle, plus whether transactions are available.
 
-    client: Any
-    db: Any
+    PyMongo's native asyncio client: no worker threads, so a call blocked on an
+    unreachable server holds a coroutine, not a thread. ``close`` is a coroutine.
+    """
+
+    client: AsyncMongoClient[dict[str, Any]]
+    db: AsyncDatabase[dict[str, Any]]
     transactions: bool
 
-    def close(self) -> None:
-        self.client.close()
+    async def close(self) -> None:
+        await self.client.close()
 
 
 def connect(uri: str, database: str, timeout_ms: int) -> Database:
-    """Builds the client without contacting the server (motor connects lazily)."""
-    client: Any = AsyncIOMotorClient(
+    """Builds the client without contacting the server (AsyncMongoClient connects lazily)."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         uri,
         tz_aware=True,
         serverSelectionTimeoutMS=timeout_ms,
@@ -64,8 +68,7 @@ def connect(uri: str, database: str, timeout_ms: int) -> Database:
         # archives and deletes above all (docs/AUDITOR.md, Durability).
         w="majority",
     )
-    db: AsyncIOMotorDatabase[Any] = client[database]
-    return Database(client=client, db=db, transactions=False)
+    return Database(client=client, db=client[database], transactions=False)
 
 
 async def detect_transactions(database: Database, allowed: bool = True) -> bool:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -76,11 +75,6 @@ class MajorityUnavailable(Exception):
 
 def _refused(epoch: int) -> Fenced:
     return Fenced(f"lease no longer held at epoch {epoch}; write refused")
-
-
-async def _maybe_await(value: Any) -> Any:
-    """Motor and PyMongo's async API differ on which session calls are coroutines."""
-    return await value if inspect.isawaitable(value) else value
 
 
 class MongoFence:
@@ -228,12 +222,10 @@ class MongoFence:
             began = time.monotonic()
             try:
                 async with asyncio.timeout(self.batch_budget_s) as budget:
-                    await _maybe_await(
-                        session.start_transaction(
-                            read_concern=ReadConcern("snapshot"),
-                            write_concern=MAJORITY,
-                            max_commit_time_ms=max(1, round(self.batch_budget_s * 1000)),
-                        )
+                    await session.start_transaction(
+                        read_concern=ReadConcern("snapshot"),
+                        write_concern=MAJORITY,
+                        max_commit_time_ms=max(1, round(self.batch_budget_s * 1000)),
                     )
                     result = await self._guarded(session, epoch, work)
                     await session.commit_transaction()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,12 +21,6 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from auditsvc.mongo.client import Database
-
-
-async def _start_session(database: Database) -> Any:
-    """Motor's start_session is a coroutine, PyMongo's AsyncMongoClient's is not."""
-    session = database.client.start_session()
-    return await session if inspect.isawaitable(session) else session
 
 
 class BatchGate:
@@ -46,7 +39,7 @@ class BatchGate:
             if old is not None:
                 with contextlib.suppress(PyMongoError):
                     await old.end_session()
-            self._session = await _start_session(self._database)
+            self._session = self._database.client.start_session()
             return self._session.session_id
 
     @property
@@ -59,7 +52,7 @@ class BatchGate:
         async with self._lock:
             if self._session is None:
                 # Fenced writes outside a recorded term (tools, tests): a session of their own.
-                self._session = await _start_session(self._database)
+                self._session = self._database.client.start_session()
             yield self._session
 
     async def close(self) -> None:

@@ -83,7 +83,7 @@ class MongoLease:
         renewing = "$_renewing"
         # Any new term (takeover, or re-taking our own expired or released
         # lease) gets a new epoch, so fencing never confuses two terms.
-        update = [
+        update: list[dict[str, Any]] = [
             {"$set": {"_renewing": {"$and": [held, {"$not": [expired]}]}}},
             {
                 "$set": {
@@ -141,10 +141,11 @@ class MongoLease:
         return doc is not None
 
     async def read(self) -> Lease | None:
-        docs = await self._col.aggregate(
+        cursor = await self._col.aggregate(
             [{"$match": {"_id": self._election}}, {"$set": {"now_ms": _now_ms()}}],
             maxTimeMS=self._max_time_ms,
-        ).to_list(1)
+        )
+        docs = await cursor.to_list(1)
         if not docs:
             return None
         return _lease(docs[0], int(docs[0]["now_ms"]))

@@ -71,7 +71,7 @@ class MongoCandleFeed:
                 }
             }
         ]
-        async with self._db.watch(pipeline, full_document="updateLookup") as stream:
+        async with await self._db.watch(pipeline, full_document="updateLookup") as stream:
             async for change in stream:
                 doc = change.get("fullDocument") or {}
                 if "symbol" in doc and "timestamp" in doc:

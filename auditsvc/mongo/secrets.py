@@ -29,4 +29,6 @@ async def deployment_secret(database: Database, name: str) -> str:
         )
     except DuplicateKeyError:  # another replica inserted it between our match and insert
         doc = await collection.find_one(query)
+    if doc is None:  # an upsert returning AFTER always has it; only a concurrent delete lands here
+        raise RuntimeError(f"deployment secret {name!r} was deleted while being read")
     return str(doc["secret"])

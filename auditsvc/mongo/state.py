@@ -225,7 +225,7 @@ class MongoStateStore:
     async def _watch_database(self, opened: asyncio.Future[None]) -> AsyncIterator[ScoreRecord]:
         """A change stream, else polling. Resolves ``opened`` once either has begun."""
         try:
-            async with self._db[SERIES].watch(full_document="updateLookup") as stream:
+            async with await self._db[SERIES].watch(full_document="updateLookup") as stream:
                 # Entering the context opened the stream: changes from here on are ours.
                 opened.set_result(None)
                 async for change in stream:

@@ -1,4 +1,4 @@
-"""1. Audit throughput: RunAudit over a seeded range vs a bare motor scan of the same candles.
+"""1. Audit throughput: RunAudit over a seeded range vs a bare driver scan of the same candles.
 
 Baseline: ``find(filter).sort("timestamp")`` projecting only ``timestamp``, one
 cursor per series, as many at once as the service's AUDIT_CONCURRENCY, driver
@@ -21,7 +21,7 @@ from bench.stats import median, ratio, rounded
 
 KEY = "audit_throughput"
 TITLE = "Audit throughput"
-TARGET = "RunAudit time / bare motor scan time <= 1.2 (stretch < 1.0)"
+TARGET = "RunAudit time / bare scan time <= 1.2 (stretch < 1.0)"
 CONCURRENCY = 10  # auditsvc's default AUDIT_CONCURRENCY, used by both sides
 TIMEFRAME = "1m"
 

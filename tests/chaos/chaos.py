@@ -1065,9 +1065,9 @@ class ChaosRun:
         for replica in self.replicas:
             await replica.close()
         if sampler is not None:
-            sampler.handle.close()
+            await sampler.handle.close()
         if self.handle is not None:
-            self.handle.close()
+            await self.handle.close()
         await asyncio.to_thread(self.db.stop)
         if self._own_dir and self.report.ok and not self.cfg.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)

@@ -303,7 +303,7 @@ async def run_load(cfg: LoadConfig) -> int:
         if replica is not None:
             await replica.close()
         if handle is not None:
-            handle.close()
+            await handle.close()
         await asyncio.to_thread(db.close)
         if cfg.workdir is None and not failed:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -73,7 +73,7 @@ async def test_checks_report_violations(mongo: SecantusDB, db_name: str, tmp_pat
         await run._check_candles()
         await run._check_backfills()
     finally:
-        run.handle.close()
+        await run.handle.close()
     found = "\n".join(run.report.violations)
     assert "ms after epoch 2 was acquired" in found
     assert "before epoch 2 was acquired" in found

@@ -18,7 +18,7 @@ class TestFreshInstall:
     """``pip install ./clients`` pulls only grpcio, protobuf and googleapis-common-protos."""
 
     def test_installs_and_imports_without_server_deps(self, tmp_path: Path) -> None:
-        """auditclient, the stubs and auditctl work; motor is absent."""
+        """auditclient, the stubs and auditctl work; pymongo (the server's driver) is absent."""
         source = tmp_path / "clients"
         shutil.copytree(
             CLIENTS,
@@ -50,8 +50,8 @@ class TestFreshInstall:
             timeout=60,
         ).stdout
         assert "resolve-duplicates" in help_text
-        motor = subprocess.run(
-            [str(python), "-c", "import motor"], capture_output=True, text=True, timeout=60
+        driver = subprocess.run(
+            [str(python), "-c", "import pymongo"], capture_output=True, text=True, timeout=60
         )
-        assert motor.returncode != 0
-        assert "ModuleNotFoundError" in motor.stderr
+        assert driver.returncode != 0
+        assert "ModuleNotFoundError" in driver.stderr

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,7 +58,7 @@ async def seed(settings: Settings, symbol: str = "BTCUSDT") -> tuple[list[Any], 
     try:
         await bounded(database.db[settings.collection_for(symbol, "1m")].insert_many(docs))
     finally:
-        database.close()
+        await database.close()
     return docs, expected
 
 
@@ -80,12 +80,12 @@ def real_options(target: str, **changes: object) -> ClientOptions:
 
 
 @pytest.fixture
-def database(make_settings: Callable[..., Settings]) -> Iterator[Database]:
+async def database(make_settings: Callable[..., Settings]) -> AsyncIterator[Database]:
     """A handle on the test's database, for checking what the server stored."""
     settings = make_settings()
     handle = connect(settings.mongodb_uri, settings.mongodb_database, 2000)
     yield handle
-    handle.close()
+    await handle.close()
 
 
 @pytest.fixture

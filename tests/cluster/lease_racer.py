@@ -31,7 +31,7 @@ async def race(uri: str, database: str, holder: str, rounds: int) -> None:
                     await store.release(lease.epoch)
             await asyncio.sleep(rng.random() / 200)
     finally:
-        handle.close()
+        await handle.close()
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ async def cluster(db: SecantusDB, tmp_path: Path) -> AsyncIterator[Callable[...,
     yield start
     for replica in made:
         await replica.close()
-    handle.close()
+    await handle.close()
 
 
 class TestElection:

@@ -140,7 +140,7 @@ class TestCrashSafeRemoval:
             )
             assert now == sorted(str(d["_id"]) for d in originals)
         finally:
-            handle.close()
+            await handle.close()
 
 
 async def _retry_unavailable(call: Any, within: float) -> Any:

@@ -99,7 +99,7 @@ class TestLeaderLosesDatabase:
                 since = time.time()
                 await eventually(lambda: _cycle_after(handle, since), within=30)
             finally:
-                handle.close()
+                await handle.close()
         finally:
             await replica.close()
 
@@ -152,7 +152,7 @@ class TestDatabaseDiesMidCycle:
             assert failed is not None and failed["error"]
         finally:
             await replica.close()
-            handle.close()
+            await handle.close()
 
 
 async def _unreachable_lines(replica: ReplicaProcess) -> list[dict[str, object]]:

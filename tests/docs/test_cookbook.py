@@ -129,7 +129,7 @@ async def seed(settings: Settings, *, series: tuple[tuple[str, str], ...] = ()) 
                 docs, _ = demo_series("BTCUSDT", "1m", RANGE_END_MS, LOOKBACK_SLOTS)
                 await database.db[settings.collection_for("BTCUSDT", "1m")].insert_many(docs)
     finally:
-        database.close()
+        await database.close()
 
 
 class TestCookbookShape:

@@ -114,4 +114,4 @@ async def database(secantus_uri: str) -> AsyncIterator[Database]:
             async with asyncio.timeout(10):
                 await db.client.drop_database(name)
         finally:
-            db.close()
+            await db.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,11 +24,11 @@ WINDOW = {
 
 
 @pytest.fixture
-def database(make_settings: Any) -> Iterator[Any]:
+async def database(make_settings: Any) -> AsyncIterator[Any]:
     settings = make_settings()
     handle = connect(settings.mongodb_uri, settings.mongodb_database, 2000)
     yield handle
-    handle.close()
+    await handle.close()
 
 
 async def _seed(database: Any) -> list[dict[str, Any]]:

@@ -48,7 +48,7 @@ async def database(make_settings: Callable[..., Settings]) -> AsyncIterator[Data
     settings = make_settings()
     handle = connect(settings.mongodb_uri, settings.mongodb_database, 2000)
     yield handle
-    handle.close()
+    await handle.close()
 
 
 def auditor(settings: Settings, database: Database, state: MongoStateStore) -> Auditor:

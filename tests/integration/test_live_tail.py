@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import AsyncMongoClient
 
 from auditpb.v1 import audit_pb2 as pb
 from tests.support import eventually
@@ -60,7 +60,7 @@ class Feeder:
 
 @pytest.fixture
 async def feeder(mongo: Any, db_name: str) -> AsyncIterator[Feeder]:
-    client: Any = AsyncIOMotorClient(mongo.uri, tz_aware=True)
+    client: Any = AsyncMongoClient(mongo.uri, tz_aware=True)
     f = Feeder(client[db_name]["klines_1s"])
     await f.coll.create_index([("symbol", 1), ("timestamp", 1)])
     task = asyncio.create_task(f.run())
@@ -69,7 +69,7 @@ async def feeder(mongo: Any, db_name: str) -> AsyncIterator[Feeder]:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        client.close()
+        await client.close()
 
 
 def live_settings(make_settings: Any, mode: str) -> Any:

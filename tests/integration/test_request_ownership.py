@@ -44,7 +44,7 @@ async def db(tmp_path: Path) -> AsyncIterator[SecantusDB]:
         docs, _ = demo_series("BTCUSDT", "1m", END_MS, SLOTS)
         await asyncio.wait_for(handle.db["candles_BTCUSDT_1m"].insert_many(docs), TIMEOUT)
     finally:
-        handle.close()
+        await handle.close()
     yield server
     if server.proc is not None:
         server.proc.send_signal(signal.SIGCONT)
@@ -120,4 +120,4 @@ class TestImpatientCaller:
         try:
             assert await asyncio.wait_for(handle.db[CYCLES].count_documents({}), TIMEOUT) == 1
         finally:
-            handle.close()
+            await handle.close()

@@ -7,7 +7,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -33,16 +33,16 @@ async def seed(settings: Any, symbol: str = "BTCUSDT", timeframe: str = "1m") ->
     try:
         await database.db[settings.collection_for(symbol, timeframe)].insert_many(docs)
     finally:
-        database.close()
+        await database.close()
     return docs, expected
 
 
 @pytest.fixture
-def database(make_settings: Any) -> Iterator[Any]:
+async def database(make_settings: Any) -> AsyncIterator[Any]:
     settings = make_settings()
     handle = connect(settings.mongodb_uri, settings.mongodb_database, 2000)
     yield handle
-    handle.close()
+    await handle.close()
 
 
 def window_request(**kw: Any) -> pb.RunAuditRequest:

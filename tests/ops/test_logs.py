@@ -90,7 +90,7 @@ async def db(tmp_path: Path) -> AsyncIterator[SecantusDB]:
         docs, _ = demo_series("BTCUSDT", "1m", END_MS, SLOTS)
         await asyncio.wait_for(handle.db["candles_BTCUSDT_1m"].insert_many(docs), TIMEOUT)
     finally:
-        handle.close()
+        await handle.close()
     yield server
     await asyncio.to_thread(server.close)
 

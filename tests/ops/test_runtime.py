@@ -135,7 +135,7 @@ async def seed(uri: str, database: str) -> None:
         docs, _ = demo_series("BTCUSDT", "1m", END_MS, SLOTS)
         await asyncio.wait_for(handle.db["candles_BTCUSDT_1m"].insert_many(docs), TIMEOUT)
     finally:
-        handle.close()
+        await handle.close()
 
 
 @pytest.fixture

@@ -110,7 +110,7 @@ async def db(tmp_path: Path) -> AsyncIterator[SecantusDB]:
             docs, _ = demo_series(symbol, "1m", END_MS, slots)
             await asyncio.wait_for(handle.db[f"candles_{symbol}_1m"].insert_many(docs), TIMEOUT)
     finally:
-        handle.close()
+        await handle.close()
     yield server
     if server.proc is not None:
         server.proc.send_signal(signal.SIGCONT)
@@ -222,7 +222,7 @@ class TestSigtermOrder:
                 handle.db[LEASES].find_one({"_id": "auditsvc"}), timeout=TIMEOUT
             )
         finally:
-            handle.close()
+            await handle.close()
         assert lease is not None
         assert (lease["replica_id"], lease["epoch"], lease["released"]) == ("solo", epoch, True)
         assert to_ms(lease["expires_at"]) <= lease["now_ms"], lease

@@ -63,7 +63,7 @@ class TestWatchHealthAcrossRestart:
                 docs, _ = demo_series("ETHUSDT", "1m", END_MS, 240)
                 await asyncio.wait_for(handle.db["candles_ETHUSDT_1m"].insert_many(docs), TIMEOUT)
             finally:
-                handle.close()
+                await handle.close()
             first = await asyncio.to_thread(start, db, tmp_path, "first")
             await audit(first)
             options = ClientOptions(

@@ -333,7 +333,7 @@ async def seed(settings: Settings, symbol: str, timeframe: str, slots: int) -> N
     try:
         await database.db[settings.collection_for(symbol, timeframe)].insert_many(docs)
     finally:
-        database.close()
+        await database.close()
 
 
 def hostile_settings(mongo: SecantusDB, **overrides: str) -> Settings:

@@ -135,7 +135,7 @@ async def seed(settings: Any) -> None:
     try:
         await database.db[settings.collection_for("BTCUSDT", "1m")].insert_many(docs)
     finally:
-        database.close()
+        await database.close()
 
 
 def assert_no_token(text: str) -> None:
@@ -432,7 +432,7 @@ class TestForwardingUnderTls:
         handle = connect(mongo.uri, database, 2000)
         docs, _ = demo_series("BTCUSDT", "1m", END_MS, SLOTS)
         await handle.db["candles_BTCUSDT_1m"].insert_many(docs)
-        handle.close()
+        await handle.close()
         env = {
             **tls_env(certs, mtls=mtls),
             "AUDIT_API_TOKEN": TOKEN,
