@@ -56,7 +56,7 @@ async def handle(tmp_path: Path) -> AsyncIterator[Any]:
     try:
         yield database
     finally:
-        database.close()
+        await database.close()
         server.close()
 
 
