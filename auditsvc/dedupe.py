@@ -5,16 +5,33 @@ Nothing is deleted unless ENABLE_DUPLICATE_REMOVAL is on, dry_run is false and
 the strategy is not manual. Re-running a request_id after a crash completes
 the work: groups are recomputed from what is left, the archive key is
 (request_id, collection, _id), and the choice of kept document is deterministic.
+
+A removal never empties a slot: each batch re-reads its slots and skips a
+group whose kept document is gone (counted in the reply's message and the
+log). One removal runs per collection at a time, across processes too: a
+second one, from this replica or another (ENABLE_LEADER_ELECTION=false has no
+fence to order them), is refused with FAILED_PRECONDITION rather than left to
+decide from the same snapshot with the opposite strategy.
+
+Each fenced batch is bounded in time as well as in count: its size adapts to
+the durations measured (:class:`~auditsvc.audit.batching.AdaptiveBatch`), so a
+renewal queued behind one batch waits about a quarter of a second, whatever
+the size of the archive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
+from auditsvc.audit.batching import AdaptiveBatch
 from auditsvc.audit.duplicates import resolve, sort_ids
-from auditsvc.audit.errors import InvalidArgument, NotFound, NotLeader
+from auditsvc.audit.errors import FailedPrecondition, InvalidArgument, NotFound, NotLeader
 from auditsvc.audit.models import Resolution, Strategy, Window
 from auditsvc.audit.timeframes import Timeframe, default_window, parse_timeframe
 from auditsvc.clock import Clock
@@ -27,9 +44,13 @@ from auditsvc.store import CandleStore, DuplicateStore, Fence
 
 log = logging.getLogger(__name__)
 
-# Small batches keep each fenced transaction short next to the lease heartbeat.
+# Groups in the first batch, and the most in any: the measured duration decides
+# in between, so a fenced transaction stays short next to the lease heartbeat.
 BATCH_GROUPS = 20
+MAX_BATCH_GROUPS = 500
 REPORTED_GROUPS = 100
+# How long a removal's claim on its collection outlives its last batch.
+CLAIM_TTL_MS = 60_000
 
 
 class Deduplicator:
@@ -94,21 +115,23 @@ class Deduplicator:
             self._s.enable_duplicate_removal and not dry_run and strategy is not Strategy.MANUAL
         )
         collection = self._candles.collection(symbol, tf.name)
-        groups = surplus = archived = removed = 0
+        groups = surplus = archived = removed = skipped = 0
         reported: list[GroupReport] = []
         batch: list[Resolution] = []
+        sizer = AdaptiveBatch(initial=BATCH_GROUPS, maximum=MAX_BATCH_GROUPS)
 
         async def flush() -> None:
-            nonlocal archived, removed
+            nonlocal archived, removed, skipped
             if not batch:
                 return
             work = list(batch)
             batch.clear()
 
-            async def batch_work(session: Any) -> tuple[int, int]:
+            async def batch_work(session: Any) -> tuple[int, int, int]:
+                safe, dropped = await self._duplicates.guard(collection, symbol, work, session)
                 a = await self._duplicates.archive(
                     collection,
-                    work,
+                    safe,
                     request_id=request_id,
                     strategy=strategy,
                     epoch=term.epoch,
@@ -117,23 +140,32 @@ class Deduplicator:
                 self._failpoints.hit("dedupe.between_archive_and_delete")
                 d = await self._duplicates.delete(
                     collection,
-                    work,
+                    safe,
                     request_id=request_id,
                     strategy=strategy,
                     epoch=term.epoch,
                     archived=a,
                     session=session,
                 )
-                return a, d
+                return a, d, dropped
 
-            a, d = await self._fence.run(term.epoch, batch_work)
+            started = time.monotonic()
+            a, d, dropped = await self._fence.run(term.epoch, batch_work)
+            sizer.record(len(work), time.monotonic() - started)
             self._failpoints.hit("dedupe.after_batch")
             archived += a
             removed += d
+            skipped += dropped
             self._metrics.duplicates_removed.labels(symbol, tf.name, strategy.value).inc(d)
+            if not await self._duplicates.claim(collection, owner, CLAIM_TTL_MS):
+                raise FailedPrecondition(
+                    f"the removal claim on {collection} expired and another removal took it",
+                    field="symbol",
+                )
 
+        owner = f"{self._s.replica_id}/{uuid.uuid4().hex}"
         lock = self._locks.setdefault(collection, asyncio.Lock())
-        async with term.guard(), lock:
+        async with term.guard(), lock, self._claimed(collection, owner, removing):
             async for refs in self._candles.duplicate_groups(
                 symbol, tf.name, window, self._s.duplicate_version_field
             ):
@@ -158,16 +190,22 @@ class Deduplicator:
                     )
                 if removing:
                     batch.append(decision)
-                    if len(batch) >= BATCH_GROUPS:
+                    if len(batch) >= sizer.size:
                         await flush()
             if removing:
                 await flush()
+        if skipped:
+            log.warning(
+                "duplicate groups changed during the removal; skipped",
+                extra={"request_id": request_id, "collection": collection, "skipped": skipped},
+            )
         log.info(
             "duplicates resolved",
             extra={
                 "request_id": request_id,
                 "groups": groups,
                 "removed": removed,
+                "skipped": skipped,
                 "epoch": term.epoch,
             },
         )
@@ -182,16 +220,37 @@ class Deduplicator:
             documents_archived=archived,
             served_by=self._s.replica_id,
             epoch=term.epoch,
-            message=_message(self._s.enable_duplicate_removal, dry_run, strategy, removed),
+            message=_message(self._s.enable_duplicate_removal, dry_run, strategy, removed, skipped),
             groups=tuple(reported),
         )
 
+    @contextlib.asynccontextmanager
+    async def _claimed(self, collection: str, owner: str, removing: bool) -> AsyncIterator[None]:
+        """Holds the collection's removal claim for the duration; refuses if another holds it."""
+        if not removing:
+            yield
+            return
+        if not await self._duplicates.claim(collection, owner, CLAIM_TTL_MS):
+            raise FailedPrecondition(
+                f"another duplicate removal is running on {collection}; retry when it ends",
+                field="symbol",
+            )
+        try:
+            yield
+        finally:
+            # Best effort: an unreleased claim expires CLAIM_TTL_MS after its last batch.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._duplicates.release(collection, owner))
 
-def _message(enabled: bool, dry_run: bool, strategy: Strategy, removed: int) -> str:
+
+def _message(enabled: bool, dry_run: bool, strategy: Strategy, removed: int, skipped: int) -> str:
     if strategy is Strategy.MANUAL:
         return "strategy manual: report only, nothing removed"
     if dry_run:
         return "dry run: nothing removed"
     if not enabled:
         return "removal is disabled (ENABLE_DUPLICATE_REMOVAL=false): report only"
-    return f"removed {removed} documents; each archived in duplicate_archive first"
+    message = f"removed {removed} documents; each archived in duplicate_archive first"
+    if skipped:
+        message += f"; skipped {skipped} groups that changed since the snapshot (re-run to retry)"
+    return message

@@ -1,0 +1,94 @@
+"""Putting archived duplicates back, in batches bounded in time and count.
+
+Each batch takes the next archive entries of the request not yet restored
+(through the ``pending`` index), inserts their documents with one unordered
+bulk insert per collection, and marks them restored (through ``by_key``).
+
+Guarantees: idempotent and resumable. A document already present (restored
+before, or never really gone) is counted as present, not duplicated; an entry
+is marked restored only after its document is back, so a crash between the
+two re-inserts nothing twice (the insert meets a duplicate key) and the next
+run marks it. Batch sizes adapt to what each batch takes
+(:class:`~auditsvc.audit.batching.AdaptiveBatch`).
+
+Limit: restore is not fenced; it runs from the command line, alongside the
+leader, and writes only documents the archive holds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import defaultdict
+from typing import Any
+
+from pymongo.errors import BulkWriteError
+
+from auditsvc.audit.batching import AdaptiveBatch
+from auditsvc.mongo.client import ARCHIVE, AUDIT_LOG
+
+DUPLICATE_KEY = 11000
+
+
+async def known(db: Any, request_id: str) -> bool:
+    """Whether the archive holds any entry, restored or not, for ``request_id``."""
+    return await db[ARCHIVE].find_one({"request_id": request_id}, {"_id": 1}) is not None
+
+
+async def restore(
+    db: Any, request_id: str, replica_id: str, sizer: AdaptiveBatch | None = None
+) -> tuple[int, int]:
+    """Puts archived documents back; returns (restored, already_present)."""
+    sizer = sizer or AdaptiveBatch(initial=100, maximum=2_000)
+    restored = present = 0
+    while True:
+        started = time.monotonic()
+        entries = (
+            await db[ARCHIVE]
+            .find({"request_id": request_id, "restored_at": None}, {"collection": 1, "document": 1})
+            .limit(sizer.size)
+            .to_list(None)
+        )
+        if not entries:
+            break
+        by_collection: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for entry in entries:
+            by_collection[entry["collection"]].append(entry["document"])
+        now = dt.datetime.now(dt.UTC)
+        for collection, docs in by_collection.items():
+            inserted = await _insert(db[collection], docs)
+            restored += inserted
+            present += len(docs) - inserted
+            await db[ARCHIVE].update_many(
+                {
+                    "request_id": request_id,
+                    "collection": collection,
+                    "document._id": {"$in": [d["_id"] for d in docs]},
+                },
+                {"$set": {"restored_at": now}},
+            )
+        sizer.record(len(entries), time.monotonic() - started)
+    await db[AUDIT_LOG].insert_one(
+        {
+            "at": dt.datetime.now(dt.UTC),
+            "action": "restore_duplicates",
+            "request_id": request_id,
+            "restored": restored,
+            "already_present": present,
+            "replica_id": replica_id,
+            "epoch": 0,
+        }
+    )
+    return restored, present
+
+
+async def _insert(collection: Any, docs: list[dict[str, Any]]) -> int:
+    """Inserts what is missing; returns how many were inserted. Duplicates are not errors."""
+    try:
+        result = await collection.insert_many(docs, ordered=False)
+        return len(result.inserted_ids)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return int(exc.details.get("nInserted", 0))
