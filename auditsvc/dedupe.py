@@ -151,7 +151,12 @@ class Deduplicator:
 
             started = time.monotonic()
             a, d, dropped = await self._fence.run(term.epoch, batch_work)
-            sizer.record(len(work), time.monotonic() - started)
+            took = time.monotonic() - started
+            sizer.record(len(work), took)
+            log.debug(
+                "removal batch",
+                extra={"request_id": request_id, "groups": len(work), "seconds": round(took, 3)},
+            )
             self._failpoints.hit("dedupe.after_batch")
             archived += a
             removed += d

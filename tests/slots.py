@@ -28,7 +28,7 @@ class SlotWatch:
         self._task: asyncio.Task[None] | None = None
         self._opened = asyncio.Event()
         self._seen = asyncio.Event()
-        self._expected = 0
+        self._expected = 1 << 62  # set by stop()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -48,6 +48,8 @@ class SlotWatch:
         self._expected = expected
         if len(self.deleted) >= expected:
             self._seen.set()
+        else:
+            self._seen.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._seen.wait(), within)
         assert self._task is not None
