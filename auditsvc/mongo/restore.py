@@ -1,7 +1,7 @@
 """Putting archived duplicates back, in batches bounded in time and count.
 
 Each batch takes the next archive entries of the request not yet restored
-(through the ``pending`` index), inserts their documents with one unordered
+(one cursor over the ``by_key`` index), inserts their documents with one unordered
 bulk insert per collection, and marks them restored (through ``by_key``).
 
 Guarantees: idempotent and resumable. A document already present (restored
@@ -49,14 +49,17 @@ async def restore(
     """Puts archived documents back; returns (restored, already_present)."""
     sizer = sizer or AdaptiveBatch(initial=50, maximum=1_000)
     restored = present = 0
+    # One cursor for the whole restore, walked on by_key: restored_at (which we
+    # set as we go) is not in its key, so no entry moves ahead of the cursor and
+    # comes back twice; and the server finds the request's entries once, not per batch.
+    cursor = (
+        db[ARCHIVE]
+        .find({"request_id": request_id, "restored_at": None}, {"collection": 1, "document": 1})
+        .hint("by_key")
+    )
     while True:
         started = time.monotonic()
-        entries = (
-            await db[ARCHIVE]
-            .find({"request_id": request_id, "restored_at": None}, {"collection": 1, "document": 1})
-            .limit(sizer.size)
-            .to_list(None)
-        )
+        entries = await cursor.to_list(sizer.size)
         if not entries:
             break
         by_collection: dict[str, list[dict[str, Any]]] = defaultdict(list)

@@ -16,13 +16,15 @@ from auditsvc.mongo.client import ARCHIVE, CYCLES, REQUESTS, SERIES, connect, en
 IDS = [ObjectId(), ObjectId()]
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 # (collection, filter, sort, limit) exactly as the stores issue them.
-QUERIES: list[tuple[str, dict[str, Any], dict[str, int] | None, int]] = [
+# A str in the sort position is a hint instead.
+QUERIES: list[tuple[str, dict[str, Any], dict[str, int] | str | None, int]] = [
     # MongoDuplicateStore.archive (upsert filter) and .delete (archive check)
     (ARCHIVE, {"request_id": "r", "collection": "c", "document._id": IDS[0]}, None, 0),
     (ARCHIVE, {"request_id": "r", "collection": "c", "document._id": {"$in": IDS}}, None, 0),
     # restore: known(), the next pending entries, then marking them restored
     (ARCHIVE, {"request_id": "r"}, None, 1),
     (ARCHIVE, {"request_id": "r", "restored_at": None}, None, 100),
+    (ARCHIVE, {"request_id": "r", "restored_at": None}, "by_key", 0),
     # the slot guard reads kept candles by _id
     ("candles_BTCUSDT_1m", {"_id": {"$in": IDS}}, None, 0),
     # MongoStateStore
@@ -64,13 +66,15 @@ class TestIndexPlans:
         database: Any,
         collection: str,
         query: dict[str, Any],
-        sort: dict[str, int] | None,
+        sort: dict[str, int] | str | None,
         limit: int,
     ) -> None:
         """explain's winning plan has an index stage and no COLLSCAN."""
         await database.db["candles_BTCUSDT_1m"].insert_one({"_id": IDS[0]})
         command: dict[str, Any] = {"find": collection, "filter": query}
-        if sort:
+        if isinstance(sort, str):
+            command["hint"] = sort
+        elif sort:
             command["sort"] = sort
         if limit:
             command["limit"] = limit
