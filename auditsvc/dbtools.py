@@ -12,7 +12,9 @@ from auditsvc.mongo import MongoDuplicateStore, MongoLeadershipStore, connect
 from auditsvc.mongo.client import ensure_candle_index, ensure_indexes
 
 _TIMEOUT = 30.0
-# restore-duplicates: the request id names no archived removal.
+# restore-duplicates: the request id names no archived removal. Equal to
+# cli.EXIT_NOT_FOUND (the exit-code table); not imported, so that the CLI keeps
+# importing this module only when a database command runs.
 EXIT_UNKNOWN_REQUEST = 4
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from auditsvc.cli import EXIT_NOT_FOUND
 from auditsvc.dbtools import EXIT_UNKNOWN_REQUEST
 from tests.support import BIN, process_env, replica_env
 
@@ -31,8 +32,8 @@ class TestUnknownRequestId:
     async def test_unknown_id_exits_with_its_own_code(self, mongo, db_name):
         """Exit EXIT_UNKNOWN_REQUEST, one stderr line naming the id, nothing on stdout."""
         code, out, err = await _restore(mongo.uri, db_name, "no-such-request")
-        assert code == EXIT_UNKNOWN_REQUEST
-        assert code not in (0, 1, 2)
+        assert code == EXIT_UNKNOWN_REQUEST == EXIT_NOT_FOUND
+        assert code not in (0, 1, 2, 3)
         assert out == ""
         lines = err.strip().splitlines()
         assert len(lines) == 1 and "'no-such-request'" in lines[0], err
