@@ -32,7 +32,7 @@ from typing import Any
 from auditsvc.audit.batching import AdaptiveBatch
 from auditsvc.audit.duplicates import resolve, sort_ids
 from auditsvc.audit.errors import FailedPrecondition, InvalidArgument, NotFound, NotLeader
-from auditsvc.audit.models import Resolution, Strategy, Window
+from auditsvc.audit.models import CandleRef, Resolution, Strategy, Window
 from auditsvc.audit.timeframes import Timeframe, default_window, parse_timeframe
 from auditsvc.clock import Clock
 from auditsvc.config import Settings
@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 BATCH_GROUPS = 20
 MAX_BATCH_GROUPS = 500
 REPORTED_GROUPS = 100
+# Slots per grouping query: one $group over a whole window is a single server
+# command whose cost grows with the window (on a single-threaded server it
+# held off the lease renewal for seconds); slices bound it.
+SCAN_SLOTS = 250
 # How long a removal's claim on its collection outlives its last batch.
 CLAIM_TTL_MS = 60_000
 
@@ -171,9 +175,7 @@ class Deduplicator:
         owner = f"{self._s.replica_id}/{uuid.uuid4().hex}"
         lock = self._locks.setdefault(collection, asyncio.Lock())
         async with term.guard(), lock, self._claimed(collection, owner, removing):
-            async for refs in self._candles.duplicate_groups(
-                symbol, tf.name, window, self._s.duplicate_version_field
-            ):
+            async for refs in self._groups(symbol, tf, window):
                 if not tf.is_aligned(refs[0].timestamp_ms):
                     continue  # misaligned documents are reported by audits, never removed
                 groups += 1
@@ -228,6 +230,20 @@ class Deduplicator:
             message=_message(self._s.enable_duplicate_removal, dry_run, strategy, removed, skipped),
             groups=tuple(reported),
         )
+
+    async def _groups(
+        self, symbol: str, tf: Timeframe, window: Window
+    ) -> AsyncIterator[list[CandleRef]]:
+        """Duplicate groups of ``window``, oldest first, scanned SCAN_SLOTS slots at a time."""
+        step = SCAN_SLOTS * tf.nominal_ms
+        start = window.start_ms
+        while start < window.end_ms:
+            part = Window(start, min(start + step, window.end_ms))
+            async for refs in self._candles.duplicate_groups(
+                symbol, tf.name, part, self._s.duplicate_version_field
+            ):
+                yield refs
+            start = part.end_ms
 
     @contextlib.asynccontextmanager
     async def _claimed(self, collection: str, owner: str, removing: bool) -> AsyncIterator[None]:
