@@ -8,10 +8,12 @@ the work: groups are recomputed from what is left, the archive key is
 
 A removal never empties a slot: each batch re-reads its slots and skips a
 group whose kept document is gone (counted in the reply's message and the
-log). One removal runs per collection at a time, across processes too: a
-second one, from this replica or another (ENABLE_LEADER_ELECTION=false has no
-fence to order them), is refused with FAILED_PRECONDITION rather than left to
-decide from the same snapshot with the opposite strategy.
+log). One removal runs per collection at a time: in this process they queue; with
+ENABLE_LEADER_ELECTION=false (epoch 0, no fence to order replicas) a removal
+also claims the collection in the database, and a second one from another
+replica is refused with FAILED_PRECONDITION rather than left to decide from
+the same snapshot with the opposite strategy. Under leadership the fence does
+that job, and a claim left by a killed leader would only block its successor.
 
 Each fenced batch is bounded in time as well as in count: its size adapts to
 the durations measured (:class:`~auditsvc.audit.batching.AdaptiveBatch`), so a
@@ -166,7 +168,7 @@ class Deduplicator:
             removed += d
             skipped += dropped
             self._metrics.duplicates_removed.labels(symbol, tf.name, strategy.value).inc(d)
-            if not await self._duplicates.claim(collection, owner, CLAIM_TTL_MS):
+            if claim and not await self._duplicates.claim(collection, owner, CLAIM_TTL_MS):
                 raise FailedPrecondition(
                     f"the removal claim on {collection} expired and another removal took it",
                     field="symbol",
@@ -174,7 +176,10 @@ class Deduplicator:
 
         owner = f"{self._s.replica_id}/{uuid.uuid4().hex}"
         lock = self._locks.setdefault(collection, asyncio.Lock())
-        async with term.guard(), lock, self._claimed(collection, owner, removing):
+        # Under leadership the fence already orders removals across replicas (and a
+        # claim left by a killed leader would block its successor); epoch 0 has no fence.
+        claim = removing and term.epoch == 0
+        async with term.guard(), lock, self._claimed(collection, owner, claim):
             async for refs in self._groups(symbol, tf, window):
                 if not tf.is_aligned(refs[0].timestamp_ms):
                     continue  # misaligned documents are reported by audits, never removed
