@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 
 from auditsvc.config import Settings
@@ -11,6 +12,10 @@ from auditsvc.mongo import MongoDuplicateStore, MongoLeadershipStore, connect
 from auditsvc.mongo.client import ensure_candle_index, ensure_indexes
 
 _TIMEOUT = 30.0
+# restore-duplicates: the request id names no archived removal. Equal to
+# cli.EXIT_NOT_FOUND (the exit-code table); not imported, so that the CLI keeps
+# importing this module only when a database command runs.
+EXIT_UNKNOWN_REQUEST = 4
 
 
 async def setup_db(settings: Settings, *, candle_indexes: bool) -> int:
@@ -41,11 +46,19 @@ async def setup_db(settings: Settings, *, candle_indexes: bool) -> int:
 
 
 async def restore(settings: Settings, request_id: str) -> int:
+    """Exit 0 when restored (or nothing left to restore), EXIT_UNKNOWN_REQUEST when the
+    archive has never held anything for ``request_id`` (a typo must not look like success).
+    """
     database = connect(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_timeout_ms)
     try:
-        restored, present = await MongoDuplicateStore(database, settings.replica_id).restore(
-            request_id
-        )
+        store = MongoDuplicateStore(database, settings.replica_id)
+        if not await store.known(request_id):
+            print(
+                f"auditsvc: no archived duplicates for request id {request_id!r}; nothing restored",
+                file=sys.stderr,
+            )
+            return EXIT_UNKNOWN_REQUEST
+        restored, present = await store.restore(request_id)
     finally:
         await database.close()
     print(f"restored {restored} documents; {present} were already present")

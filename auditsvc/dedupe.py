@@ -5,17 +5,36 @@ Nothing is deleted unless ENABLE_DUPLICATE_REMOVAL is on, dry_run is false and
 the strategy is not manual. Re-running a request_id after a crash completes
 the work: groups are recomputed from what is left, the archive key is
 (request_id, collection, _id), and the choice of kept document is deterministic.
+
+A removal never empties a slot: each batch re-reads its slots and skips a
+group whose kept document is gone (counted in the reply's message and the
+log). One removal runs per collection at a time: in this process they queue; with
+ENABLE_LEADER_ELECTION=false (epoch 0, no fence to order replicas) a removal
+also claims the collection in the database, and a second one from another
+replica is refused with FAILED_PRECONDITION rather than left to decide from
+the same snapshot with the opposite strategy. Under leadership the fence does
+that job, and a claim left by a killed leader would only block its successor.
+
+Each fenced batch is bounded in time as well as in count: its size adapts to
+the durations measured (:class:`~auditsvc.audit.batching.AdaptiveBatch`), so a
+renewal queued behind one batch waits about a quarter of a second, whatever
+the size of the archive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
+from auditsvc.audit.batching import AdaptiveBatch
 from auditsvc.audit.duplicates import resolve, sort_ids
-from auditsvc.audit.errors import InvalidArgument, NotFound, NotLeader
-from auditsvc.audit.models import Resolution, Strategy, Window
+from auditsvc.audit.errors import FailedPrecondition, InvalidArgument, NotFound, NotLeader
+from auditsvc.audit.models import CandleRef, Resolution, Strategy, Window
 from auditsvc.audit.timeframes import Timeframe, default_window, parse_timeframe
 from auditsvc.clock import Clock
 from auditsvc.config import Settings
@@ -27,9 +46,17 @@ from auditsvc.store import CandleStore, DuplicateStore, Fence
 
 log = logging.getLogger(__name__)
 
-# Small batches keep each fenced transaction short next to the lease heartbeat.
+# Groups in the first batch, and the most in any: the measured duration decides
+# in between, so a fenced transaction stays short next to the lease heartbeat.
 BATCH_GROUPS = 20
+MAX_BATCH_GROUPS = 500
 REPORTED_GROUPS = 100
+# Slots per grouping query: one $group over a whole window is a single server
+# command whose cost grows with the window (on a single-threaded server it
+# held off the lease renewal for seconds); slices bound it.
+SCAN_SLOTS = 250
+# How long a removal's claim on its collection outlives its last batch.
+CLAIM_TTL_MS = 60_000
 
 
 class Deduplicator:
@@ -94,21 +121,23 @@ class Deduplicator:
             self._s.enable_duplicate_removal and not dry_run and strategy is not Strategy.MANUAL
         )
         collection = self._candles.collection(symbol, tf.name)
-        groups = surplus = archived = removed = 0
+        groups = surplus = archived = removed = skipped = 0
         reported: list[GroupReport] = []
         batch: list[Resolution] = []
+        sizer = AdaptiveBatch(initial=BATCH_GROUPS, maximum=MAX_BATCH_GROUPS)
 
         async def flush() -> None:
-            nonlocal archived, removed
+            nonlocal archived, removed, skipped
             if not batch:
                 return
             work = list(batch)
             batch.clear()
 
-            async def batch_work(session: Any) -> tuple[int, int]:
+            async def batch_work(session: Any) -> tuple[int, int, int]:
+                safe, dropped = await self._duplicates.guard(collection, symbol, work, session)
                 a = await self._duplicates.archive(
                     collection,
-                    work,
+                    safe,
                     request_id=request_id,
                     strategy=strategy,
                     epoch=term.epoch,
@@ -117,26 +146,41 @@ class Deduplicator:
                 self._failpoints.hit("dedupe.between_archive_and_delete")
                 d = await self._duplicates.delete(
                     collection,
-                    work,
+                    safe,
                     request_id=request_id,
                     strategy=strategy,
                     epoch=term.epoch,
                     archived=a,
                     session=session,
                 )
-                return a, d
+                return a, d, dropped
 
-            a, d = await self._fence.run(term.epoch, batch_work)
+            started = time.monotonic()
+            a, d, dropped = await self._fence.run(term.epoch, batch_work)
+            took = time.monotonic() - started
+            sizer.record(len(work), took)
+            log.debug(
+                "removal batch",
+                extra={"request_id": request_id, "groups": len(work), "seconds": round(took, 3)},
+            )
             self._failpoints.hit("dedupe.after_batch")
             archived += a
             removed += d
+            skipped += dropped
             self._metrics.duplicates_removed.labels(symbol, tf.name, strategy.value).inc(d)
+            if claim and not await self._duplicates.claim(collection, owner, CLAIM_TTL_MS):
+                raise FailedPrecondition(
+                    f"the removal claim on {collection} expired and another removal took it",
+                    field="symbol",
+                )
 
+        owner = f"{self._s.replica_id}/{uuid.uuid4().hex}"
         lock = self._locks.setdefault(collection, asyncio.Lock())
-        async with term.guard(), lock:
-            async for refs in self._candles.duplicate_groups(
-                symbol, tf.name, window, self._s.duplicate_version_field
-            ):
+        # Under leadership the fence already orders removals across replicas (and a
+        # claim left by a killed leader would block its successor); epoch 0 has no fence.
+        claim = removing and term.epoch == 0
+        async with term.guard(), lock, self._claimed(collection, owner, claim):
+            async for refs in self._groups(symbol, tf, window):
                 if not tf.is_aligned(refs[0].timestamp_ms):
                     continue  # misaligned documents are reported by audits, never removed
                 groups += 1
@@ -158,16 +202,22 @@ class Deduplicator:
                     )
                 if removing:
                     batch.append(decision)
-                    if len(batch) >= BATCH_GROUPS:
+                    if len(batch) >= sizer.size:
                         await flush()
             if removing:
                 await flush()
+        if skipped:
+            log.warning(
+                "duplicate groups changed during the removal; skipped",
+                extra={"request_id": request_id, "collection": collection, "skipped": skipped},
+            )
         log.info(
             "duplicates resolved",
             extra={
                 "request_id": request_id,
                 "groups": groups,
                 "removed": removed,
+                "skipped": skipped,
                 "epoch": term.epoch,
             },
         )
@@ -182,16 +232,51 @@ class Deduplicator:
             documents_archived=archived,
             served_by=self._s.replica_id,
             epoch=term.epoch,
-            message=_message(self._s.enable_duplicate_removal, dry_run, strategy, removed),
+            message=_message(self._s.enable_duplicate_removal, dry_run, strategy, removed, skipped),
             groups=tuple(reported),
         )
 
+    async def _groups(
+        self, symbol: str, tf: Timeframe, window: Window
+    ) -> AsyncIterator[list[CandleRef]]:
+        """Duplicate groups of ``window``, oldest first, scanned SCAN_SLOTS slots at a time."""
+        step = SCAN_SLOTS * tf.nominal_ms
+        start = window.start_ms
+        while start < window.end_ms:
+            part = Window(start, min(start + step, window.end_ms))
+            async for refs in self._candles.duplicate_groups(
+                symbol, tf.name, part, self._s.duplicate_version_field
+            ):
+                yield refs
+            start = part.end_ms
 
-def _message(enabled: bool, dry_run: bool, strategy: Strategy, removed: int) -> str:
+    @contextlib.asynccontextmanager
+    async def _claimed(self, collection: str, owner: str, removing: bool) -> AsyncIterator[None]:
+        """Holds the collection's removal claim for the duration; refuses if another holds it."""
+        if not removing:
+            yield
+            return
+        if not await self._duplicates.claim(collection, owner, CLAIM_TTL_MS):
+            raise FailedPrecondition(
+                f"another duplicate removal is running on {collection}; retry when it ends",
+                field="symbol",
+            )
+        try:
+            yield
+        finally:
+            # Best effort: an unreleased claim expires CLAIM_TTL_MS after its last batch.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._duplicates.release(collection, owner))
+
+
+def _message(enabled: bool, dry_run: bool, strategy: Strategy, removed: int, skipped: int) -> str:
     if strategy is Strategy.MANUAL:
         return "strategy manual: report only, nothing removed"
     if dry_run:
         return "dry run: nothing removed"
     if not enabled:
         return "removal is disabled (ENABLE_DUPLICATE_REMOVAL=false): report only"
-    return f"removed {removed} documents; each archived in duplicate_archive first"
+    message = f"removed {removed} documents; each archived in duplicate_archive first"
+    if skipped:
+        message += f"; skipped {skipped} groups that changed since the snapshot (re-run to retry)"
+    return message

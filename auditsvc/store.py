@@ -157,6 +157,16 @@ class BackfillStore(Protocol):
 
 
 class DuplicateStore(Protocol):
+    async def guard(
+        self, collection: str, symbol: str, batch: list[Resolution], session: Any = None
+    ) -> tuple[list[Resolution], int]:
+        """The groups whose kept document still fills their slot, and how many were not."""
+        ...
+
+    async def claim(self, collection: str, owner: str, ttl_ms: int) -> bool: ...
+
+    async def release(self, collection: str, owner: str) -> None: ...
+
     async def archive(
         self,
         collection: str,
@@ -179,6 +189,8 @@ class DuplicateStore(Protocol):
         archived: int,
         session: Any = None,
     ) -> int: ...
+
+    async def known(self, request_id: str) -> bool: ...
 
     async def restore(self, request_id: str) -> tuple[int, int]: ...
 

@@ -129,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--scale-series", type=_ints, help="8: series counts (default 48,480,4800)")
     g.add_argument("--scale-timeframe", help=f"8: timeframe (default {d.scale_timeframe})")
+    g.add_argument(
+        "--removal-documents",
+        type=int,
+        help=f"9: duplicates removed then restored (default {d.removal_documents})",
+    )
     return p
 
 

@@ -51,6 +51,8 @@ class Sizes:
     scale_series: tuple[int, ...] = (48, 480, 4800)
     scale_timeframe: str = "1h"
     scale_hours: int = 24
+    # 9. removal and restore
+    removal_documents: int = 10_000
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -74,6 +76,7 @@ TINY = Sizes(
     heartbeat=0.3,
     election_timeout=1.2,
     scale_series=(4, 8, 16),
+    removal_documents=200,
 )
 
 

@@ -1,4 +1,4 @@
-"""The eight figures, in run order. Each module has KEY, TITLE, TARGET and ``run(ctx)``."""
+"""The nine figures, in run order. Each module has KEY, TITLE, TARGET and ``run(ctx)``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from bench.figures import (
     f6_fanout,
     f7_failover,
     f8_scale,
+    f9_removal,
 )
 
 FIGURES: tuple[ModuleType, ...] = (
@@ -24,5 +25,6 @@ FIGURES: tuple[ModuleType, ...] = (
     f6_fanout,
     f7_failover,
     f8_scale,
+    f9_removal,
 )
 KEYS: tuple[str, ...] = tuple(m.KEY for m in FIGURES)

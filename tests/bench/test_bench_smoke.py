@@ -1,4 +1,4 @@
-"""`python -m bench --tiny` runs end to end and reports all eight figures.
+"""`python -m bench --tiny` runs end to end and reports all nine figures.
 
 No timing is asserted: the tiny sizes only prove the harness works. The run
 writes to a temporary directory and must leave bench/results/latest.json and
@@ -27,6 +27,7 @@ FIGURES = (
     "stream_fanout",
     "failover",
     "scale",
+    "removal",
 )
 PROTECTED = (REPO / "bench" / "results" / "latest.json", REPO / "docs" / "PERFORMANCE.md")
 
