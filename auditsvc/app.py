@@ -76,25 +76,27 @@ class App:
         s = self.settings = settings
         self.clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
-        self.database = connect(s.mongodb_uri, s.mongodb_database, s.mongodb_timeout_ms)
+        self.database = connect(s.mongo.uri, s.mongo.database, s.mongo.timeout_ms)
         self.state = MongoStateStore(self.database)
         # The lease, the fence and their gate: one object, one identity per process.
         self.fence = self.leases = MongoLeadershipStore(
             self.database,
-            s.leader_election_name,
-            s.replica_id,
-            call_timeout_s=max(s.heartbeat_interval, 1.0),
+            s.election.name,
+            s.server.replica_id,
+            call_timeout_s=max(s.election.heartbeat_interval, 1.0),
             # A batch may not outlive the renew deadline by much: see docs/ARCHITECTURE.md.
-            batch_budget_s=max(2.0, s.renew_deadline),
+            batch_budget_s=max(2.0, s.election.renew_deadline),
             failpoints=failpoints,
         )
         self.leadership: Leadership = self._leadership()
-        candles = MongoCandleStore(self.database, s.candle_collection_template)
+        candles = MongoCandleStore(self.database, s.audit.collection_template)
         self.ready = False
         # Collections and indexes exist; set once, before any cycle may start.
         self.prepared = False
         self.auditor = Auditor(
-            s,
+            s.audit,
+            s.backfill,
+            s.server.replica_id,
             self.clock,
             candles,
             self.state,
@@ -105,17 +107,20 @@ class App:
             lambda: self.prepared,
         )
         dedupe = Deduplicator(
-            s,
+            s.audit,
+            s.duplicates,
+            s.server.replica_id,
             self.clock,
             candles,
-            MongoDuplicateStore(self.database, s.replica_id),
+            MongoDuplicateStore(self.database, s.server.replica_id),
             self.fence,
             self.leadership,
             self.metrics,
             failpoints,
         )
         self.livetail = LiveTail(
-            s,
+            s.audit,
+            s.live,
             self.clock,
             MongoCandleFeed(self.database),
             MongoLiveStore(self.database),
@@ -126,7 +131,9 @@ class App:
         )
         self.scheduler: Scheduler | None = None
         self.service = AuditService(
-            s,
+            s.audit,
+            s.duplicates,
+            s.server.replica_id,
             self.auditor,
             dedupe,
             self.state,
@@ -136,22 +143,22 @@ class App:
             lambda: self.ready,
             self._next_cycle_ms,
         )
-        if s.enable_auditor:
+        if s.audit.enabled:
             self.scheduler = Scheduler(
                 self.service,
                 self.state,
                 self.leadership,
                 self.clock,
-                s.audit_interval,
-                s.audit_startup_delay,
+                s.audit.interval,
+                s.audit.startup_delay,
             )
         server_creds, peer_creds = tls(s)
-        self.forwarder = Forwarder(s.replica_id, self.metrics, peer_creds)
+        self.forwarder = Forwarder(s.server.replica_id, self.metrics, peer_creds)
         self.server = Server(
             AuditServicer(self.service),
-            host=s.grpc_host,
-            port=s.grpc_port,
-            max_message_bytes=s.grpc_max_message_bytes,
+            host=s.server.host,
+            port=s.server.port,
+            max_message_bytes=s.server.max_message_bytes,
             interceptors=self._interceptors(),
             credentials=server_creds,
         )
@@ -164,8 +171,8 @@ class App:
 
     def _leadership(self) -> Leadership:
         s = self.settings
-        if not s.enable_leader_election:
-            return Standalone(s.replica_id, s.advertise_address, self.clock.now_ms())
+        if not s.election.enabled:
+            return Standalone(s.server.replica_id, s.server.advertise_address, self.clock.now_ms())
         from auditsvc.election import ElectionConfig, LeaderElector
 
         return LeaderElector(ElectionConfig.from_settings(s), self.leases, self.clock, self.metrics)
@@ -175,9 +182,9 @@ class App:
             MUTATING, self.leadership, self.forwarder, self._leader_address
         )
         chain: list[object] = [CallInterceptor(f"/{SERVICE_NAME}/", self.metrics)]
-        token = self.settings.api_token
+        token = self.settings.security.api_token
         if token:
-            protected = ALL_METHODS if self.settings.reads_require_token else MUTATING
+            protected = ALL_METHODS if self.settings.security.reads_require_token else MUTATING
             chain.append(AuthInterceptor(token, protected))
         return [*chain, forwarding]
 
@@ -189,12 +196,17 @@ class App:
 
     async def start(self) -> None:
         s = self.settings
-        if s.metrics_port:
-            self._http = serve_metrics(self.metrics.registry, s.metrics_host, s.metrics_port)
+        if s.ops.metrics_port:
+            self._http = serve_metrics(
+                self.metrics.registry, s.ops.metrics_host, s.ops.metrics_port
+            )
         await self.server.start()
         log.info(
             "serving",
-            extra={"grpc": f"{s.grpc_host}:{self.server.port}", "metrics_port": s.metrics_port},
+            extra={
+                "grpc": f"{s.server.host}:{self.server.port}",
+                "metrics_port": s.ops.metrics_port,
+            },
         )
         self._tasks.append(asyncio.create_task(self._probe_database(), name="db-probe"))
         if isinstance(self.leadership, Standalone):
@@ -210,10 +222,10 @@ class App:
             try:
                 await asyncio.wait_for(self.state.ping(), timeout=max(2.0, delay))
                 if not self.prepared:
-                    await detect_transactions(self.database, self.settings.mongodb_transactions)
+                    await detect_transactions(self.database, self.settings.mongo.transactions)
                     await ensure_indexes(self.database)
                     if not isinstance(self.leadership, Standalone):
-                        await self.leases.check_majority(self.settings.mongodb_timeout_ms)
+                        await self.leases.check_majority(self.settings.mongo.timeout_ms)
                     self.prepared = True
                     # Campaign and schedule only once the collections exist: a first
                     # cycle or lease upsert racing their creation can hang the server.
@@ -260,7 +272,7 @@ class App:
         self._stopped = True
         self._stopping.set()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.shutdown_grace
+        deadline = loop.time() + self.settings.server.shutdown_grace
 
         def left() -> float:
             return max(deadline - loop.time(), 0.0)

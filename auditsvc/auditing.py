@@ -28,7 +28,7 @@ from auditsvc.audit.live import window_state
 from auditsvc.audit.models import Gap, Severity, Window
 from auditsvc.audit.timeframes import Timeframe, default_window, parse_timeframe
 from auditsvc.clock import Clock
-from auditsvc.config import Settings
+from auditsvc.config import AuditSettings, BackfillSettings
 from auditsvc.leadership import Leadership, Term
 from auditsvc.metrics import Metrics
 from auditsvc.records import SCHEDULED, BackfillRequest, Cycle, GapRecord, ScoreRecord, SeriesReport
@@ -47,7 +47,9 @@ _MAX_UNSAVED = 100
 class Auditor:
     def __init__(
         self,
-        settings: Settings,
+        audit: AuditSettings,
+        backfill: BackfillSettings,
+        replica_id: str,
         clock: Clock,
         candles: CandleStore,
         state: StateStore,
@@ -57,7 +59,9 @@ class Auditor:
         metrics: Metrics,
         is_prepared: Callable[[], bool] = lambda: True,
     ) -> None:
-        self._s = settings
+        self._audit = audit
+        self._backfill = backfill
+        self._replica_id = replica_id
         # False until the collections and indexes exist (app.py): a cycle that
         # raced their creation could hang the server in create_collection.
         self._is_prepared = is_prepared
@@ -68,7 +72,7 @@ class Auditor:
         self._fence = fence
         self._leadership = leadership
         self._metrics = metrics
-        self._symbols = frozenset(settings.audit_symbols)
+        self._symbols = frozenset(audit.symbols)
         self._cycle_lock = asyncio.Lock()
         self._backfill_lock = asyncio.Lock()
         self.last_cycle: Cycle | None = None
@@ -92,16 +96,16 @@ class Auditor:
         tfs: list[Timeframe] = []
         for name in timeframes:
             tf = parse_timeframe(name)
-            if tf.name not in self._s.audit_timeframes:
+            if tf.name not in self._audit.timeframes:
                 raise NotFound(
                     f"timeframe {name!r} is not configured (AUDIT_TIMEFRAMES)", field="timeframes"
                 )
             tfs.append(tf)
         if start_ms is not None and end_ms is not None and start_ms >= end_ms:
             raise InvalidArgument("start_time must be before end_time", field="start_time")
-        chosen_syms = list(dict.fromkeys(symbols)) or list(self._s.audit_symbols)
+        chosen_syms = list(dict.fromkeys(symbols)) or list(self._audit.symbols)
         chosen_tfs = list(dict.fromkeys(tfs)) or [
-            parse_timeframe(t) for t in self._s.audit_timeframes
+            parse_timeframe(t) for t in self._audit.timeframes
         ]
         now = self._clock.now_ms()
         selected = []
@@ -112,10 +116,8 @@ class Auditor:
         return selected
 
     def _window(self, tf: Timeframe, now: int, start: int | None, end: int | None) -> Window:
-        grace_ms = round(self._s.audit_ingest_grace * 1000)
-        default = default_window(
-            tf, now, self._s.audit_lookback, self._s.audit_min_candles, grace_ms
-        )
+        grace_ms = round(self._audit.ingest_grace * 1000)
+        default = default_window(tf, now, self._audit.lookback, self._audit.min_candles, grace_ms)
         if start is None and end is None:
             return default
         # Slots that are not yet due are never audited: a window reaching past
@@ -134,10 +136,10 @@ class Auditor:
             raise InvalidArgument("start_time must be before end_time", field="start_time")
         _check_era(tf, start, end)
         slots = tf.count_slots(start, end)
-        if slots > self._s.audit_max_range_candles:
+        if slots > self._audit.max_range_candles:
             raise InvalidArgument(
                 f"the range spans {slots} {tf.name} candles; the limit is "
-                f"{self._s.audit_max_range_candles} (AUDIT_MAX_RANGE_CANDLES)",
+                f"{self._audit.max_range_candles} (AUDIT_MAX_RANGE_CANDLES)",
                 field="end_time",
             )
         return Window(start, end)
@@ -157,7 +159,7 @@ class Auditor:
         cycle_id = f"c-{self._clock.now_ms()}-{uuid.uuid4().hex[:8]}"
         started = self._clock.now_ms()
         begun = self._clock.monotonic()
-        gate = asyncio.Semaphore(self._s.audit_concurrency)
+        gate = asyncio.Semaphore(self._audit.concurrency)
 
         async def one(sym: str, tf: Timeframe, window: Window) -> SeriesReport:
             async with gate:
@@ -169,7 +171,7 @@ class Auditor:
             Cycle,
             cycle_id,
             started,
-            served_by=self._s.replica_id,
+            served_by=self._replica_id,
             epoch=term.epoch,
             trigger=trigger,
         )
@@ -246,7 +248,7 @@ class Auditor:
                     backfill_id,
                 )
             )
-        grace_ms = round(self._s.audit_ingest_grace * 1000)
+        grace_ms = round(self._audit.ingest_grace * 1000)
         live = window_state(tf, window.end_ms, found.newest_ms, now, grace_ms)
         record = ScoreRecord(symbol, tf.name, health, now, cycle_id)
         if live is not None:
@@ -292,16 +294,16 @@ class Auditor:
         self, symbol: str, tf: Timeframe, gap: Gap, epoch: int
     ) -> tuple[str, int, int]:
         """Returns (request id or '', 1 if newly requested, 1 if skipped by the cap)."""
-        if not self._s.enable_auto_backfill:
+        if not self._backfill.enabled:
             return "", 0, 0
-        if gap.end_ms - gap.start_ms < self._s.min_auto_backfill_gap * 1000:
+        if gap.end_ms - gap.start_ms < self._backfill.min_gap * 1000:
             return "", 0, 0
         # One lock so that concurrent series cannot together overshoot the cap.
         async with self._backfill_lock:
             existing = await self._backfills.open_request_id(symbol, tf.name, gap.start_ms)
             if existing is not None:
                 return existing, 0, 0
-            if await self._backfills.open_count() >= self._s.max_auto_backfill_jobs:
+            if await self._backfills.open_count() >= self._backfill.max_jobs:
                 self._metrics.backfills_skipped.labels(symbol, tf.name).inc()
                 return "", 0, 1
             req = BackfillRequest(

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from auditsvc import __version__
-from auditsvc.config import ConfigError, Settings
+from auditsvc.config import VARIABLES, ConfigError, Settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -58,7 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
     from auditsvc.failpoints import Failpoints
 
     settings = _settings()
-    logs.configure(settings.log_level, settings.replica_id, _secrets(settings))
+    logs.configure(settings.ops.log_level, settings.server.replica_id, _secrets(settings))
 
     async def serve() -> str | None:
         # The grpc.aio server binds to the running loop, so build the app inside it.
@@ -86,10 +86,10 @@ def _secrets(settings: Settings) -> tuple[str, ...]:
     from pymongo.uri_parser import parse_uri
 
     try:
-        password = parse_uri(settings.mongodb_uri).get("password") or ""
+        password = parse_uri(settings.mongo.uri).get("password") or ""
     except Exception:  # an unparsable URI fails at connect time, with its own message
         password = ""
-    return tuple(s for s in (settings.api_token or "", password) if s)
+    return tuple(s for s in (settings.security.api_token or "", password) if s)
 
 
 def _setup_db(args: argparse.Namespace) -> int:
@@ -110,6 +110,13 @@ def _seed(args: argparse.Namespace) -> int:
     return asyncio.run(seed_demo(_settings(), force=args.force))
 
 
+def _settings_table(args: argparse.Namespace) -> int:
+    from auditsvc.config import variables_table
+
+    print(variables_table())
+    return EXIT_OK
+
+
 def _dev(args: argparse.Namespace) -> int:
     from auditsvc.devrun import DevPorts, run_dev
 
@@ -119,11 +126,16 @@ def _dev(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     codes = "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES)
+    # Generated from the settings' field metadata, like README's table.
+    width = max(len(v.name) for v in VARIABLES)
+    variables = "\n".join(
+        f"  {v.name:<{width}}  {v.doc} (default: {v.default or 'empty'})" for v in VARIABLES
+    )
     parser = argparse.ArgumentParser(
         prog="auditsvc",
         description="gRPC audit control-plane for OHLCV candles. Settings come from "
-        "environment variables (see README).",
-        epilog=f"exit codes:\n{codes}",
+        "environment variables, listed below and in README.md.",
+        epilog=f"environment variables:\n{variables}\n\nexit codes:\n{codes}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"auditsvc {__version__}")
@@ -151,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, default=9464, help="replica N gets this + N-1 (default 9464)"
     )
     p.set_defaults(func=_dev)
+    sub.add_parser(
+        "settings-table", help="print the settings as README.md's Markdown table"
+    ).set_defaults(func=_settings_table)
     return parser
 
 

@@ -19,16 +19,16 @@ EXIT_UNKNOWN_REQUEST = 4
 
 
 async def setup_db(settings: Settings, *, candle_indexes: bool) -> int:
-    database = connect(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_timeout_ms)
+    database = connect(settings.mongo.uri, settings.mongo.database, settings.mongo.timeout_ms)
     try:
         async with asyncio.timeout(_TIMEOUT):
             for name in await ensure_indexes(database):
                 print(f"index ok: {name}")
             if candle_indexes:
-                for sym in settings.audit_symbols:
-                    for tf in settings.audit_timeframes:
+                for sym in settings.audit.symbols:
+                    for tf in settings.audit.timeframes:
                         index = await ensure_candle_index(
-                            database, settings.collection_for(sym, tf)
+                            database, settings.audit.collection_for(sym, tf)
                         )
                         print(f"index ok: {index}")
             # Verify with a lease round trip on a scratch election, never the real one.
@@ -49,9 +49,9 @@ async def restore(settings: Settings, request_id: str) -> int:
     """Exit 0 when restored (or nothing left to restore), EXIT_UNKNOWN_REQUEST when the
     archive has never held anything for ``request_id`` (a typo must not look like success).
     """
-    database = connect(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_timeout_ms)
+    database = connect(settings.mongo.uri, settings.mongo.database, settings.mongo.timeout_ms)
     try:
-        store = MongoDuplicateStore(database, settings.replica_id)
+        store = MongoDuplicateStore(database, settings.server.replica_id)
         if not await store.known(request_id):
             print(
                 f"auditsvc: no archived duplicates for request id {request_id!r}; nothing restored",
@@ -69,11 +69,11 @@ async def seed_demo(settings: Settings, *, force: bool, end_ms: int | None = Non
     import time
 
     end = end_ms if end_ms is not None else int(time.time() * 1000)
-    database = connect(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_timeout_ms)
+    database = connect(settings.mongo.uri, settings.mongo.database, settings.mongo.timeout_ms)
     try:
-        for i, sym in enumerate(settings.audit_symbols):
-            for tf in settings.audit_timeframes:
-                col = database.db[settings.collection_for(sym, tf)]
+        for i, sym in enumerate(settings.audit.symbols):
+            for tf in settings.audit.timeframes:
+                col = database.db[settings.audit.collection_for(sym, tf)]
                 if not force and await col.estimated_document_count() > 0:
                     print(f"{col.name}: already seeded")
                     continue

@@ -37,7 +37,7 @@ from auditsvc.audit.errors import FailedPrecondition, InvalidArgument, NotFound,
 from auditsvc.audit.models import CandleRef, Resolution, Strategy, Window
 from auditsvc.audit.timeframes import Timeframe, default_window, parse_timeframe
 from auditsvc.clock import Clock
-from auditsvc.config import Settings
+from auditsvc.config import AuditSettings, DuplicateSettings
 from auditsvc.failpoints import Failpoints
 from auditsvc.leadership import Leadership
 from auditsvc.metrics import Metrics
@@ -62,7 +62,9 @@ CLAIM_TTL_MS = 60_000
 class Deduplicator:
     def __init__(
         self,
-        settings: Settings,
+        audit: AuditSettings,
+        policy: DuplicateSettings,
+        replica_id: str,
         clock: Clock,
         candles: CandleStore,
         duplicates: DuplicateStore,
@@ -76,7 +78,9 @@ class Deduplicator:
         # same snapshot (say keep_newest and keep_oldest) could otherwise delete
         # every copy of a candle between them.
         self._locks: dict[str, asyncio.Lock] = {}
-        self._s = settings
+        self._audit = audit
+        self._policy = policy
+        self._replica_id = replica_id
         self._clock = clock
         self._candles = candles
         self._duplicates = duplicates
@@ -89,15 +93,15 @@ class Deduplicator:
     ) -> tuple[Timeframe, Window]:
         if not symbol:
             raise InvalidArgument("symbol is required", field="symbol")
-        if symbol not in self._s.audit_symbols:
+        if symbol not in self._audit.symbols:
             raise NotFound(f"symbol {symbol!r} is not configured (AUDIT_SYMBOLS)", field="symbol")
         if not timeframe:
             raise InvalidArgument("timeframe is required", field="timeframe")
         tf = parse_timeframe(timeframe)
-        if tf.name not in self._s.audit_timeframes:
+        if tf.name not in self._audit.timeframes:
             raise NotFound(f"timeframe {timeframe!r} is not configured", field="timeframe")
         default = default_window(
-            tf, self._clock.now_ms(), self._s.audit_lookback, self._s.audit_min_candles
+            tf, self._clock.now_ms(), self._audit.lookback, self._audit.min_candles
         )
         start = default.start_ms if start_ms is None else start_ms
         end = default.end_ms if end_ms is None else end_ms
@@ -117,9 +121,7 @@ class Deduplicator:
         term = self._leadership.term()
         if term is None:
             raise NotLeader("not leader", leader_address=self._leadership.last_known_address())
-        removing = (
-            self._s.enable_duplicate_removal and not dry_run and strategy is not Strategy.MANUAL
-        )
+        removing = self._policy.removal_enabled and not dry_run and strategy is not Strategy.MANUAL
         collection = self._candles.collection(symbol, tf.name)
         groups = surplus = archived = removed = skipped = 0
         reported: list[GroupReport] = []
@@ -174,7 +176,7 @@ class Deduplicator:
                     field="symbol",
                 )
 
-        owner = f"{self._s.replica_id}/{uuid.uuid4().hex}"
+        owner = f"{self._replica_id}/{uuid.uuid4().hex}"
         lock = self._locks.setdefault(collection, asyncio.Lock())
         # Under leadership the fence already orders removals across replicas (and a
         # claim left by a killed leader would block its successor); epoch 0 has no fence.
@@ -225,14 +227,14 @@ class Deduplicator:
             request_id=request_id,
             strategy=strategy,
             dry_run=dry_run,
-            removal_enabled=self._s.enable_duplicate_removal,
+            removal_enabled=self._policy.removal_enabled,
             duplicate_groups=groups,
             surplus_documents=surplus,
             documents_removed=removed,
             documents_archived=archived,
-            served_by=self._s.replica_id,
+            served_by=self._replica_id,
             epoch=term.epoch,
-            message=_message(self._s.enable_duplicate_removal, dry_run, strategy, removed, skipped),
+            message=_message(self._policy.removal_enabled, dry_run, strategy, removed, skipped),
             groups=tuple(reported),
         )
 
@@ -245,7 +247,7 @@ class Deduplicator:
         while start < window.end_ms:
             part = Window(start, min(start + step, window.end_ms))
             async for refs in self._candles.duplicate_groups(
-                symbol, tf.name, part, self._s.duplicate_version_field
+                symbol, tf.name, part, self._policy.version_field
             ):
                 yield refs
             start = part.end_ms

@@ -117,11 +117,11 @@ class ElectionConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> ElectionConfig:
         return cls(
-            lease_duration=settings.election_timeout,
-            renew_deadline=settings.renew_deadline,
-            retry_period=settings.heartbeat_interval,
-            replica_id=settings.replica_id,
-            address=settings.advertise_address,
+            lease_duration=settings.election.timeout,
+            renew_deadline=settings.election.renew_deadline,
+            retry_period=settings.election.heartbeat_interval,
+            replica_id=settings.server.replica_id,
+            address=settings.server.advertise_address,
         )
 
     @property

@@ -50,7 +50,7 @@ from auditsvc.audit.live import (
 from auditsvc.audit.models import Gap
 from auditsvc.audit.timeframes import Timeframe, parse_timeframe
 from auditsvc.clock import Clock
-from auditsvc.config import Settings
+from auditsvc.config import AuditSettings, LiveSettings
 from auditsvc.leadership import Leadership, Term
 from auditsvc.metrics import Metrics
 from auditsvc.records import GapRecord, ScoreRecord
@@ -68,7 +68,8 @@ Backfill = Callable[[str, Timeframe, Gap, int], Awaitable[str]]
 class LiveTail:
     def __init__(
         self,
-        settings: Settings,
+        audit: AuditSettings,
+        live: LiveSettings,
         clock: Clock,
         feed: CandleFeed,
         store: LiveStore,
@@ -77,7 +78,8 @@ class LiveTail:
         metrics: Metrics,
         backfill: Backfill | None = None,
     ) -> None:
-        self._s = settings
+        self._audit = audit
+        self._live = live
         self._clock = clock
         self._feed = feed
         self._store = store
@@ -85,17 +87,15 @@ class LiveTail:
         self._leadership = leadership
         self._metrics = metrics
         self._backfill = backfill
-        self._grace = round(settings.audit_ingest_grace * 1000)
-        self._interval = settings.live_poll_interval
+        self._grace = round(audit.ingest_grace * 1000)
+        self._interval = live.poll_interval
         self._series: dict[Key, Timeframe] = {
-            (sym, tf): parse_timeframe(tf)
-            for sym in settings.audit_symbols
-            for tf in settings.audit_timeframes
+            (sym, tf): parse_timeframe(tf) for sym in audit.symbols for tf in audit.timeframes
         }
         # collection -> {symbol: key}; symbols sharing a collection share one query.
         self._collections: dict[str, dict[str, Key]] = {}
         for sym, tf in self._series:
-            coll = settings.collection_for(sym, tf)
+            coll = audit.collection_for(sym, tf)
             self._collections.setdefault(coll, {})[sym] = (sym, tf)
         self._newest: dict[Key, int | None] = {}
         self._stored: dict[Key, LiveState] = {}
@@ -104,7 +104,7 @@ class LiveTail:
         self.mode = "off"
 
     def start(self) -> None:
-        if self._task is None and self._s.live_mode != "off":
+        if self._task is None and self._live.mode != "off":
             self._task = asyncio.create_task(self._run(), name="live-tail")
 
     async def stop(self) -> None:
@@ -167,7 +167,7 @@ class LiveTail:
                 await asyncio.gather(watcher, return_exceptions=True)
 
     async def _choose_mode(self) -> str:
-        mode = self._s.live_mode
+        mode = self._live.mode
         if mode == "auto":
             supported = await self._feed.change_streams_supported(list(self._collections))
             mode = "change_stream" if supported else "poll"
@@ -178,7 +178,7 @@ class LiveTail:
         self.mode = mode
         for name in ("change_stream", "poll"):
             self._metrics.live_mode.labels(name).set(1 if name == mode else 0)
-        log.info("live tail mode", extra={"mode": mode, "configured": self._s.live_mode})
+        log.info("live tail mode", extra={"mode": mode, "configured": self._live.mode})
 
     async def _sleep_until_due(self) -> None:
         """Until the next poll, or earlier when some series' state is due to change."""

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from auditsvc.audit.errors import InvalidArgument, NotFound
 from auditsvc.audit.live import SeriesState
-from auditsvc.config import Settings
+from auditsvc.config import AuditSettings
 from auditsvc.paging import PageTokens
 from auditsvc.records import ScoreQuery, ScoreRecord
 from auditsvc.store import StateStore
@@ -24,9 +24,9 @@ DEFAULT_PAGE = 100
 
 
 class ScoreListing:
-    def __init__(self, settings: Settings, state: StateStore, tokens: PageTokens) -> None:
-        self._symbols = frozenset(settings.audit_symbols)
-        self._timeframes = frozenset(settings.audit_timeframes)
+    def __init__(self, audit: AuditSettings, state: StateStore, tokens: PageTokens) -> None:
+        self._symbols = frozenset(audit.symbols)
+        self._timeframes = frozenset(audit.timeframes)
         self._state = state
         self._tokens = tokens
 

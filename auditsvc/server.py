@@ -30,11 +30,15 @@ def tls(
     settings: Settings,
 ) -> tuple[grpc.ServerCredentials | None, grpc.ChannelCredentials | None]:
     """Server credentials, and the matching ones replicas use to forward to each other."""
-    if not settings.tls_cert_file or not settings.tls_key_file:
+    if not settings.security.tls_cert_file or not settings.security.tls_key_file:
         return None, None
-    cert = Path(settings.tls_cert_file).read_bytes()
-    key = Path(settings.tls_key_file).read_bytes()
-    ca = Path(settings.tls_client_ca_file).read_bytes() if settings.tls_client_ca_file else None
+    cert = Path(settings.security.tls_cert_file).read_bytes()
+    key = Path(settings.security.tls_key_file).read_bytes()
+    ca = (
+        Path(settings.security.tls_client_ca_file).read_bytes()
+        if settings.security.tls_client_ca_file
+        else None
+    )
     server = grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
     )

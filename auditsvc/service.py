@@ -24,7 +24,7 @@ from auditsvc.audit.live import SeriesState
 from auditsvc.audit.models import Strategy
 from auditsvc.audit.timeframes import parse_timeframe
 from auditsvc.auditing import Auditor
-from auditsvc.config import Settings
+from auditsvc.config import AuditSettings, DuplicateSettings
 from auditsvc.dedupe import Deduplicator
 from auditsvc.leadership import Leadership
 from auditsvc.paging import PageTokens
@@ -55,7 +55,9 @@ DEFAULT_PAGE = 100
 class AuditService:
     def __init__(
         self,
-        settings: Settings,
+        audit: AuditSettings,
+        duplicates: DuplicateSettings,
+        replica_id: str,
         auditor: Auditor,
         deduplicator: Deduplicator,
         state: StateStore,
@@ -66,7 +68,9 @@ class AuditService:
         next_cycle_ms: Callable[[], int | None],
         listing: ScoreListing | None = None,
     ) -> None:
-        self._s = settings
+        self._audit = audit
+        self._duplicates = duplicates
+        self._replica_id = replica_id
         self.auditor = auditor
         self._dedupe = deduplicator
         self._state = state
@@ -75,7 +79,7 @@ class AuditService:
         self._tokens = tokens
         self._is_ready = is_ready
         self._next_cycle_ms = next_cycle_ms
-        self._listing = listing or ScoreListing(settings, state, tokens)
+        self._listing = listing or ScoreListing(audit, state, tokens)
         self._inflight: dict[str, asyncio.Task[tuple[str, dict[str, Any]]]] = {}
         self._status_read: asyncio.Future[Cycle | None] | None = None
         self._status_read_at = float("-inf")
@@ -126,7 +130,7 @@ class AuditService:
         request_id: str,
     ) -> DuplicateReport:
         tf, window = self._dedupe.validate(symbol, timeframe, start_ms, end_ms)
-        chosen = strategy or self._s.duplicate_resolution_strategy
+        chosen = strategy or self._duplicates.strategy
         # The request's own fields, as sent: the default window moves with the clock,
         # so hashing it would make a retry a minute later a "different" request.
         body = _digest(
@@ -279,7 +283,7 @@ class AuditService:
     def _configured(self, symbols: Sequence[str], timeframes: Sequence[str], plural: str) -> None:
         """NOT_FOUND naming the field for any symbol or timeframe not configured."""
         for sym in symbols:
-            if sym not in self._s.audit_symbols:
+            if sym not in self._audit.symbols:
                 raise NotFound(
                     f"symbol {sym[:64]!r} is not configured (AUDIT_SYMBOLS)",
                     field=f"symbol{plural}",
@@ -289,7 +293,7 @@ class AuditService:
                 tf = parse_timeframe(name)
             except InvalidArgument as exc:
                 raise InvalidArgument(exc.message, field=f"timeframe{plural}") from None
-            if tf.name not in self._s.audit_timeframes:
+            if tf.name not in self._audit.timeframes:
                 raise NotFound(
                     f"timeframe {name[:64]!r} is not configured (AUDIT_TIMEFRAMES)",
                     field=f"timeframe{plural}",
@@ -308,12 +312,12 @@ class AuditService:
                 reachable = False
         term = self._leadership.term()
         return Status(
-            replica_id=self._s.replica_id,
+            replica_id=self._replica_id,
             role=self._leadership.role,
-            auditor_enabled=self._s.enable_auditor,
+            auditor_enabled=self._audit.enabled,
             last_cycle=last,
             next_cycle_ms=self._next_cycle_ms() if term else None,
-            series_count=len(self._s.audit_symbols) * len(self._s.audit_timeframes),
+            series_count=len(self._audit.symbols) * len(self._audit.timeframes),
             version=__version__,
             database_reachable=reachable,
             leader_id=self._leadership.known_leader(),

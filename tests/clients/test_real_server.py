@@ -54,9 +54,9 @@ async def bounded(awaitable: Awaitable[T], within: float = TIMEOUT) -> T:
 async def seed(settings: Settings, symbol: str = "BTCUSDT") -> tuple[list[Any], Expected]:
     """Insert the demo 1m series of ``symbol``; return its documents and what an audit finds."""
     docs, expected = demo_series(symbol, "1m", END_MS, SLOTS)
-    database = connect(settings.mongodb_uri, settings.mongodb_database, 2000)
+    database = connect(settings.mongo.uri, settings.mongo.database, 2000)
     try:
-        await bounded(database.db[settings.collection_for(symbol, "1m")].insert_many(docs))
+        await bounded(database.db[settings.audit.collection_for(symbol, "1m")].insert_many(docs))
     finally:
         await database.close()
     return docs, expected
@@ -83,7 +83,7 @@ def real_options(target: str, **changes: object) -> ClientOptions:
 async def database(make_settings: Callable[..., Settings]) -> AsyncIterator[Database]:
     """A handle on the test's database, for checking what the server stored."""
     settings = make_settings()
-    handle = connect(settings.mongodb_uri, settings.mongodb_database, 2000)
+    handle = connect(settings.mongo.uri, settings.mongo.database, 2000)
     yield handle
     await handle.close()
 
@@ -221,7 +221,7 @@ class TestEveryRpc:
         """A dry run removes nothing; a real run with removal enabled removes the surplus."""
         settings = make_settings(ENABLE_DUPLICATE_REMOVAL="true")
         docs, _ = await seed(settings)
-        candles = database.db[settings.collection_for("BTCUSDT", "1m")]
+        candles = database.db[settings.audit.collection_for("BTCUSDT", "1m")]
         replica = await start_replica(settings)
         async with AuditClient(options=real_options(replica.target)) as client:
             dry = await client.resolve_duplicates("BTCUSDT", "1m", START, END)

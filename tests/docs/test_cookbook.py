@@ -113,21 +113,23 @@ async def seed(settings: Settings, *, series: tuple[tuple[str, str], ...] = ()) 
     BTCUSDT 1m on the day the range example audits; ``series`` limits what is seeded."""
     now_ms = int(time.time() * 1000)
     wanted = series or tuple(
-        (s, tf) for s in settings.audit_symbols for tf in settings.audit_timeframes
+        (s, tf) for s in settings.audit.symbols for tf in settings.audit.timeframes
     )
-    database = connect(settings.mongodb_uri, settings.mongodb_database, 2000)
+    database = connect(settings.mongo.uri, settings.mongo.database, 2000)
     try:
         async with asyncio.timeout(SEED_TIMEOUT):
-            for i, symbol in enumerate(settings.audit_symbols):
-                for timeframe in settings.audit_timeframes:
+            for i, symbol in enumerate(settings.audit.symbols):
+                for timeframe in settings.audit.timeframes:
                     if (symbol, timeframe) not in wanted:
                         continue
                     slots = LOOKBACK_SLOTS if timeframe == "1m" else 30
                     docs, _ = demo_series(symbol, timeframe, now_ms, slots, 100.0 * (i + 1))
-                    await database.db[settings.collection_for(symbol, timeframe)].insert_many(docs)
+                    await database.db[settings.audit.collection_for(symbol, timeframe)].insert_many(
+                        docs
+                    )
             if not series:
                 docs, _ = demo_series("BTCUSDT", "1m", RANGE_END_MS, LOOKBACK_SLOTS)
-                await database.db[settings.collection_for("BTCUSDT", "1m")].insert_many(docs)
+                await database.db[settings.audit.collection_for("BTCUSDT", "1m")].insert_many(docs)
     finally:
         await database.close()
 

@@ -26,7 +26,7 @@ WINDOW = {
 @pytest.fixture
 async def database(make_settings: Any) -> AsyncIterator[Any]:
     settings = make_settings()
-    handle = connect(settings.mongodb_uri, settings.mongodb_database, 2000)
+    handle = connect(settings.mongo.uri, settings.mongo.database, 2000)
     yield handle
     await handle.close()
 

@@ -46,7 +46,7 @@ class FlakyState(MongoStateStore):
 @pytest.fixture
 async def database(make_settings: Callable[..., Settings]) -> AsyncIterator[Database]:
     settings = make_settings()
-    handle = connect(settings.mongodb_uri, settings.mongodb_database, 2000)
+    handle = connect(settings.mongo.uri, settings.mongo.database, 2000)
     yield handle
     await handle.close()
 
@@ -54,13 +54,15 @@ async def database(make_settings: Callable[..., Settings]) -> AsyncIterator[Data
 def auditor(settings: Settings, database: Database, state: MongoStateStore) -> Auditor:
     clock = SystemClock()
     return Auditor(
-        settings,
+        settings.audit,
+        settings.backfill,
+        settings.server.replica_id,
         clock,
-        MongoCandleStore(database, settings.candle_collection_template),
+        MongoCandleStore(database, settings.audit.collection_template),
         state,
         MongoBackfillStore(database),
-        MongoLeadershipStore(database, settings.leader_election_name, settings.replica_id),
-        Standalone(settings.replica_id, "127.0.0.1:0", clock.now_ms()),
+        MongoLeadershipStore(database, settings.election.name, settings.server.replica_id),
+        Standalone(settings.server.replica_id, "127.0.0.1:0", clock.now_ms()),
         Metrics(),
     )
 

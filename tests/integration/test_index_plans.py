@@ -51,7 +51,7 @@ def _stages(plan: Any) -> Iterator[str]:
 @pytest.fixture
 async def database(make_settings: Any) -> Any:
     settings = make_settings()
-    handle = connect(settings.mongodb_uri, settings.mongodb_database, 2000)
+    handle = connect(settings.mongo.uri, settings.mongo.database, 2000)
     await ensure_indexes(handle)
     yield handle
     handle.close()

@@ -22,7 +22,7 @@ GAUGE = "data_manager_audit_last_success_timestamp_seconds"
 @pytest.fixture
 async def database(make_settings: Callable[..., Settings]) -> AsyncIterator[Database]:
     settings = make_settings()
-    handle = connect(settings.mongodb_uri, settings.mongodb_database, 2000)
+    handle = connect(settings.mongo.uri, settings.mongo.database, 2000)
     yield handle
     await handle.close()
 

@@ -29,9 +29,9 @@ def ts(ms: int) -> Timestamp:
 
 async def seed(settings: Any, symbol: str = "BTCUSDT", timeframe: str = "1m") -> Any:
     docs, expected = demo_series(symbol, timeframe, END_MS, SLOTS)
-    database = connect(settings.mongodb_uri, settings.mongodb_database, 2000)
+    database = connect(settings.mongo.uri, settings.mongo.database, 2000)
     try:
-        await database.db[settings.collection_for(symbol, timeframe)].insert_many(docs)
+        await database.db[settings.audit.collection_for(symbol, timeframe)].insert_many(docs)
     finally:
         await database.close()
     return docs, expected
@@ -40,7 +40,7 @@ async def seed(settings: Any, symbol: str = "BTCUSDT", timeframe: str = "1m") ->
 @pytest.fixture
 async def database(make_settings: Any) -> AsyncIterator[Any]:
     settings = make_settings()
-    handle = connect(settings.mongodb_uri, settings.mongodb_database, 2000)
+    handle = connect(settings.mongo.uri, settings.mongo.database, 2000)
     yield handle
     await handle.close()
 
@@ -159,7 +159,7 @@ class TestListGaps:
         page = await replica.stub.ListGaps(pb.ListGapsRequest(page_size=1), timeout=TIMEOUT)
         raw = base64.urlsafe_b64decode(page.next_page_token + "==")
         body = raw[16:]  # a genuine body for this very query, re-signed with the guessable key
-        guessed = hashlib.sha256(f"auditsvc-page-token:{settings.mongodb_database}".encode())
+        guessed = hashlib.sha256(f"auditsvc-page-token:{settings.mongo.database}".encode())
         sig = hmac.new(guessed.digest(), body, hashlib.sha256).digest()[:16]
         forged = base64.urlsafe_b64encode(sig + body).decode().rstrip("=")
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -193,7 +193,7 @@ class TestResolveDuplicates:
         """Dry run deletes nothing; removal archives each document; restore undoes it."""
         settings = make_settings(ENABLE_DUPLICATE_REMOVAL="true")
         docs, _ = await seed(settings)
-        col = database.db[settings.collection_for("BTCUSDT", "1m")]
+        col = database.db[settings.audit.collection_for("BTCUSDT", "1m")]
         replica = await start_replica(settings)
         base = {
             "symbol": "BTCUSDT",
@@ -253,7 +253,7 @@ class TestResolveDuplicates:
         )
         assert reply.documents_removed == 0 and not reply.removal_enabled
         assert "disabled" in reply.message
-        col = database.db[settings.collection_for("BTCUSDT", "1m")]
+        col = database.db[settings.audit.collection_for("BTCUSDT", "1m")]
         assert await col.count_documents({}) == len(docs)
 
 
@@ -290,4 +290,4 @@ def _auditsvc() -> list[str]:
 def _env(settings: Any) -> dict[str, str]:
     from tests.support import process_env, replica_env
 
-    return process_env(replica_env(settings.mongodb_uri, settings.mongodb_database))
+    return process_env(replica_env(settings.mongo.uri, settings.mongo.database))

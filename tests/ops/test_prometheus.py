@@ -147,7 +147,7 @@ async def scraped(
     metrics_target: Callable[[], Any], prometheus_factory: Callable[[str], Prometheus]
 ) -> AsyncIterator[tuple[Settings, Prometheus]]:
     settings = await metrics_target()
-    target = f"127.0.0.1:{settings.metrics_port}"
+    target = f"127.0.0.1:{settings.ops.metrics_port}"
     server = await asyncio.to_thread(prometheus_factory, target)
     await eventually(server.ready, within=SCRAPE_DEADLINE, interval=0.2)
     yield settings, server
@@ -199,7 +199,7 @@ class TestPrometheusScrape:
     async def test_promtool_accepts_exposition(self, metrics_target: Callable[[], Any]) -> None:
         """`promtool check metrics` finds no lint problem in the live /metrics text."""
         settings = await metrics_target()
-        url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+        url = f"http://127.0.0.1:{settings.ops.metrics_port}/metrics"
         text = await asyncio.wait_for(asyncio.to_thread(get_text, url), timeout=TIMEOUT)
         result = await asyncio.to_thread(
             subprocess.run,

@@ -194,7 +194,7 @@ class TestMetricsEndpoint:
         )
         bad = stub.RunAudit(pb.RunAuditRequest(symbols=["DOGEUSDT"]), timeout=TIMEOUT)
         assert await status_code(bad) == grpc.StatusCode.NOT_FOUND
-        return await scrape(settings.metrics_port)
+        return await scrape(settings.ops.metrics_port)
 
     async def test_documented_metrics_have_help(self, families: Families) -> None:
         """Every name in METRICS.txt is exposed with non-empty help text."""

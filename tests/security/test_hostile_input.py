@@ -329,9 +329,9 @@ def ts(ms: int) -> Timestamp:
 
 async def seed(settings: Settings, symbol: str, timeframe: str, slots: int) -> None:
     docs, _ = demo_series(symbol, timeframe, END_MS, slots)
-    database = connect(settings.mongodb_uri, settings.mongodb_database, 2000)
+    database = connect(settings.mongo.uri, settings.mongo.database, 2000)
     try:
-        await database.db[settings.collection_for(symbol, timeframe)].insert_many(docs)
+        await database.db[settings.audit.collection_for(symbol, timeframe)].insert_many(docs)
     finally:
         await database.close()
 
@@ -767,7 +767,7 @@ class TestAftermath:
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         status = await hostile.stub.GetStatus(pb.GetStatusRequest(), timeout=CALL_TIMEOUT)
         assert status.database_reachable
-        assert status.replica_id == hostile.settings.replica_id
+        assert status.replica_id == hostile.settings.server.replica_id
         await hostile.stub.ListGaps(pb.ListGapsRequest(page_size=1), timeout=CALL_TIMEOUT)
         total = sum(TRIED.values())
         print(

@@ -131,9 +131,9 @@ async def channels() -> AsyncIterator[Callable[[grpc.aio.Channel], grpc.aio.Chan
 
 async def seed(settings: Any) -> None:
     docs, _ = demo_series("BTCUSDT", "1m", END_MS, SLOTS)
-    database = connect(settings.mongodb_uri, settings.mongodb_database, 2000)
+    database = connect(settings.mongo.uri, settings.mongo.database, 2000)
     try:
-        await database.db[settings.collection_for("BTCUSDT", "1m")].insert_many(docs)
+        await database.db[settings.audit.collection_for("BTCUSDT", "1m")].insert_many(docs)
     finally:
         await database.close()
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from auditsvc.audit.models import Strategy
-from auditsvc.config import VARIABLES, ConfigError, Settings
+from auditsvc.cli import build_parser
+from auditsvc.config import SECTIONS, VARIABLES, ConfigError, Settings, variables_table
 from tests.support import REPO
 
 
@@ -15,12 +18,12 @@ class TestFromEnv:
     def test_defaults_are_conservative(self):
         """With no variables set, removal and backfill are off and timings are the originals."""
         s = Settings.from_env({})
-        assert not s.enable_duplicate_removal and not s.enable_auto_backfill
-        assert s.duplicate_resolution_strategy is Strategy.KEEP_NEWEST
-        assert (s.heartbeat_interval, s.election_timeout, s.audit_interval) == (10, 30, 300)
-        assert s.grpc_host == "127.0.0.1" and s.grpc_port == 50051 and s.metrics_port == 9464
-        assert s.advertise_address == "127.0.0.1:50051"
-        assert s.renew_deadline == 20
+        assert not s.duplicates.removal_enabled and not s.backfill.enabled
+        assert s.duplicates.strategy is Strategy.KEEP_NEWEST
+        assert (s.election.heartbeat_interval, s.election.timeout, s.audit.interval) == (10, 30, 300)
+        assert s.server.host == "127.0.0.1" and s.server.port == 50051 and s.ops.metrics_port == 9464
+        assert s.server.advertise_address == "127.0.0.1:50051"
+        assert s.election.renew_deadline == 20
 
     @pytest.mark.parametrize(
         ("env", "variable"),
@@ -48,12 +51,12 @@ class TestFromEnv:
     def test_timeframes_are_case_sensitive(self):
         """1M is a month and 1m a minute; both are accepted and kept apart."""
         s = Settings.from_env({"AUDIT_TIMEFRAMES": "1m,1M"})
-        assert s.audit_timeframes == ("1m", "1M")
+        assert s.audit.timeframes == ("1m", "1M")
 
     def test_token_is_not_in_repr(self):
         """The API token never shows up in the settings' repr."""
         s = Settings.from_env({"AUDIT_API_TOKEN": "s3cr3t-token"})
-        assert s.api_token == "s3cr3t-token"
+        assert s.security.api_token == "s3cr3t-token"
         assert "s3cr3t-token" not in repr(s)
 
 
@@ -65,3 +68,37 @@ class TestDocumentation:
         readme = (REPO / "README.md").read_text()
         missing = [v.name for v in VARIABLES if f"| `{v.name}` |" not in readme]
         assert missing == []
+
+    def test_readme_table_is_the_generated_one(self):
+        """README.md holds exactly the table generated from the settings' field metadata."""
+        readme = (REPO / "README.md").read_text()
+        assert variables_table() in readme
+
+    def test_help_lists_every_variable(self):
+        """`auditsvc --help` lists every variable with its default, from the same metadata."""
+        text = build_parser().format_help()
+        missing = [v.name for v in VARIABLES if v.name not in text]
+        assert missing == []
+
+
+class TestSections:
+    """Each setting lives in one frozen section, and sections are what use cases receive."""
+
+    def test_sections_are_frozen(self):
+        """A section cannot be changed after start-up."""
+        s = Settings.from_env({})
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            s.audit.interval = 1.0  # type: ignore[misc]
+
+    def test_every_field_has_exactly_one_variable(self):
+        """Every section field names one variable, and no variable is read twice."""
+        names = [
+            f.metadata["variable"].name for _, kind in SECTIONS for f in dataclasses.fields(kind)
+        ]
+        assert len(names) == len(set(names)) == len(VARIABLES)
+
+    def test_derived_values(self):
+        """advertise_address defaults to host:port; the token file fills the token."""
+        s = Settings.from_env({"GRPC_HOST": "127.0.0.2", "GRPC_PORT": "6000"})
+        assert s.server.advertise_address == "127.0.0.2:6000"
+        assert s.election.renew_deadline == s.election.timeout - s.election.heartbeat_interval
