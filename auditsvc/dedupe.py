@@ -33,7 +33,13 @@ from typing import Any
 
 from auditsvc.audit.batching import AdaptiveBatch
 from auditsvc.audit.duplicates import resolve, sort_ids
-from auditsvc.audit.errors import FailedPrecondition, InvalidArgument, NotFound, NotLeader
+from auditsvc.audit.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    NotLeader,
+    Unavailable,
+)
 from auditsvc.audit.models import CandleRef, Resolution, Strategy, Window
 from auditsvc.audit.timeframes import Timeframe, default_window, parse_timeframe
 from auditsvc.clock import Clock
@@ -128,12 +134,8 @@ class Deduplicator:
         batch: list[Resolution] = []
         sizer = AdaptiveBatch(initial=BATCH_GROUPS, maximum=MAX_BATCH_GROUPS)
 
-        async def flush() -> None:
-            nonlocal archived, removed, skipped
-            if not batch:
-                return
-            work = list(batch)
-            batch.clear()
+        async def fenced(work: list[Resolution]) -> tuple[int, int, int]:
+            """One fenced batch; one over the fence's time budget is split and retried."""
 
             async def batch_work(session: Any) -> tuple[int, int, int]:
                 safe, dropped = await self._duplicates.guard(collection, symbol, work, session)
@@ -158,13 +160,37 @@ class Deduplicator:
                 return a, d, dropped
 
             started = time.monotonic()
-            a, d, dropped = await self._fence.run(term.epoch, batch_work)
+            try:
+                outcome = await self._fence.run(term.epoch, batch_work)
+            except Unavailable:
+                took = time.monotonic() - started
+                sizer.record(len(work), took)
+                # An over-budget batch was aborted whole (nothing committed), so
+                # halves of it can simply be run again; a single group cannot shrink.
+                if len(work) < 2 or not self._over_budget(took):
+                    raise
+                log.info(
+                    "removal batch over its time budget; splitting",
+                    extra={"request_id": request_id, "groups": len(work), "seconds": took},
+                )
+                half = len(work) // 2
+                first, second = await fenced(work[:half]), await fenced(work[half:])
+                return first[0] + second[0], first[1] + second[1], first[2] + second[2]
             took = time.monotonic() - started
             sizer.record(len(work), took)
             log.debug(
                 "removal batch",
                 extra={"request_id": request_id, "groups": len(work), "seconds": round(took, 3)},
             )
+            return outcome
+
+        async def flush() -> None:
+            nonlocal archived, removed, skipped
+            if not batch:
+                return
+            work = list(batch)
+            batch.clear()
+            a, d, dropped = await fenced(work)
             self._failpoints.hit("dedupe.after_batch")
             archived += a
             removed += d
@@ -237,6 +263,11 @@ class Deduplicator:
             message=_message(self._policy.removal_enabled, dry_run, strategy, removed, skipped),
             groups=tuple(reported),
         )
+
+    def _over_budget(self, took: float) -> bool:
+        """Whether a failed batch ran into the fence's per-batch time budget, if it has one."""
+        budget = getattr(self._fence, "batch_budget_s", None)
+        return isinstance(budget, int | float) and took >= budget
 
     async def _groups(
         self, symbol: str, tf: Timeframe, window: Window
