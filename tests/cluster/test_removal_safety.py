@@ -47,7 +47,7 @@ async def db(tmp_path: Path) -> AsyncIterator[SecantusDB]:
 async def handle(db: SecantusDB) -> AsyncIterator[Any]:
     h = connect(db.uri, "rm", 2000)
     yield h
-    h.close()
+    await h.close()
 
 
 async def _seed(handle: Any, slots: int, copies: int) -> list[dict[str, Any]]:

@@ -54,7 +54,7 @@ async def database(make_settings: Any) -> Any:
     handle = connect(settings.mongo.uri, settings.mongo.database, 2000)
     await ensure_indexes(handle)
     yield handle
-    handle.close()
+    await handle.close()
 
 
 class TestIndexPlans:
