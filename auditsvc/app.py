@@ -299,7 +299,8 @@ class App:
         await _bounded(
             "stop background tasks", asyncio.gather(*self._tasks, return_exceptions=True), left()
         )
-        await self.database.close()
+        # PyMongo's close ends server sessions over the wire: bounded like the rest.
+        await _bounded("close the database client", self.database.close(), left())
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
