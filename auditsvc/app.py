@@ -13,7 +13,7 @@ Stop (SIGTERM/SIGINT), in this order:
 3. open streams are told to finish with OK;
 4. in-flight RPCs drain;
 5. request work still running is stopped, the database client closes and
-   ``run`` returns (exit code 0).
+   ``serve_until_signalled`` returns (exit code 0).
 All steps share one SHUTDOWN_GRACE budget, so a stalled database cannot hold the
 exit up (see ``stop``).
 """
@@ -27,18 +27,12 @@ from collections.abc import Awaitable
 from contextlib import suppress
 from wsgiref.simple_server import WSGIServer
 
-from auditsvc.auditing import Auditor
-from auditsvc.auth import AuthInterceptor
-from auditsvc.clock import Clock, SystemClock
-from auditsvc.config import Settings
-from auditsvc.dedupe import Deduplicator
-from auditsvc.failpoints import Failpoints
-from auditsvc.forwarding import Forwarder, ForwardingInterceptor
-from auditsvc.interceptors import CallInterceptor
-from auditsvc.leadership import Leadership, Standalone
-from auditsvc.livetail import LiveTail
-from auditsvc.metrics import Metrics, serve_metrics
-from auditsvc.mongo import (
+from auditsvc.leadership.term import Leadership, Standalone
+from auditsvc.ops.clock import Clock, SystemClock
+from auditsvc.ops.failpoints import Failpoints
+from auditsvc.ops.metrics import Metrics, serve_metrics
+from auditsvc.ops.settings import Settings
+from auditsvc.storage.mongo import (
     MongoBackfillStore,
     MongoCandleStore,
     MongoDuplicateStore,
@@ -46,15 +40,21 @@ from auditsvc.mongo import (
     MongoStateStore,
     connect,
 )
-from auditsvc.mongo.client import detect_transactions, ensure_indexes
-from auditsvc.mongo.fence import MajorityUnavailable
-from auditsvc.mongo.live import MongoCandleFeed, MongoLiveStore
-from auditsvc.mongo.secrets import deployment_secret
-from auditsvc.paging import PageTokens
-from auditsvc.scheduler import Scheduler
-from auditsvc.server import ALL_METHODS, MUTATING, SERVICE_NAME, Server, tls
-from auditsvc.service import AuditService
-from auditsvc.servicer import AuditServicer
+from auditsvc.storage.mongo.database import detect_transactions, ensure_indexes
+from auditsvc.storage.mongo.fence import MajorityUnavailable
+from auditsvc.storage.mongo.live_store import MongoCandleFeed, MongoLiveStore
+from auditsvc.storage.mongo.secret_store import deployment_secret
+from auditsvc.transport.auth import AuthInterceptor
+from auditsvc.transport.forwarding import Forwarder, ForwardingInterceptor
+from auditsvc.transport.interceptors import CallInterceptor
+from auditsvc.transport.server import ALL_METHODS, MUTATING, SERVICE_NAME, Server, tls
+from auditsvc.transport.servicer import AuditServicer
+from auditsvc.usecases.audit_service import AuditService
+from auditsvc.usecases.auditing import Auditor
+from auditsvc.usecases.dedupe import Deduplicator
+from auditsvc.usecases.live_tail import LiveTail
+from auditsvc.usecases.page_tokens import PageTokens
+from auditsvc.usecases.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class App:
         s = self.settings
         if not s.election.enabled:
             return Standalone(s.server.replica_id, s.server.advertise_address, self.clock.now_ms())
-        from auditsvc.election import ElectionConfig, LeaderElector
+        from auditsvc.leadership.elector import ElectionConfig, LeaderElector
 
         return LeaderElector(ElectionConfig.from_settings(s), self.leases, self.clock, self.metrics)
 
@@ -306,7 +306,7 @@ class App:
             self._http.server_close()
         log.info("stopped")
 
-    async def run(self) -> None:
+    async def serve_until_signalled(self) -> None:
         """Serves until SIGTERM or SIGINT, then stops in order."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

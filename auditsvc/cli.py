@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from auditsvc import __version__
-from auditsvc.config import VARIABLES, ConfigError, Settings
+from auditsvc.ops.settings import VARIABLES, ConfigError, Settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -52,10 +52,10 @@ def _fail(message: str, code: int) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from auditsvc import logs
     from auditsvc.app import App
-    from auditsvc.clock import SystemClock
-    from auditsvc.failpoints import Failpoints
+    from auditsvc.ops import logs
+    from auditsvc.ops.clock import SystemClock
+    from auditsvc.ops.failpoints import Failpoints
 
     settings = _settings()
     logs.configure(settings.ops.log_level, settings.server.replica_id, _secrets(settings))
@@ -66,7 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
         # Test hook: a skewed local clock, to show the election ignores it.
         clock = SystemClock(offset_ms=int(os.environ.get("AUDITSVC_CLOCK_OFFSET_MS", "0")))
         app = App(settings, clock=clock, failpoints=failpoints)
-        await app.run()
+        await app.serve_until_signalled()
         return app.failure
 
     failure = asyncio.run(serve())  # a busy GRPC_PORT or METRICS_PORT raises ConfigError: see main
@@ -93,32 +93,32 @@ def _secrets(settings: Settings) -> tuple[str, ...]:
 
 
 def _setup_db(args: argparse.Namespace) -> int:
-    from auditsvc.dbtools import setup_db
+    from auditsvc.devtools.dbtools import setup_db
 
     return asyncio.run(setup_db(_settings(), candle_indexes=args.candle_indexes))
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from auditsvc.dbtools import restore
+    from auditsvc.devtools.dbtools import restore
 
     return asyncio.run(restore(_settings(), args.request_id))
 
 
 def _seed(args: argparse.Namespace) -> int:
-    from auditsvc.dbtools import seed_demo
+    from auditsvc.devtools.dbtools import seed_demo
 
     return asyncio.run(seed_demo(_settings(), force=args.force))
 
 
 def _settings_table(args: argparse.Namespace) -> int:
-    from auditsvc.config import variables_table
+    from auditsvc.ops.settings import variables_table
 
     print(variables_table())
     return EXIT_OK
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from auditsvc.devrun import DevPorts, run_dev
+    from auditsvc.devtools.devrun import DevPorts, run_dev
 
     ports = DevPorts(db=args.db_port, grpc=args.grpc_port, metrics=args.metrics_port)
     return run_dev(replicas=args.replicas, data_dir=args.data_dir, ports=ports)

@@ -1,6 +1,6 @@
 """The trivial service of figure 4: one generic method that returns its request bytes.
 
-It is served by grpc.aio with the same server options as ``auditsvc.server.Server``
+It is served by grpc.aio with the same server options as ``auditsvc.transport.server.Server``
 and no interceptors, so the difference to GetStatus is what auditsvc itself adds
 (interceptors, the servicer, the database read, protobuf encoding).
 
@@ -16,7 +16,7 @@ import signal
 import grpc
 
 METHOD = "/bench.Echo/Echo"
-# Kept equal to auditsvc.server.Server's options (max receive at its default).
+# Kept equal to auditsvc.transport.server.Server's options (max receive at its default).
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
     ("grpc.so_reuseport", 0),

@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from auditpb.v1 import audit_pb2 as pb
 from auditpb.v1 import audit_pb2_grpc as pb_grpc
-from auditsvc.devrun import free_port, wait_port
+from auditsvc.devtools.devrun import free_port, wait_port
 
 BIN = Path(sys.executable).parent
 SERVICE = "auditpb.v1.AuditService"

@@ -1,4 +1,4 @@
-"""Seeding candles: auditsvc.demo-shaped series (two gaps, three duplicated slots),
+"""Seeding candles: auditsvc.devtools.demo-shaped series (two gaps, three duplicated slots),
 written with insert_many in chunks, then the (symbol, timestamp) index."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 
 from pymongo import ASCENDING
 
-from auditsvc.audit.timeframes import parse_timeframe
-from auditsvc.demo import demo_series
+from auditsvc.devtools.demo import demo_series
+from auditsvc.domain.timeframes import parse_timeframe
 
 CHUNK = 10_000
 DAY_MS = 86_400_000

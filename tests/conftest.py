@@ -12,7 +12,7 @@ import pytest
 
 from auditpb.v1 import audit_pb2_grpc as pb_grpc
 from auditsvc.app import App
-from auditsvc.config import Settings
+from auditsvc.ops.settings import Settings
 from tests.cluster.harness import kill_leftovers
 from tests.support import SecantusDB, eventually, replica_env
 

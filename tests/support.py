@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from auditsvc.devrun import free_port, wait_port
+from auditsvc.devtools.devrun import free_port, wait_port
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ import asyncio
 import time
 from typing import Any
 
-from auditsvc.mongo.client import to_dt
+from auditsvc.storage.mongo.database import to_dt
 from bench import seed
 from bench.context import Context
 from bench.figures.common import audit_request, result, timed_audit, verdict_at_most

@@ -45,7 +45,7 @@ async def _seed(ctx: Context, database: str, slots: int) -> None:
 
 
 def _dt(ms: int) -> Any:
-    from auditsvc.mongo.client import to_dt
+    from auditsvc.storage.mongo.database import to_dt
 
     return to_dt(ms)
 

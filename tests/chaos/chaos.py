@@ -64,8 +64,8 @@ from bson import ObjectId
 from auditclient import AuditClient, AuditError, ClientOptions
 from auditpb.v1 import audit_pb2 as pb
 from auditpb.v1 import audit_pb2_grpc as pb_grpc
-from auditsvc.demo import demo_series
-from auditsvc.mongo.client import connect, ensure_candle_index
+from auditsvc.devtools.demo import demo_series
+from auditsvc.storage.mongo.database import connect, ensure_candle_index
 from tests.cluster.harness import ReplicaProcess
 from tests.slots import SlotWatch
 from tests.support import SecantusDB

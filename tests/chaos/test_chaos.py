@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from bson import ObjectId
 
-from auditsvc.mongo.client import connect
+from auditsvc.storage.mongo.database import connect
 from tests.chaos.chaos import FAULTS, ChaosConfig, ChaosRun, LeaseSampler, run_chaos
 from tests.support import SecantusDB
 

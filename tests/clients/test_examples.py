@@ -13,7 +13,7 @@ from types import ModuleType
 import grpc
 import pytest
 
-from auditsvc.devrun import free_port
+from auditsvc.devtools.devrun import free_port
 
 from .fakes import FakeAuditService, FakeServer, score
 

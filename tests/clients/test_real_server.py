@@ -28,9 +28,9 @@ from auditclient import (
     Unavailable,
 )
 from auditpb.v1 import audit_pb2
-from auditsvc.config import Settings
-from auditsvc.demo import Expected, demo_series
-from auditsvc.mongo.client import CYCLES, Database, connect
+from auditsvc.devtools.demo import Expected, demo_series
+from auditsvc.ops.settings import Settings
+from auditsvc.storage.mongo.database import CYCLES, Database, connect
 from tests.cluster.harness import ReplicaProcess
 from tests.support import SecantusDB, eventually, free_port
 

@@ -7,8 +7,8 @@ import json
 import random
 import sys
 
-from auditsvc.mongo.client import connect
-from auditsvc.mongo.leader_store import MongoLeadershipStore
+from auditsvc.storage.mongo.database import connect
+from auditsvc.storage.mongo.leadership_store import MongoLeadershipStore
 
 
 async def race(uri: str, database: str, holder: str, rounds: int) -> None:

@@ -17,8 +17,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from auditclient import from_rpc_error
 from auditpb.v1 import audit_pb2 as pb
-from auditsvc.demo import demo_series
-from auditsvc.mongo.client import connect
+from auditsvc.devtools.demo import demo_series
+from auditsvc.storage.mongo.database import connect
 from tests.cluster.harness import ReplicaProcess, leaders, one_leader
 from tests.support import SecantusDB, eventually
 

@@ -18,9 +18,9 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from auditpb.v1 import audit_pb2 as pb
-from auditsvc.demo import demo_series
-from auditsvc.failpoints import CRASH_EXIT_CODE
-from auditsvc.mongo.client import connect, to_ms
+from auditsvc.devtools.demo import demo_series
+from auditsvc.ops.failpoints import CRASH_EXIT_CODE
+from auditsvc.storage.mongo.database import connect, to_ms
 from tests.cluster.harness import ReplicaProcess, leaders, one_leader
 from tests.support import SecantusDB, eventually
 

@@ -15,8 +15,8 @@ import pytest
 from bson import ObjectId
 
 from auditpb.v1 import audit_pb2 as pb
-from auditsvc.failpoints import CRASH_EXIT_CODE
-from auditsvc.mongo.client import connect, to_dt
+from auditsvc.ops.failpoints import CRASH_EXIT_CODE
+from auditsvc.storage.mongo.database import connect, to_dt
 from tests.cluster.harness import ReplicaProcess, one_leader
 from tests.support import BIN, SecantusDB, process_env, replica_env
 

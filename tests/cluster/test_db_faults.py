@@ -13,9 +13,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from auditpb.v1 import audit_pb2 as pb
-from auditsvc.demo import demo_series
-from auditsvc.mongo.client import connect
-from auditsvc.server import SERVICE_NAME
+from auditsvc.devtools.demo import demo_series
+from auditsvc.storage.mongo.database import connect
+from auditsvc.transport.server import SERVICE_NAME
 from tests.cluster.harness import ReplicaProcess, one_leader
 from tests.support import SecantusDB, eventually
 

@@ -16,10 +16,10 @@ import pytest
 
 from auditclient import NoLeader, from_rpc_error
 from auditpb.v1 import audit_pb2 as pb
-from auditsvc.audit.models import Role
-from auditsvc.forwarding import Forwarder, ForwardingInterceptor
-from auditsvc.metrics import Metrics
-from auditsvc.server import MUTATING, SERVICE_NAME
+from auditsvc.domain.values import Role
+from auditsvc.ops.metrics import Metrics
+from auditsvc.transport.forwarding import Forwarder, ForwardingInterceptor
+from auditsvc.transport.server import MUTATING, SERVICE_NAME
 from tests.cluster.harness import ReplicaProcess, one_leader
 from tests.support import SecantusDB, eventually, free_port
 

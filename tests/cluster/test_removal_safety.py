@@ -17,7 +17,7 @@ from bson import ObjectId
 from pymongo.errors import OperationFailure
 
 from auditpb.v1 import audit_pb2 as pb
-from auditsvc.mongo.client import connect, to_dt
+from auditsvc.storage.mongo.database import connect, to_dt
 from tests.cluster.harness import ReplicaProcess, one_leader
 from tests.slots import SlotWatch
 from tests.support import BIN, SecantusDB, eventually, process_env, replica_env

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from auditpb.v1 import audit_pb2 as pb
-from auditsvc.config import Settings
-from auditsvc.demo import demo_series
-from auditsvc.mongo.client import connect
+from auditsvc.devtools.demo import demo_series
+from auditsvc.ops.settings import Settings
+from auditsvc.storage.mongo.database import connect
 from tests.support import BIN, REPO, SecantusDB, eventually, process_env, replica_env
 
 DOC = REPO / "docs" / "GRPCURL.md"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from auditsvc.config import VARIABLES
+from auditsvc.ops.settings import VARIABLES
 from tests.support import REPO
 
 DOCS = REPO / "docs"

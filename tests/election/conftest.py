@@ -14,8 +14,8 @@ import pytest
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from auditsvc.devrun import free_port
-from auditsvc.mongo.client import Database, connect
+from auditsvc.devtools.devrun import free_port
+from auditsvc.storage.mongo.database import Database, connect
 
 SERVER = Path(sys.executable).parent / "secantusd-py"
 START_TIMEOUT = 30.0

@@ -16,16 +16,16 @@ from typing import Any
 import pytest
 from pymongo.errors import AutoReconnect, PyMongoError
 
-from auditsvc.audit.errors import Cancelled, Fenced, Unavailable
-from auditsvc.audit.models import Role
-from auditsvc.clock import Clock, SystemClock
-from auditsvc.config import Settings
-from auditsvc.election import ElectionCallbacks, ElectionConfig, LeaderElector
-from auditsvc.leadership import Term
-from auditsvc.metrics import Metrics
-from auditsvc.mongo.client import Database, detect_transactions
-from auditsvc.mongo.leader_store import MongoLeadershipStore
-from auditsvc.store import Lease, LeaseStore
+from auditsvc.domain.errors import Cancelled, Fenced, Unavailable
+from auditsvc.domain.values import Role
+from auditsvc.leadership.elector import ElectionCallbacks, ElectionConfig, LeaderElector
+from auditsvc.leadership.term import Term
+from auditsvc.ops.clock import Clock, SystemClock
+from auditsvc.ops.metrics import Metrics
+from auditsvc.ops.settings import Settings
+from auditsvc.storage.interfaces import Lease, LeaseStore
+from auditsvc.storage.mongo.database import Database, detect_transactions
+from auditsvc.storage.mongo.leadership_store import MongoLeadershipStore
 
 HEARTBEAT = 0.1
 TIMEOUT = 0.5
@@ -530,7 +530,7 @@ class TestElectors:
         """run() used directly steps down when its task is cancelled."""
         node = make_node(database, "run", "runner")
         async with asyncio.timeout(5):
-            task = asyncio.create_task(node.elector.run())
+            task = asyncio.create_task(node.elector.elect_until_stopped())
             await eventually(lambda: node.elector.role is Role.LEADER, 2.0, "runner leads")
             term = node.elector.term()
             assert term is not None
@@ -769,13 +769,13 @@ class TestFencing:
             old = await store("a").try_acquire("a:1", 300)
             assert old is not None
             fence_a, fence_b = store("a"), store("b")
-            assert await fence_a.run(old.epoch, insert(database, "a-before")) == "a-before"
+            assert await fence_a.write_fenced(old.epoch, insert(database, "a-before")) == "a-before"
             new = await acquire_eventually(store, "b", 10_000, within=2.0)
             with pytest.raises(Fenced):
-                await fence_a.run(old.epoch, insert(database, "a-after"))
+                await fence_a.write_fenced(old.epoch, insert(database, "a-after"))
             with pytest.raises(Fenced):
-                await fence_b.run(old.epoch, insert(database, "b-wrong-epoch"))
-            assert await fence_b.run(new.epoch, insert(database, "b-after")) == "b-after"
+                await fence_b.write_fenced(old.epoch, insert(database, "b-wrong-epoch"))
+            assert await fence_b.write_fenced(new.epoch, insert(database, "b-after")) == "b-after"
         assert await landed(database, "a-before")
         assert not await landed(database, "a-after")
         assert not await landed(database, "b-wrong-epoch")
@@ -796,11 +796,11 @@ class TestFencing:
                 term = a.elector.term()
                 assert term is not None
                 fence_a = flaky.inner
-                await fence_a.run(term.epoch, insert(database, "a-leading"))
+                await fence_a.write_fenced(term.epoch, insert(database, "a-leading"))
                 flaky.mode = "hang"
                 await eventually(lambda: b.elector.role is Role.LEADER, 3.0, "b takes over")
                 with pytest.raises(Fenced):
-                    await fence_a.run(term.epoch, insert(database, "a-deposed"))
+                    await fence_a.write_fenced(term.epoch, insert(database, "a-deposed"))
             finally:
                 flaky.mode = "ok"
                 await stop_all([a, b])
@@ -823,13 +823,15 @@ class TestFencing:
                 await proceed.wait()
                 return "slow"
 
-            batch = asyncio.create_task(store("a").run(old.epoch, slow))
+            batch = asyncio.create_task(store("a").write_fenced(old.epoch, slow))
             await entered.wait()
             # The lease lapses by the database clock while the batch holds its locks;
             # the take-over and the new holder's first fenced write must not wait for it.
             new = await acquire_eventually(store, "b", 10_000, within=5.0)
             await store("b").take_office(new)
-            assert await store("b").run(new.epoch, insert(database, "b-first")) == "b-first"
+            assert (
+                await store("b").write_fenced(new.epoch, insert(database, "b-first")) == "b-first"
+            )
             proceed.set()
             with pytest.raises(Unavailable):  # Fenced is an Unavailable
                 await batch
@@ -849,8 +851,8 @@ class TestFencing:
             await first.take_office(lease)
             assert await second.try_acquire("same:1", 10_000) is None
             with pytest.raises(Fenced):
-                await second.run(lease.epoch, insert(database, "twin"))
-            assert await first.run(lease.epoch, insert(database, "leader")) == "leader"
+                await second.write_fenced(lease.epoch, insert(database, "twin"))
+            assert await first.write_fenced(lease.epoch, insert(database, "leader")) == "leader"
         assert not await landed(database, "twin")
         assert await landed(database, "leader")
 

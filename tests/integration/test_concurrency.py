@@ -11,8 +11,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from auditpb.v1 import audit_pb2 as pb
-from auditsvc.demo import demo_series
-from auditsvc.mongo.client import connect
+from auditsvc.devtools.demo import demo_series
+from auditsvc.storage.mongo.database import connect
 
 END_MS = 1_767_225_600_000
 SLOTS = 240
@@ -88,7 +88,7 @@ class TestRestoreThenRerun:
         self, make_settings, start_replica, database
     ):
         """Remove, restore, remove again without a stored result: restore still works."""
-        from auditsvc.mongo import MongoDuplicateStore
+        from auditsvc.storage.mongo import MongoDuplicateStore
 
         docs = await _seed(database)
         settings = make_settings(ENABLE_DUPLICATE_REMOVAL="true")

@@ -17,7 +17,7 @@ import threading
 import pytest
 from pymongo.errors import PyMongoError
 
-from auditsvc.mongo.client import LEASES, connect
+from auditsvc.storage.mongo.database import LEASES, connect
 
 CALLS = 20
 DNS_THREAD_PREFIX = "asyncio_"  # asyncio's default executor (loop.getaddrinfo)

@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from auditpb.v1 import audit_pb2 as pb
-from auditsvc.server import SERVICE_NAME
+from auditsvc.transport.server import SERVICE_NAME
 from tests.support import free_port
 
 TIMEOUT = 10.0

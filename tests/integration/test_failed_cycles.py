@@ -9,20 +9,20 @@ from typing import Any
 import pytest
 from pymongo.errors import AutoReconnect
 
-from auditsvc.auditing import Auditor
-from auditsvc.clock import SystemClock
-from auditsvc.config import Settings
-from auditsvc.leadership import Standalone
-from auditsvc.metrics import Metrics
-from auditsvc.mongo import (
+from auditsvc.domain.records import Cycle
+from auditsvc.leadership.term import Standalone
+from auditsvc.ops.clock import SystemClock
+from auditsvc.ops.metrics import Metrics
+from auditsvc.ops.settings import Settings
+from auditsvc.storage.mongo import (
     MongoBackfillStore,
     MongoCandleStore,
     MongoLeadershipStore,
     MongoStateStore,
     connect,
 )
-from auditsvc.mongo.client import CYCLES, Database
-from auditsvc.records import Cycle
+from auditsvc.storage.mongo.database import CYCLES, Database
+from auditsvc.usecases.auditing import Auditor
 
 TIMEOUT = 30.0
 

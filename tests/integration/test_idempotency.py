@@ -13,9 +13,9 @@ import pytest
 from auditpb.v1 import audit_pb2 as pb
 from auditpb.v1 import audit_pb2_grpc as pb_grpc
 from auditsvc.app import App
-from auditsvc.clock import SystemClock
-from auditsvc.config import Settings
-from auditsvc.mongo.client import CYCLE_TTL_S, CYCLES, REQUESTS, Database, connect
+from auditsvc.ops.clock import SystemClock
+from auditsvc.ops.settings import Settings
+from auditsvc.storage.mongo.database import CYCLE_TTL_S, CYCLES, REQUESTS, Database, connect
 from tests.support import eventually
 
 TIMEOUT = 30.0

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from auditsvc.mongo.client import ARCHIVE, CYCLES, REQUESTS, SERIES, connect, ensure_indexes
+from auditsvc.storage.mongo.database import (
+    ARCHIVE,
+    CYCLES,
+    REQUESTS,
+    SERIES,
+    connect,
+    ensure_indexes,
+)
 
 IDS = [ObjectId(), ObjectId()]
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

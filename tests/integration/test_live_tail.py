@@ -20,7 +20,7 @@ SEC = 1000
 
 
 def candle(symbol: str, t_ms: int) -> dict[str, Any]:
-    """A document shaped like auditsvc.demo's."""
+    """A document shaped like auditsvc.devtools.demo's."""
     return {
         "symbol": symbol,
         "timestamp": dt.datetime.fromtimestamp(t_ms / 1000, tz=dt.UTC),

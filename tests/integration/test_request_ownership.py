@@ -14,9 +14,9 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from auditpb.v1 import audit_pb2 as pb
-from auditsvc.config import Settings
-from auditsvc.demo import demo_series
-from auditsvc.mongo.client import CYCLES, connect
+from auditsvc.devtools.demo import demo_series
+from auditsvc.ops.settings import Settings
+from auditsvc.storage.mongo.database import CYCLES, connect
 from tests.support import SecantusDB, eventually, replica_env
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from auditsvc.cli import EXIT_NOT_FOUND
-from auditsvc.dbtools import EXIT_UNKNOWN_REQUEST
+from auditsvc.devtools.dbtools import EXIT_UNKNOWN_REQUEST
 from tests.support import BIN, process_env, replica_env
 
 TIMEOUT = 60.0

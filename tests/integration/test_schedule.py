@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from auditpb.v1 import audit_pb2 as pb
-from auditsvc.config import Settings
-from auditsvc.mongo.client import CYCLES, Database, connect
+from auditsvc.ops.settings import Settings
+from auditsvc.storage.mongo.database import CYCLES, Database, connect
 from tests.support import eventually
 
 TIMEOUT = 30.0

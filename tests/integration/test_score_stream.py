@@ -8,12 +8,12 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from auditsvc.audit.models import HealthScore
-from auditsvc.config import Settings
-from auditsvc.mongo import codec
-from auditsvc.mongo.client import SERIES
-from auditsvc.mongo.state import MongoStateStore
-from auditsvc.records import ScoreRecord
+from auditsvc.domain.records import ScoreRecord
+from auditsvc.domain.values import HealthScore
+from auditsvc.ops.settings import Settings
+from auditsvc.storage.mongo import documents as codec
+from auditsvc.storage.mongo.database import SERIES
+from auditsvc.storage.mongo.state_store import MongoStateStore
 
 TIMEOUT = 15.0
 # How long the gated watch holds its opening back when nothing releases it sooner.

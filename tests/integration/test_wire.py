@@ -15,8 +15,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from auditpb.v1 import audit_pb2 as pb
-from auditsvc.demo import demo_series
-from auditsvc.mongo.client import connect
+from auditsvc.devtools.demo import demo_series
+from auditsvc.storage.mongo.database import connect
 
 END_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 SLOTS = 1440

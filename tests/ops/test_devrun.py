@@ -18,7 +18,7 @@ import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from auditsvc.server import SERVICE_NAME
+from auditsvc.transport.server import SERVICE_NAME
 from tests.support import free_port, process_env
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from auditsvc.config import VARIABLES
+from auditsvc.ops.settings import VARIABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -130,7 +130,7 @@ class TestSchema:
 
 
 class TestConfigMap:
-    """The ConfigMap carries every non-secret variable of auditsvc.config, documented."""
+    """The ConfigMap carries every non-secret variable of auditsvc.ops.settings, documented."""
 
     def test_keys_match_config_variables(self, configmap: dict[str, str]) -> None:
         """Keys are exactly VARIABLES minus the secret and downward-API ones, no typos."""
@@ -167,7 +167,7 @@ class TestConfigMap:
         assert configmap["METRICS_HOST"] == "0.0.0.0"
 
     def test_election_timeout_above_twice_heartbeat(self, configmap: dict[str, str]) -> None:
-        """The lease outlives two renewals, as auditsvc.config demands at start-up."""
+        """The lease outlives two renewals, as auditsvc.ops.settings demands at start-up."""
         timeout = float(configmap["LEADER_ELECTION_TIMEOUT"])
         assert timeout > 2 * float(configmap["LEADER_ELECTION_HEARTBEAT_INTERVAL"])
 

@@ -18,8 +18,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from auditpb.v1 import audit_pb2 as pb
 from auditpb.v1 import audit_pb2_grpc as pb_grpc
-from auditsvc.demo import demo_series
-from auditsvc.mongo.client import connect
+from auditsvc.devtools.demo import demo_series
+from auditsvc.storage.mongo.database import connect
 from tests.cluster.harness import ReplicaProcess
 from tests.security.certs import make_certs
 from tests.support import SecantusDB, eventually, wait_port
@@ -162,7 +162,7 @@ class TestJsonLogs:
         assert {e["event"] for e in cycles} >= {"audit cycle started", "audit cycle finished"}
         for event in cycles:
             assert str(event.get("cycle_id", "")).startswith("c-"), event
-        election = [e for e in events if e["logger"] == "auditsvc.election"]
+        election = [e for e in events if e["logger"] == "auditsvc.leadership.elector"]
         assert any(e["event"] == "started leading" and e["epoch"] >= 1 for e in election)
         for event in election:
             assert isinstance(event.get("epoch"), int), event

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from auditsvc.config import Settings
+from auditsvc.ops.settings import Settings
 from tests.support import SecantusDB, eventually, free_port, replica_env, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,10 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from auditpb.v1 import audit_pb2 as pb
-from auditsvc.config import Settings
-from auditsvc.demo import demo_series
-from auditsvc.mongo.client import connect
-from auditsvc.server import SERVICE_NAME
+from auditsvc.devtools.demo import demo_series
+from auditsvc.ops.settings import Settings
+from auditsvc.storage.mongo.database import connect
+from auditsvc.transport.server import SERVICE_NAME
 from tests.cluster.harness import ReplicaProcess, one_leader
 from tests.support import SecantusDB, eventually, free_port, replica_env
 

@@ -20,9 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from auditpb.v1 import audit_pb2 as pb
 from auditpb.v1 import audit_pb2_grpc as pb_grpc
-from auditsvc.demo import demo_series
-from auditsvc.mongo.client import LEASES, connect, to_ms
-from auditsvc.server import SERVICE_NAME
+from auditsvc.devtools.demo import demo_series
+from auditsvc.storage.mongo.database import LEASES, connect, to_ms
+from auditsvc.transport.server import SERVICE_NAME
 from tests.cluster.harness import ReplicaProcess
 from tests.support import SecantusDB, eventually
 

@@ -12,8 +12,8 @@ import pytest
 
 from auditclient import AuditClient, ClientOptions
 from auditpb.v1 import audit_pb2 as pb
-from auditsvc.demo import demo_series
-from auditsvc.mongo.client import connect
+from auditsvc.devtools.demo import demo_series
+from auditsvc.storage.mongo.database import connect
 from tests.cluster.harness import ReplicaProcess
 from tests.support import SecantusDB, eventually
 

@@ -41,12 +41,12 @@ from hypothesis import strategies as st
 from auditpb.v1 import audit_pb2 as pb
 from auditpb.v1 import audit_pb2_grpc as pb_grpc
 from auditsvc.app import App
-from auditsvc.config import Settings
-from auditsvc.demo import demo_series
-from auditsvc.mongo.client import connect
-from auditsvc.mongo.secrets import deployment_secret
-from auditsvc.paging import PageTokens
-from auditsvc.server import SERVICE_NAME
+from auditsvc.devtools.demo import demo_series
+from auditsvc.ops.settings import Settings
+from auditsvc.storage.mongo.database import connect
+from auditsvc.storage.mongo.secret_store import deployment_secret
+from auditsvc.transport.server import SERVICE_NAME
+from auditsvc.usecases.page_tokens import PageTokens
 from tests.support import SecantusDB, eventually, replica_env
 
 END_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z

@@ -26,9 +26,9 @@ from auditclient import AuditClient, ClientOptions
 from auditclient.errors import Unauthenticated
 from auditpb.v1 import audit_pb2 as pb
 from auditpb.v1 import audit_pb2_grpc as pb_grpc
-from auditsvc.demo import demo_series
-from auditsvc.mongo.client import connect
-from auditsvc.server import SERVICE_NAME
+from auditsvc.devtools.demo import demo_series
+from auditsvc.storage.mongo.database import connect
+from auditsvc.transport.server import SERVICE_NAME
 from tests.cluster.harness import ReplicaProcess
 from tests.security.certs import Certs, make_certs
 from tests.support import SecantusDB, eventually

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from auditsvc.audit.batching import AdaptiveBatch
+from auditsvc.domain.batch_sizing import AdaptiveBatch
 
 
 class TestAdaptiveBatch:

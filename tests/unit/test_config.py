@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from auditsvc.audit.models import Strategy
 from auditsvc.cli import build_parser
-from auditsvc.config import SECTIONS, VARIABLES, ConfigError, Settings, variables_table
+from auditsvc.domain.values import Strategy
+from auditsvc.ops.settings import SECTIONS, VARIABLES, ConfigError, Settings, variables_table
 from tests.support import REPO
 
 
@@ -20,8 +20,14 @@ class TestFromEnv:
         s = Settings.from_env({})
         assert not s.duplicates.removal_enabled and not s.backfill.enabled
         assert s.duplicates.strategy is Strategy.KEEP_NEWEST
-        assert (s.election.heartbeat_interval, s.election.timeout, s.audit.interval) == (10, 30, 300)
-        assert s.server.host == "127.0.0.1" and s.server.port == 50051 and s.ops.metrics_port == 9464
+        assert (s.election.heartbeat_interval, s.election.timeout, s.audit.interval) == (
+            10,
+            30,
+            300,
+        )
+        assert (
+            s.server.host == "127.0.0.1" and s.server.port == 50051 and s.ops.metrics_port == 9464
+        )
         assert s.server.advertise_address == "127.0.0.1:50051"
         assert s.election.renew_deadline == 20
 

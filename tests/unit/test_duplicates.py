@@ -1,4 +1,4 @@
-"""Unit tests for auditsvc.audit.duplicates."""
+"""Unit tests for auditsvc.domain.survivor."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from auditsvc.audit.duplicates import compare_values, resolve, sort_ids
-from auditsvc.audit.models import CandleRef, Resolution, Strategy
+from auditsvc.domain.survivor import compare_values, resolve, sort_ids
+from auditsvc.domain.values import CandleRef, Resolution, Strategy
 
 TS = 1_704_067_200_000
 

@@ -1,4 +1,4 @@
-"""Unit tests for auditsvc.audit.gaps."""
+"""Unit tests for auditsvc.domain.scanner."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditsvc.audit.gaps import SeriesScanner, scan
-from auditsvc.audit.models import DuplicateSlot, Gap, SeriesScan, Window
-from auditsvc.audit.timeframes import Timeframe, parse_timeframe
+from auditsvc.domain.scanner import SeriesScanner, scan
+from auditsvc.domain.timeframes import Timeframe, parse_timeframe
+from auditsvc.domain.values import DuplicateSlot, Gap, SeriesScan, Window
 
 M = 60_000
 DAY = 86_400_000

@@ -1,4 +1,4 @@
-"""Unit tests for auditsvc.audit.health."""
+"""Unit tests for auditsvc.domain.scoring."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import calendar
 
 import pytest
 
-from auditsvc.audit.gaps import scan
-from auditsvc.audit.health import score
-from auditsvc.audit.models import DuplicateSlot, Gap, HealthScore, SeriesScan, Window
-from auditsvc.audit.timeframes import parse_timeframe
+from auditsvc.domain.scanner import scan
+from auditsvc.domain.scoring import score
+from auditsvc.domain.timeframes import parse_timeframe
+from auditsvc.domain.values import DuplicateSlot, Gap, HealthScore, SeriesScan, Window
 
 M = 60_000
 T0 = 1_704_067_200_000

@@ -1,11 +1,11 @@
-"""Unit tests for auditsvc.audit.live: series state, freshness, store rule, revealed gaps."""
+"""Unit tests for auditsvc.domain.series_state: state, freshness, store rule, revealed gaps."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auditsvc.audit.live import (
+from auditsvc.domain.series_state import (
     LiveState,
     SeriesState,
     freshness,
@@ -14,8 +14,8 @@ from auditsvc.audit.live import (
     series_state,
     window_state,
 )
-from auditsvc.audit.models import Gap
-from auditsvc.audit.timeframes import TIMEFRAMES, parse_timeframe
+from auditsvc.domain.timeframes import TIMEFRAMES, parse_timeframe
+from auditsvc.domain.values import Gap
 
 SEC = 1_000
 MIN = 60_000

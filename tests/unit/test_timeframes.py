@@ -1,4 +1,4 @@
-"""Unit tests for auditsvc.audit.timeframes."""
+"""Unit tests for auditsvc.domain.timeframes."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditsvc.audit.errors import InvalidArgument
-from auditsvc.audit.models import Window
-from auditsvc.audit.timeframes import TIMEFRAMES, default_window, parse_timeframe, settled_end
+from auditsvc.domain.errors import InvalidArgument
+from auditsvc.domain.timeframes import TIMEFRAMES, default_window, parse_timeframe, settled_end
+from auditsvc.domain.values import Window
 
 MIN = 60_000
 DAY = 86_400_000

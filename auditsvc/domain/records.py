@@ -1,0 +1,186 @@
+"""Service-level records: what an audit cycle, a gap listing or a duplicate
+resolution produced, as stored and as served. Pure data, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from auditsvc.domain.series_state import SeriesState
+from auditsvc.domain.values import HealthScore, Role, Severity, Strategy
+
+# How long stored cycles, and the request_id records that point at them, are kept.
+RESULT_TTL_DAYS = 14
+# Cycle.trigger of the scheduler's full cycles; only these drive the schedule and
+# the last-success gauge (the stalled-audit alert).
+SCHEDULED = "schedule"
+
+
+@dataclass(frozen=True, slots=True)
+class GapRecord:
+    symbol: str
+    timeframe: str
+    start_ms: int
+    end_ms: int
+    missing_candles: int
+    severity: Severity
+    detected_ms: int
+    backfill_request_id: str = ""
+    # Found by the live tail as a later candle arrived, before any cycle.
+    detected_live: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRecord:
+    symbol: str
+    timeframe: str
+    score: HealthScore
+    computed_ms: int
+    cycle_id: str
+    # Live state when stored; None for scores stored before live state existed.
+    state: SeriesState | None = None
+    last_candle_ms: int | None = None
+    late_candles: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesReport:
+    symbol: str
+    timeframe: str
+    window_start_ms: int
+    window_end_ms: int
+    expected_candles: int
+    present_candles: int
+    missing_candles: int
+    gap_count: int
+    duplicate_groups: int
+    surplus_documents: int
+    misaligned_candles: int
+    backfills_requested: int
+    backfills_skipped: int
+    health: ScoreRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Cycle:
+    cycle_id: str
+    started_ms: int
+    finished_ms: int
+    served_by: str
+    epoch: int
+    trigger: str
+    series: tuple[SeriesReport, ...] = ()
+    succeeded: bool = True
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupReport:
+    timestamp_ms: int
+    kept_id: str
+    removed_ids: tuple[str, ...]
+    document_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateReport:
+    request_id: str
+    strategy: Strategy
+    dry_run: bool
+    removal_enabled: bool
+    duplicate_groups: int
+    surplus_documents: int
+    documents_removed: int
+    documents_archived: int
+    served_by: str
+    epoch: int
+    message: str
+    groups: tuple[GroupReport, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderInfo:
+    leader_id: str
+    leader_address: str
+    epoch: int
+    is_self: bool
+    elected_ms: int | None
+    expires_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    replica_id: str
+    role: Role
+    auditor_enabled: bool
+    last_cycle: Cycle | None
+    next_cycle_ms: int | None
+    series_count: int
+    version: str
+    database_reachable: bool
+    leader_id: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class GapQuery:
+    """ListGaps filters; ``after`` is the decoded page cursor."""
+
+    symbol: str = ""
+    timeframe: str = ""
+    start_ms: int | None = None
+    end_ms: int | None = None
+    min_missing: int = 0
+    limit: int = 100
+    after: tuple[str, str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreQuery:
+    """ListHealthScores filters; ``after`` is the decoded (symbol, timeframe) cursor."""
+
+    symbols: tuple[str, ...] = ()
+    timeframes: tuple[str, ...] = ()
+    state: SeriesState | None = None
+    limit: int = 100
+    after: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillRequest:
+    request_id: str
+    symbol: str
+    timeframe: str
+    start_ms: int
+    end_ms: int
+    priority: int
+    epoch: int
+
+
+def report_to_dict(r: DuplicateReport) -> dict[str, Any]:
+    """A BSON/JSON-safe form, for storing the first result of a request_id."""
+    d = asdict(r)
+    d["strategy"] = r.strategy.value
+    d["groups"] = [
+        {**g, "removed_ids": list(g["removed_ids"]), "document_ids": list(g["document_ids"])}
+        for g in d["groups"]
+    ]
+    return d
+
+
+def report_from_dict(d: dict[str, Any]) -> DuplicateReport:
+    fields = {k: v for k, v in d.items() if k not in ("strategy", "groups")}
+    return DuplicateReport(
+        **fields,
+        strategy=Strategy(d["strategy"]),
+        groups=tuple(
+            GroupReport(
+                timestamp_ms=int(g["timestamp_ms"]),
+                kept_id=g["kept_id"],
+                removed_ids=tuple(g["removed_ids"]),
+                document_ids=tuple(g["document_ids"]),
+            )
+            for g in d["groups"]
+        ),
+    )

@@ -1,0 +1,237 @@
+"""The store interfaces the use cases depend on. ``auditsvc.storage.mongo`` implements
+them with PyMongo's asyncio client; tests may use those against a real server or fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from auditsvc.domain.records import (
+    BackfillRequest,
+    Cycle,
+    GapQuery,
+    GapRecord,
+    ScoreQuery,
+    ScoreRecord,
+    SeriesReport,
+)
+from auditsvc.domain.values import CandleRef, Resolution, Strategy, Window
+
+T = TypeVar("T")
+
+
+class CandleStore(Protocol):
+    def collection(self, symbol: str, timeframe: str) -> str: ...
+
+    def timestamps(self, symbol: str, timeframe: str, window: Window) -> AsyncIterator[list[int]]:
+        """Ascending timestamps (ms) of the series' documents, in batches."""
+        ...
+
+    def duplicate_groups(
+        self, symbol: str, timeframe: str, window: Window, version_field: str | None
+    ) -> AsyncIterator[list[CandleRef]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One election's lease as stored; times are the database's clock (ms)."""
+
+    holder: str  # the per-process identity, REPLICA_ID/<uuid4>
+    address: str
+    epoch: int
+    acquired_ms: int
+    renewed_ms: int
+    expires_ms: int
+    # The database's clock when the lease was read or written.
+    now_ms: int
+    # The display name (REPLICA_ID); '' on leases written before it was stored.
+    replica_id: str = ""
+    # lsid of the previous term's batch session, which a new holder kills.
+    predecessor_session: Any = None
+
+    @property
+    def live(self) -> bool:
+        return self.expires_ms > self.now_ms
+
+    @property
+    def name(self) -> str:
+        return self.replica_id or self.holder.split("/", 1)[0]
+
+
+class Fence(Protocol):
+    async def check(self, epoch: int) -> None: ...
+
+    async def write_fenced(self, epoch: int, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Runs ``work(session)`` only while the lease holds ``epoch``."""
+        ...
+
+
+class LeaseStore(Protocol):
+    """What the elector needs: one holder identity's lease (after client-go's lock)."""
+
+    @property
+    def holder(self) -> str: ...
+
+    async def try_acquire(self, address: str, duration_ms: int) -> Lease | None:
+        """Acquires or renews for ``holder``; None when another holds a live lease."""
+        ...
+
+    async def release(self, epoch: int) -> bool: ...
+
+    async def read(self) -> Lease | None: ...
+
+    async def take_office(self, lease: Lease) -> None:
+        """Makes a newly granted term ready for fenced writes; Fenced if it is over."""
+        ...
+
+
+class LeadershipStore(LeaseStore, Fence, Protocol):
+    """The lease, the fence and the gate between them, as one object per process.
+
+    ``batch_budget_s`` bounds each fenced batch in time (an over-budget batch is
+    aborted and raises Unavailable); ``last_batch_seconds`` is what the last
+    one took, for callers that size their batches to the budget.
+    """
+
+    @property
+    def batch_budget_s(self) -> float: ...
+
+    @property
+    def last_batch_seconds(self) -> float: ...
+
+
+class StateStore(Protocol):
+    async def ping(self) -> None: ...
+
+    async def save_series(
+        self,
+        report: SeriesReport,
+        gaps: Sequence[GapRecord],
+        *,
+        cycle_id: str,
+        epoch: int,
+        session: Any = None,
+    ) -> None: ...
+
+    async def save_cycle(self, cycle: Cycle, session: Any = None) -> None: ...
+
+    async def get_cycle(self, cycle_id: str) -> Cycle | None: ...
+
+    async def last_cycle(self) -> Cycle | None: ...
+
+    async def last_success_ms(self) -> int | None: ...
+
+    async def list_gaps(self, q: GapQuery) -> list[GapRecord]: ...
+
+    async def scores(self) -> list[ScoreRecord]: ...
+
+    async def list_scores(self, q: ScoreQuery) -> list[ScoreRecord]:
+        """Stored scores matching ``q``, ordered by (symbol, timeframe)."""
+        ...
+
+    async def watch_scores(self) -> AsyncIterator[ScoreRecord]:
+        """Returns once the watch is open: nothing stored after the return is missed."""
+        ...
+
+    async def get_request(self, kind: str, request_id: str) -> dict[str, Any] | None: ...
+
+    async def put_request(
+        self,
+        kind: str,
+        request_id: str,
+        body_hash: str,
+        result: dict[str, Any],
+        epoch: int,
+        session: Any = None,
+    ) -> None: ...
+
+
+class BackfillStore(Protocol):
+    async def open_count(self) -> int: ...
+
+    async def open_request_id(self, symbol: str, timeframe: str, start_ms: int) -> str | None: ...
+
+    async def create(self, req: BackfillRequest, session: Any = None) -> str: ...
+
+
+class DuplicateStore(Protocol):
+    async def guard(
+        self, collection: str, symbol: str, batch: list[Resolution], session: Any = None
+    ) -> tuple[list[Resolution], int]:
+        """The groups whose kept document still fills their slot, and how many were not."""
+        ...
+
+    async def claim(self, collection: str, owner: str, ttl_ms: int) -> bool: ...
+
+    async def release(self, collection: str, owner: str) -> None: ...
+
+    async def archive(
+        self,
+        collection: str,
+        batch: list[Resolution],
+        *,
+        request_id: str,
+        strategy: Strategy,
+        epoch: int,
+        session: Any = None,
+    ) -> int: ...
+
+    async def delete(
+        self,
+        collection: str,
+        batch: list[Resolution],
+        *,
+        request_id: str,
+        strategy: Strategy,
+        epoch: int,
+        archived: int,
+        session: Any = None,
+    ) -> int: ...
+
+    async def known(self, request_id: str) -> bool: ...
+
+    async def restore(self, request_id: str) -> tuple[int, int]: ...
+
+
+class CandleFeed(Protocol):
+    """What the live tail reads: the newest candles, at a cost proportional to inserts."""
+
+    async def newest(self, collection: str, symbol: str) -> int | None:
+        """Open time (ms) of the series' newest candle, None when it has none."""
+        ...
+
+    async def poll(
+        self, collection: str, floor_ms: int, recent: Sequence[str], lagging: dict[str, int | None]
+    ) -> list[tuple[str, int]]:
+        """(symbol, open ms) of candles newer than what was seen, in one query.
+
+        ``recent`` symbols match timestamps above ``floor_ms``; each ``lagging``
+        symbol matches timestamps above its own newest (any, when None).
+        """
+        ...
+
+    async def change_streams_supported(self, collections: Sequence[str]) -> bool:
+        """True on a replica set or mongos when no collection is a time-series one."""
+        ...
+
+    def watch(self, collections: Sequence[str]) -> AsyncIterator[tuple[str, str, int]]:
+        """(collection, symbol, open ms) of each candle inserted, replaced or updated."""
+        ...
+
+
+class LiveStore(Protocol):
+    """Where the live tail stores what it finds (always inside a fenced batch)."""
+
+    async def stored_score(self, symbol: str, timeframe: str, session: Any = None) -> Any:
+        """The series' stored ScoreRecord, None when none is stored."""
+        ...
+
+    async def save_live_score(self, record: ScoreRecord, epoch: int, session: Any = None) -> None:
+        """Replaces the series' score fields, keeping its last audit report."""
+        ...
+
+    async def save_live_gap(self, gap: GapRecord, epoch: int, session: Any = None) -> None:
+        """Stores a gap keyed by series + start, so a cycle's write is the same record."""
+        ...

@@ -1,0 +1,156 @@
+"""Connection, collection names and the indexes the service relies on."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+
+from auditsvc.domain.records import RESULT_TTL_DAYS
+
+LEASES = "leader_election"
+# One fence document per election, written only by fenced batches and new leaders.
+FENCES = "leader_fence"
+CYCLES = "audit_cycles"
+SERIES = "audit_series"
+GAPS = "audit_gaps"
+BACKFILLS = "backfill_requests"
+ARCHIVE = "duplicate_archive"
+AUDIT_LOG = "audit_log"
+REQUESTS = "audit_requests"
+
+LEASE_TTL_S = 7 * 24 * 3600
+# Cycles and the idempotency records that point at them expire together.
+CYCLE_TTL_S = RESULT_TTL_DAYS * 24 * 3600
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def to_dt(ms: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(milliseconds=ms)
+
+
+def to_ms(value: dt.datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return (value - EPOCH) // dt.timedelta(milliseconds=1)
+
+
+@dataclass
+class Database:
+    """The client and database handle, plus whether transactions are available.
+
+    PyMongo's native asyncio client: no worker threads, so a call blocked on an
+    unreachable server holds a coroutine, not a thread. ``close`` is a coroutine.
+    """
+
+    client: AsyncMongoClient[dict[str, Any]]
+    db: AsyncDatabase[dict[str, Any]]
+    transactions: bool
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def connect(uri: str, database: str, timeout_ms: int) -> Database:
+    """Builds the client without contacting the server (AsyncMongoClient connects lazily)."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        uri,
+        tz_aware=True,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        socketTimeoutMS=max(timeout_ms, 30_000),
+        appname="auditsvc",
+        # Nothing acknowledged may be rolled back by a failover: leases, fences,
+        # archives and deletes above all (docs/AUDITOR.md, Durability).
+        w="majority",
+    )
+    return Database(client=client, db=client[database], transactions=False)
+
+
+async def detect_transactions(database: Database, allowed: bool = True) -> bool:
+    """Transactions need a replica set or mongos; a bare mongod has none."""
+    hello = await database.client.admin.command("hello")
+    supported = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+    database.transactions = allowed and supported
+    return database.transactions
+
+
+INDEXES: dict[str, list[IndexModel]] = {
+    # Cleans up leases nobody has held for a week (old election names, setup-db
+    # probes). Failover never waits for it: expiry is judged in the acquire filter.
+    # Deleting a lease restarts its epoch at 1, which is why the grace is long:
+    # after a week without any holder no writer of an old term can be alive, and
+    # fencing also matches the holder's id.
+    LEASES: [
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=LEASE_TTL_S, name="lease_ttl")
+    ],
+    CYCLES: [
+        IndexModel([("started_at", DESCENDING)], name="by_start"),
+        # last_success_ms: the newest succeeded cycle.
+        IndexModel([("succeeded", ASCENDING), ("started_at", DESCENDING)], name="by_outcome"),
+        # Each cycle document holds every series report: keep two weeks of them.
+        IndexModel([("finished_at", ASCENDING)], expireAfterSeconds=CYCLE_TTL_S, name="cycle_ttl"),
+    ],
+    SERIES: [IndexModel([("computed_at", ASCENDING)], name="by_computed")],
+    GAPS: [
+        IndexModel(
+            [("symbol", ASCENDING), ("timeframe", ASCENDING), ("start_time", ASCENDING)],
+            name="by_series_start",
+        ),
+    ],
+    BACKFILLS: [
+        # One open request per gap: data writers set open=false when they finish.
+        IndexModel(
+            [("gap_key", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"open": True},
+            name="one_open_per_gap",
+        ),
+        IndexModel([("open", ASCENDING)], name="by_open"),
+    ],
+    ARCHIVE: [
+        IndexModel([("request_id", ASCENDING)], name="by_request"),
+        # The archive key as plain fields: lookups by the sub-document _id are not
+        # served by the _id index on every server, and a scan per batch grows with
+        # the archive (427 ms per lookup at 4k entries).
+        IndexModel(
+            [("request_id", ASCENDING), ("collection", ASCENDING), ("document._id", ASCENDING)],
+            name="by_key",
+        ),
+        # Restore's "next entries of this request not yet restored".
+        IndexModel([("request_id", ASCENDING), ("restored_at", ASCENDING)], name="pending"),
+        IndexModel([("epoch", ASCENDING), ("removed_at", ASCENDING)], name="by_epoch"),
+    ],
+    AUDIT_LOG: [IndexModel([("at", DESCENDING)], name="by_time")],
+    # Clients send a fresh request_id per mutation: without expiry this grows for ever.
+    # Same lifetime as the cycles the records point at.
+    REQUESTS: [IndexModel([("at", ASCENDING)], expireAfterSeconds=CYCLE_TTL_S, name="request_ttl")],
+}
+
+
+async def ensure_indexes(database: Database) -> list[str]:
+    """Idempotent; returns ``collection.index`` names that now exist."""
+    made: list[str] = []
+    existing = set(await database.db.list_collection_names())
+    for name in (LEASES, FENCES, CYCLES, SERIES, GAPS, BACKFILLS, ARCHIVE, AUDIT_LOG, REQUESTS):
+        if name not in existing:
+            try:
+                await database.db.create_collection(name)
+            except Exception as exc:
+                if "already exists" not in str(exc):
+                    raise
+        for index in INDEXES.get(name, []):
+            created = await database.db[name].create_indexes([index])
+            made.append(f"{name}.{created[0]}")
+    return made
+
+
+async def ensure_candle_index(database: Database, collection: str) -> str:
+    name = await database.db[collection].create_index(
+        [("symbol", ASCENDING), ("timestamp", ASCENDING)], name="symbol_timestamp"
+    )
+    return f"{collection}.{name}"

@@ -1,0 +1,304 @@
+"""Stored audit results that every replica reads: series reports, gaps,
+cycles, health scores and idempotent request results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from pymongo import UpdateOne
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from auditsvc.domain.errors import Unavailable
+from auditsvc.domain.records import (
+    SCHEDULED,
+    Cycle,
+    GapQuery,
+    GapRecord,
+    ScoreQuery,
+    ScoreRecord,
+    SeriesReport,
+)
+from auditsvc.storage.mongo import documents as codec
+from auditsvc.storage.mongo.database import CYCLES, GAPS, REQUESTS, SERIES, Database, to_dt, to_ms
+
+log = logging.getLogger(__name__)
+
+# Scores a health-stream subscriber may fall behind by before it is cut off.
+_SUBSCRIBER_BACKLOG = 10_000
+
+
+class MongoStateStore:
+    def __init__(self, database: Database, poll_interval: float = 0.25) -> None:
+        self._database = database
+        self._db = database.db
+        self._poll_interval = poll_interval
+        # One change stream per process, fanned out to every watch_scores() caller.
+        self._watchers: set[asyncio.Queue[ScoreRecord | BaseException]] = set()
+        self._pump: asyncio.Task[None] | None = None
+        self._opened: asyncio.Future[None] | None = None
+
+    async def ping(self) -> None:
+        await self._database.client.admin.command("ping")
+
+    async def save_series(
+        self,
+        report: SeriesReport,
+        gaps: Sequence[GapRecord],
+        *,
+        cycle_id: str,
+        epoch: int,
+        session: Any = None,
+    ) -> None:
+        key = {"symbol": report.symbol, "timeframe": report.timeframe}
+        if gaps:
+            ops = [_gap_upsert(codec.gap_doc(g, cycle_id, epoch)) for g in gaps]
+            await self._db[GAPS].bulk_write(ops, ordered=False, session=session)
+        # Gaps starting at or after the window's end are not this audit's to judge:
+        # the live tail may have found them in slots not yet due for a cycle.
+        stale = {
+            **key,
+            "cycle_id": {"$ne": cycle_id},
+            "start_time": {"$lt": to_dt(report.window_end_ms)},
+        }
+        await self._db[GAPS].delete_many(stale, session=session)
+        doc = {
+            **codec.score_doc(report.health),
+            "report": codec.report_doc(report),
+            "epoch": epoch,
+        }
+        await self._db[SERIES].replace_one(
+            {"_id": f"{report.symbol}|{report.timeframe}"}, doc, upsert=True, session=session
+        )
+
+    async def save_cycle(self, cycle: Cycle, session: Any = None) -> None:
+        await self._db[CYCLES].replace_one(
+            {"_id": cycle.cycle_id}, codec.cycle_doc(cycle), upsert=True, session=session
+        )
+
+    async def get_cycle(self, cycle_id: str) -> Cycle | None:
+        doc = await self._db[CYCLES].find_one({"_id": cycle_id})
+        return None if doc is None else codec.cycle_record(doc)
+
+    async def last_cycle(self) -> Cycle | None:
+        docs = await self._db[CYCLES].find().sort("started_at", -1).limit(1).to_list(1)
+        return codec.cycle_record(docs[0]) if docs else None
+
+    async def last_success_ms(self) -> int | None:
+        """When the newest successful *scheduled* cycle finished. RunAudit cycles do not
+        count: they cover a selection, so they must not postpone the full schedule."""
+        docs = (
+            await self._db[CYCLES]
+            .find({"succeeded": True, "trigger": SCHEDULED}, {"finished_at": 1})
+            .sort("started_at", -1)
+            .limit(1)
+            .to_list(1)
+        )
+        return to_ms(docs[0]["finished_at"]) if docs else None
+
+    async def list_gaps(self, q: GapQuery) -> list[GapRecord]:
+        clauses: list[dict[str, Any]] = []
+        if q.symbol:
+            clauses.append({"symbol": q.symbol})
+        if q.timeframe:
+            clauses.append({"timeframe": q.timeframe})
+        if q.start_ms is not None:
+            clauses.append({"end_time": {"$gt": to_dt(q.start_ms)}})
+        if q.end_ms is not None:
+            clauses.append({"start_time": {"$lt": to_dt(q.end_ms)}})
+        if q.min_missing:
+            clauses.append({"missing_candles": {"$gte": q.min_missing}})
+        if q.after is not None:
+            sym, tf, start = q.after
+            clauses.append(
+                {
+                    "$or": [
+                        {"symbol": {"$gt": sym}},
+                        {"symbol": sym, "timeframe": {"$gt": tf}},
+                        {"symbol": sym, "timeframe": tf, "start_time": {"$gt": to_dt(start)}},
+                    ]
+                }
+            )
+        query = {"$and": clauses} if clauses else {}
+        cursor = (
+            self._db[GAPS]
+            .find(query)
+            .sort([("symbol", 1), ("timeframe", 1), ("start_time", 1)])
+            .limit(q.limit)
+        )
+        return [codec.gap_record(d) for d in await cursor.to_list(q.limit)]
+
+    async def scores(self) -> list[ScoreRecord]:
+        docs = await self._db[SERIES].find({}, {"report": 0}).to_list(None)
+        return [codec.score_record(d) for d in docs]
+
+    async def list_scores(self, q: ScoreQuery) -> list[ScoreRecord]:
+        clauses: list[dict[str, Any]] = []
+        if q.symbols:
+            clauses.append({"symbol": {"$in": list(q.symbols)}})
+        if q.timeframes:
+            clauses.append({"timeframe": {"$in": list(q.timeframes)}})
+        if q.state is not None:
+            clauses.append({"state": q.state.value})
+        if q.after is not None:
+            # _id is "symbol|timeframe", so the (symbol, timeframe) order is the _id order
+            # only when no symbol is a prefix of another; compare the fields instead.
+            sym, tf = q.after
+            clauses.append(
+                {"$or": [{"symbol": {"$gt": sym}}, {"symbol": sym, "timeframe": {"$gt": tf}}]}
+            )
+        query = {"$and": clauses} if clauses else {}
+        cursor = (
+            self._db[SERIES]
+            .find(query, {"report": 0})
+            .sort([("symbol", 1), ("timeframe", 1)])
+            .limit(q.limit)
+        )
+        return [codec.score_record(d) for d in await cursor.to_list(q.limit)]
+
+    async def watch_scores(self) -> AsyncIterator[ScoreRecord]:
+        """New scores as any replica stores them, from one shared database watch.
+
+        Returns once that watch is open, so a snapshot read after this call misses
+        nothing stored in between; raises if the watch cannot be opened.
+        """
+        queue: asyncio.Queue[ScoreRecord | BaseException] = asyncio.Queue(_SUBSCRIBER_BACKLOG)
+        self._watchers.add(queue)
+        try:
+            if self._pump is None or self._pump.done() or self._opened is None:
+                self._opened = opened = asyncio.get_running_loop().create_future()
+                self._pump = asyncio.create_task(self._pump_scores(opened), name="score-watch")
+            await asyncio.shield(self._opened)
+        except BaseException:
+            self._unwatch(queue)
+            raise
+        return self._drain(queue)
+
+    async def _drain(
+        self, queue: asyncio.Queue[ScoreRecord | BaseException]
+    ) -> AsyncIterator[ScoreRecord]:
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._unwatch(queue)
+
+    def _unwatch(self, queue: asyncio.Queue[ScoreRecord | BaseException]) -> None:
+        self._watchers.discard(queue)
+        if not self._watchers and self._pump is not None:
+            self._pump.cancel()
+            self._pump = None
+
+    async def _pump_scores(self, opened: asyncio.Future[None]) -> None:
+        try:
+            async for record in self._watch_database(opened):
+                for queue in list(self._watchers):
+                    try:
+                        queue.put_nowait(record)
+                    except asyncio.QueueFull:
+                        # A subscriber this far behind is cut off (its client
+                        # reconnects and gets a fresh snapshot) rather than
+                        # letting its backlog grow without bound.
+                        self._watchers.discard(queue)
+                        _last_word(queue, Unavailable("health stream subscriber fell behind"))
+            # The stream ended (an invalidate event): tell subscribers, or they wait forever.
+            for queue in list(self._watchers):
+                _last_word(queue, Unavailable("health stream ended; reconnect"))
+        except Exception as exc:
+            if not opened.done():
+                opened.set_exception(exc)
+                opened.exception()  # its waiters re-raise it; never "never retrieved"
+            for queue in list(self._watchers):
+                _last_word(queue, exc)
+        finally:
+            if not opened.done():
+                opened.cancel()
+
+    async def _watch_database(self, opened: asyncio.Future[None]) -> AsyncIterator[ScoreRecord]:
+        """A change stream, else polling. Resolves ``opened`` once either has begun."""
+        try:
+            async with await self._db[SERIES].watch(full_document="updateLookup") as stream:
+                # Entering the context opened the stream: changes from here on are ours.
+                opened.set_result(None)
+                async for change in stream:
+                    doc = change.get("fullDocument")
+                    if doc is not None:
+                        yield codec.score_record(doc)
+            return
+        except PyMongoError as exc:
+            if "not supported" not in str(exc) and "replica set" not in str(exc):
+                raise
+            log.info("change streams unavailable; polling scores", extra={"reason": str(exc)})
+        since = dt.datetime.now(dt.UTC)
+        if not opened.done():
+            opened.set_result(None)
+        while True:
+            docs = (
+                await self._db[SERIES]
+                .find({"computed_at": {"$gt": since}}, {"report": 0})
+                .sort("computed_at", 1)
+                .to_list(None)
+            )
+            for doc in docs:
+                since = max(since, doc["computed_at"])
+                yield codec.score_record(doc)
+            await asyncio.sleep(self._poll_interval)
+
+    async def get_request(self, kind: str, request_id: str) -> dict[str, Any] | None:
+        doc: dict[str, Any] | None = await self._db[REQUESTS].find_one(
+            {"_id": f"{kind}:{request_id}"}
+        )
+        return doc
+
+    async def put_request(
+        self,
+        kind: str,
+        request_id: str,
+        body_hash: str,
+        result: dict[str, Any],
+        epoch: int,
+        session: Any = None,
+    ) -> None:
+        # Insert-only: the first stored result wins, so a deposed leader that
+        # finishes late can never replace what a newer leader already answered.
+        # Look first: inside a transaction a duplicate-key error would abort it.
+        key = {"_id": f"{kind}:{request_id}"}
+        if await self._db[REQUESTS].find_one(key, {"_id": 1}, session=session) is not None:
+            return
+        with contextlib.suppress(DuplicateKeyError):
+            await self._db[REQUESTS].insert_one(
+                {
+                    "_id": f"{kind}:{request_id}",
+                    "kind": kind,
+                    "body_hash": body_hash,
+                    "result": result,
+                    "epoch": epoch,
+                    "at": dt.datetime.now(dt.UTC),
+                },
+                session=session,
+            )
+
+
+def _gap_upsert(doc: dict[str, Any]) -> UpdateOne:
+    """The cycle's write of a gap: the same record (series + start) as a live one,
+    keeping ``detected_live`` when the live tail found it first."""
+    key = doc.pop("_id")
+    live = doc.pop("detected_live")
+    return UpdateOne(
+        {"_id": key}, {"$set": doc, "$setOnInsert": {"detected_live": live}}, upsert=True
+    )
+
+
+def _last_word(queue: asyncio.Queue[ScoreRecord | BaseException], exc: BaseException) -> None:
+    """Ends a subscriber's stream with ``exc``, making room for it if need be."""
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(exc)

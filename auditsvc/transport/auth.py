@@ -1,0 +1,69 @@
+"""Bearer-token authentication for the AuditService.
+
+With AUDIT_API_TOKEN (or _FILE) set, RunAudit and ResolveDuplicates need
+``authorization: Bearer <token>``, and so do reads when
+AUDIT_READS_REQUIRE_TOKEN=true. Health and reflection stay open so probes and
+grpcurl discovery work. The comparison is constant-time and the token never
+appears in a status message or a log line.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from auditsvc.transport.status_table import unauthenticated
+
+_DETAILS = "missing or invalid bearer token (authorization metadata)"
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, token: str, protected: frozenset[str]) -> None:
+        self._expected = f"Bearer {token}".encode()
+        self._protected = protected
+        # One refusing handler per method: built per call, each would be a new
+        # key in the outer interceptor's per-handler cache.
+        self._denials: dict[str, Any] = {}
+
+    def _allowed(self, metadata: Any) -> bool:
+        for key, value in metadata or ():
+            if key == "authorization":
+                given = value.encode() if isinstance(value, str) else bytes(value)
+                return hmac.compare_digest(given, self._expected)
+        return False
+
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], details: Any
+    ) -> Any:
+        if details.method not in self._protected or self._allowed(details.invocation_metadata):
+            return await continuation(details)
+        denial = self._denials.get(details.method)
+        if denial is not None:
+            return denial
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        denial = self._denials[details.method] = _denial(handler)
+        return denial
+
+
+def _denial(handler: Any) -> Any:
+    """A handler of the same shape as ``handler`` that answers UNAUTHENTICATED."""
+
+    async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await unauthenticated(_DETAILS).abort(context)
+
+    async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await unauthenticated(_DETAILS).abort(context)
+        yield  # pragma: no cover - makes this an async generator
+
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            deny_stream, request_deserializer=handler.request_deserializer
+        )
+    return grpc.unary_unary_rpc_method_handler(
+        deny, request_deserializer=handler.request_deserializer
+    )

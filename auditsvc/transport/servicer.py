@@ -1,0 +1,128 @@
+"""AuditService over gRPC: decode the request, call the service, encode the
+reply. Errors go through the one table in ``auditsvc.transport.status_table``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from auditpb.v1 import audit_pb2 as pb
+from auditpb.v1 import audit_pb2_grpc as pb_grpc
+from auditsvc.transport import convert
+from auditsvc.transport.status_table import problem_for
+from auditsvc.usecases.audit_service import AuditService
+
+R = TypeVar("R")
+
+
+async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    """End the call with the table's status, AIP-193 details and leader hint."""
+    await problem_for(exc).abort(context)
+
+
+def _unary(
+    method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort(context, exc)
+            raise AssertionError("unreachable") from exc
+
+    return wrapper
+
+
+class AuditServicer(pb_grpc.AuditServiceServicer):  # type: ignore[misc]
+    def __init__(self, service: AuditService) -> None:
+        self._service = service
+        # The last cycle and its message: GetStatus serves the same cycle many
+        # times between audits, and converting every series each time is waste.
+        self._cycle: tuple[object, pb.AuditCycle] | None = None
+
+    @_unary
+    async def GetLeader(self, request: pb.GetLeaderRequest, context: Any) -> pb.GetLeaderResponse:
+        return convert.leader_pb(await self._service.leader())
+
+    @_unary
+    async def GetStatus(self, request: pb.GetStatusRequest, context: Any) -> pb.GetStatusResponse:
+        status = await self._service.status()
+        cached = self._cycle
+        if status.last_cycle is None:
+            return convert.status_pb(status)
+        if cached is None or cached[0] is not status.last_cycle:
+            cached = self._cycle = (status.last_cycle, convert.cycle_pb(status.last_cycle))
+        return convert.status_pb(status, cached[1])
+
+    @_unary
+    async def RunAudit(self, request: pb.RunAuditRequest, context: Any) -> pb.RunAuditResponse:
+        cycle = await self._service.run_audit(
+            list(request.symbols),
+            list(request.timeframes),
+            convert.ms_from(request, "start_time"),
+            convert.ms_from(request, "end_time"),
+            request_id=request.request_id,
+        )
+        return pb.RunAuditResponse(cycle=convert.cycle_pb(cycle))
+
+    @_unary
+    async def ListGaps(self, request: pb.ListGapsRequest, context: Any) -> pb.ListGapsResponse:
+        gaps, token = await self._service.list_gaps(
+            request.symbol,
+            request.timeframe,
+            convert.ms_from(request, "start_time"),
+            convert.ms_from(request, "end_time"),
+            convert.count_from(request.min_missing_candles),
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListGapsResponse(gaps=[convert.gap_pb(g) for g in gaps], next_page_token=token)
+
+    @_unary
+    async def ListHealthScores(
+        self, request: pb.ListHealthScoresRequest, context: Any
+    ) -> pb.ListHealthScoresResponse:
+        scores, token = await self._service.list_health_scores(
+            list(request.symbols),
+            list(request.timeframes),
+            convert.state_from(request.state),
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListHealthScoresResponse(
+            scores=[convert.score_pb(r) for r in scores], next_page_token=token
+        )
+
+    @_unary
+    async def ResolveDuplicates(
+        self, request: pb.ResolveDuplicatesRequest, context: Any
+    ) -> pb.ResolveDuplicatesResponse:
+        report = await self._service.resolve_duplicates(
+            request.symbol,
+            request.timeframe,
+            convert.ms_from(request, "start_time"),
+            convert.ms_from(request, "end_time"),
+            convert.strategy_from(request.strategy),
+            request.dry_run,
+            request.request_id,
+        )
+        return convert.duplicates_pb(report)
+
+    async def StreamHealthScores(
+        self, request: pb.StreamHealthScoresRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamHealthScoresResponse]:
+        try:
+            stream = self._service.health_scores(list(request.symbols), list(request.timeframes))
+            async for record in stream:
+                yield pb.StreamHealthScoresResponse(score=convert.score_pb(record))
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort(context, exc)

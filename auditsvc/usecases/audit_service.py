@@ -1,0 +1,392 @@
+"""The use cases behind the RPCs, over the stores. Transport-free: it takes
+and returns domain records and raises domain errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from auditsvc import __version__
+from auditsvc.domain.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ShuttingDown,
+    Unavailable,
+)
+from auditsvc.domain.records import (
+    RESULT_TTL_DAYS,
+    Cycle,
+    DuplicateReport,
+    GapQuery,
+    GapRecord,
+    LeaderInfo,
+    ScoreRecord,
+    Status,
+    report_from_dict,
+    report_to_dict,
+)
+from auditsvc.domain.series_state import SeriesState
+from auditsvc.domain.timeframes import parse_timeframe
+from auditsvc.domain.values import Strategy
+from auditsvc.leadership.term import Leadership
+from auditsvc.ops.settings import AuditSettings, DuplicateSettings
+from auditsvc.storage.interfaces import Fence, StateStore
+from auditsvc.usecases.auditing import Auditor
+from auditsvc.usecases.dedupe import Deduplicator
+from auditsvc.usecases.page_tokens import PageTokens
+from auditsvc.usecases.score_listing import ScoreListing
+
+T = TypeVar("T")
+# GetStatus reads the newest stored cycle at most this often; concurrent callers share one read.
+STATUS_CACHE_S = 0.5
+# Work started for a request_id runs at most this long, whoever is still waiting.
+REQUEST_DEADLINE_S = 15 * 60.0
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+
+
+class AuditService:
+    def __init__(
+        self,
+        audit: AuditSettings,
+        duplicates: DuplicateSettings,
+        replica_id: str,
+        auditor: Auditor,
+        deduplicator: Deduplicator,
+        state: StateStore,
+        fence: Fence,
+        leadership: Leadership,
+        tokens: PageTokens,
+        is_ready: Callable[[], bool],
+        next_cycle_ms: Callable[[], int | None],
+        listing: ScoreListing | None = None,
+    ) -> None:
+        self._audit = audit
+        self._duplicates = duplicates
+        self._replica_id = replica_id
+        self.auditor = auditor
+        self._dedupe = deduplicator
+        self._state = state
+        self._fence = fence
+        self._leadership = leadership
+        self._tokens = tokens
+        self._is_ready = is_ready
+        self._next_cycle_ms = next_cycle_ms
+        self._listing = listing or ScoreListing(audit, state, tokens)
+        self._inflight: dict[str, asyncio.Task[tuple[str, dict[str, Any]]]] = {}
+        self._status_read: asyncio.Future[Cycle | None] | None = None
+        self._status_read_at = float("-inf")
+        # Set on shutdown: open streams end with UNAVAILABLE "shutting down"
+        # (a status every generic client retries) instead of being cut.
+        self.closing = asyncio.Event()
+
+    async def run_audit(
+        self,
+        symbols: Sequence[str],
+        timeframes: Sequence[str],
+        start_ms: int | None,
+        end_ms: int | None,
+        request_id: str = "",
+        trigger: str = "rpc",
+    ) -> Cycle:
+        selection = self.auditor.select(symbols, timeframes, start_ms, end_ms)
+        body = _digest(sorted(symbols), sorted(timeframes), start_ms, end_ms)
+
+        async def work() -> dict[str, Any]:
+            cycle = await self.auditor.run_cycle(selection, trigger=trigger)
+            return {"cycle_id": cycle.cycle_id}
+
+        async def replay(result: dict[str, Any]) -> Cycle:
+            cycle = await self._state.get_cycle(result["cycle_id"])
+            if cycle is None:
+                # The request record is stored only after its cycle, so a missing cycle
+                # has expired (both are kept RESULT_TTL_DAYS) or been deleted.
+                raise NotFound(
+                    f"the result of this request_id (cycle {result['cycle_id']}) has expired: "
+                    f"results are kept {RESULT_TTL_DAYS} days; send a new request_id",
+                    field="request_id",
+                )
+            return cycle
+
+        if not request_id:
+            return await self.auditor.run_cycle(selection, trigger=trigger)
+        return await self._once("run", request_id, body, work, replay)
+
+    async def resolve_duplicates(
+        self,
+        symbol: str,
+        timeframe: str,
+        start_ms: int | None,
+        end_ms: int | None,
+        strategy: Strategy | None,
+        dry_run: bool,
+        request_id: str,
+    ) -> DuplicateReport:
+        tf, window = self._dedupe.validate(symbol, timeframe, start_ms, end_ms)
+        chosen = strategy or self._duplicates.strategy
+        # The request's own fields, as sent: the default window moves with the clock,
+        # so hashing it would make a retry a minute later a "different" request.
+        body = _digest(
+            symbol, timeframe, start_ms, end_ms, strategy.value if strategy else "", dry_run
+        )
+
+        async def work() -> dict[str, Any]:
+            report = await self._dedupe.resolve_duplicates(
+                symbol, tf, window, chosen, dry_run, request_id
+            )
+            return report_to_dict(report)
+
+        async def replay(result: dict[str, Any]) -> DuplicateReport:
+            return report_from_dict(result)
+
+        if not request_id:
+            # Removals are archived under a request_id so restore can find them.
+            request_id = f"rd-{uuid.uuid4().hex}"
+            return await self._dedupe.resolve_duplicates(
+                symbol, tf, window, chosen, dry_run, request_id
+            )
+        return await self._once("dedupe", request_id, body, work, replay)
+
+    async def _once(
+        self,
+        kind: str,
+        request_id: str,
+        body: str,
+        work: Callable[[], Awaitable[dict[str, Any]]],
+        replay: Callable[[dict[str, Any]], Awaitable[T]],
+    ) -> T:
+        """A repeated request_id returns the first result; the work runs once.
+
+        The work belongs to the service, not to the caller that started it: it runs
+        in its own task, bounded by REQUEST_DEADLINE_S, and a caller that gives up
+        (deadline, cancel) only stops waiting. Every concurrent caller with the same
+        request_id waits for that one task and gets its result or its error.
+        """
+        if len(request_id) > 128:
+            raise InvalidArgument("request_id is longer than 128 characters", field="request_id")
+        key = f"{kind}:{request_id}"
+        task = self._inflight.get(key)
+        if task is None:
+            # Registered before the first await, so a concurrent repeat joins this task.
+            task = asyncio.create_task(self._first(kind, request_id, body, work), name=key)
+            self._inflight[key] = task
+            task.add_done_callback(functools.partial(self._settled, key))
+        try:
+            stored_body, result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            caller = asyncio.current_task()
+            if task.cancelled() and (caller is None or not caller.cancelling()):
+                # The work was stopped (shutdown), not this caller.
+                raise Unavailable(
+                    "the work for this request_id was stopped; retry with the same request_id"
+                ) from None
+            raise
+        return await self._replay(stored_body, body, result, replay)
+
+    async def _first(
+        self,
+        kind: str,
+        request_id: str,
+        body: str,
+        work: Callable[[], Awaitable[dict[str, Any]]],
+    ) -> tuple[str, dict[str, Any]]:
+        """The stored first result of ``kind:request_id``, doing the work if there is none."""
+        try:
+            async with asyncio.timeout(REQUEST_DEADLINE_S):
+                stored = await self._state.get_request(kind, request_id)
+                if stored is not None:
+                    return str(stored["body_hash"]), stored["result"]
+                result = await work()
+                term = self._leadership.term()
+                epoch = term.epoch if term else self._leadership.epoch
+                # Fenced like every other write under leadership.
+                await self._fence.write_fenced(
+                    epoch,
+                    lambda s: self._state.put_request(kind, request_id, body, result, epoch, s),
+                )
+                return body, result
+        except TimeoutError:
+            raise Unavailable(
+                f"the work for this request_id did not finish within {REQUEST_DEADLINE_S:.0f} s; "
+                "retry with the same request_id"
+            ) from None
+
+    def _settled(self, key: str, task: asyncio.Task[tuple[str, dict[str, Any]]]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # every waiter may have left: never "exception never retrieved"
+
+    async def close(self) -> None:
+        """Cancels request work still running (shutdown); its callers get CANCELLED."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @staticmethod
+    async def _replay(
+        stored_body: str,
+        body: str,
+        result: dict[str, Any],
+        replay: Callable[[dict[str, Any]], Awaitable[T]],
+    ) -> T:
+        if stored_body != body:
+            raise FailedPrecondition(
+                "request_id was already used with a different request body",
+                field="request_id",
+                reason="REQUEST_ID_REUSED",
+            )
+        return await replay(result)
+
+    async def list_gaps(
+        self,
+        symbol: str,
+        timeframe: str,
+        start_ms: int | None,
+        end_ms: int | None,
+        min_missing: int,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[GapRecord], str]:
+        if page_size < 0 or page_size > MAX_PAGE:
+            raise InvalidArgument(f"page_size must be 0..{MAX_PAGE}", field="page_size")
+        self._configured([symbol] if symbol else [], [timeframe] if timeframe else [], "")
+        if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+            raise InvalidArgument("start_time must be before end_time", field="start_time")
+        limit = page_size or DEFAULT_PAGE
+        filters = _digest(symbol, timeframe, start_ms, end_ms, min_missing)
+        after = await self._tokens.decode(filters, page_token) if page_token else None
+        query = GapQuery(symbol, timeframe, start_ms, end_ms, min_missing, limit + 1, after)
+        gaps = await self._state.list_gaps(query)
+        if len(gaps) <= limit:
+            return gaps, ""
+        last = gaps[limit - 1]
+        return gaps[:limit], await self._tokens.encode(
+            filters, (last.symbol, last.timeframe, last.start_ms)
+        )
+
+    async def list_health_scores(
+        self,
+        symbols: Sequence[str],
+        timeframes: Sequence[str],
+        state: SeriesState | None,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[ScoreRecord], str]:
+        """A page of stored scores; see :mod:`auditsvc.usecases.score_listing`."""
+        return await self._listing.page(symbols, timeframes, state, page_size, page_token)
+
+    def _configured(self, symbols: Sequence[str], timeframes: Sequence[str], plural: str) -> None:
+        """NOT_FOUND naming the field for any symbol or timeframe not configured."""
+        for sym in symbols:
+            if sym not in self._audit.symbols:
+                raise NotFound(
+                    f"symbol {sym[:64]!r} is not configured (AUDIT_SYMBOLS)",
+                    field=f"symbol{plural}",
+                )
+        for name in timeframes:
+            try:
+                tf = parse_timeframe(name)
+            except InvalidArgument as exc:
+                raise InvalidArgument(exc.message, field=f"timeframe{plural}") from None
+            if tf.name not in self._audit.timeframes:
+                raise NotFound(
+                    f"timeframe {name[:64]!r} is not configured (AUDIT_TIMEFRAMES)",
+                    field=f"timeframe{plural}",
+                )
+
+    async def leader(self) -> LeaderInfo:
+        return await self._leadership.leader()
+
+    async def status(self) -> Status:
+        reachable = self._is_ready()
+        last = self.auditor.last_cycle
+        if reachable:
+            try:
+                last = await self._stored_last_cycle() or last
+            except Exception:  # GetStatus must answer even when the database does not
+                reachable = False
+        term = self._leadership.term()
+        return Status(
+            replica_id=self._replica_id,
+            role=self._leadership.role,
+            auditor_enabled=self._audit.enabled,
+            last_cycle=last,
+            next_cycle_ms=self._next_cycle_ms() if term else None,
+            series_count=len(self._audit.symbols) * len(self._audit.timeframes),
+            version=__version__,
+            database_reachable=reachable,
+            leader_id=self._leadership.known_leader(),
+            epoch=self._leadership.epoch,
+        )
+
+    async def _stored_last_cycle(self) -> Cycle | None:
+        """The newest stored cycle, read at most every STATUS_CACHE_S (single flight)."""
+        loop = asyncio.get_running_loop()
+        read = self._status_read
+        if read is None or (read.done() and loop.time() - self._status_read_at > STATUS_CACHE_S):
+            read = self._status_read = asyncio.ensure_future(self._state.last_cycle())
+            # Every caller may have gone (deadline) before a failure: retrieve it here
+            # so that it is not logged as "Task exception was never retrieved".
+            read.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._status_read_at = loop.time()
+        try:
+            return await asyncio.shield(read)
+        except BaseException:
+            if self._status_read is read and read.done():
+                self._status_read = None  # never cache a failure
+            raise
+
+    async def health_scores(
+        self, symbols: Sequence[str], timeframes: Sequence[str]
+    ) -> AsyncIterator[ScoreRecord]:
+        """Current scores of matching series first, then each new one."""
+        self._configured(symbols, timeframes, "s")
+        wanted_s, wanted_t = set(symbols), set(timeframes)
+
+        def match(r: ScoreRecord) -> bool:
+            return (not wanted_s or r.symbol in wanted_s) and (
+                not wanted_t or r.timeframe in wanted_t
+            )
+
+        # The watch is open before the snapshot is read, so nothing stored in
+        # between is missed (a score in both is sent once: see ``seen``).
+        watch = await self._state.watch_scores()
+        first = asyncio.ensure_future(anext(watch))
+        closing = asyncio.ensure_future(self.closing.wait())
+        try:
+            seen: dict[tuple[str, str], int] = {}
+            for record in sorted(await self._state.scores(), key=lambda r: (r.symbol, r.timeframe)):
+                if match(record):
+                    seen[(record.symbol, record.timeframe)] = record.computed_ms
+                    yield record
+            while not self.closing.is_set():
+                await asyncio.wait((first, closing), return_when=asyncio.FIRST_COMPLETED)
+                if self.closing.is_set():
+                    break
+                record = first.result()
+                first = asyncio.ensure_future(anext(watch))
+                key = (record.symbol, record.timeframe)
+                if match(record) and record.computed_ms > seen.get(key, -1):
+                    seen[key] = record.computed_ms
+                    yield record
+            raise ShuttingDown("server shutting down; reconnect")
+        finally:
+            first.cancel()
+            closing.cancel()
+            # The generator is still running inside the cancelled task; let it
+            # unwind before closing it, or aclose() raises.
+            await asyncio.gather(first, closing, return_exceptions=True)
+            await watch.aclose()  # type: ignore[attr-defined]
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()

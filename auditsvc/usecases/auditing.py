@@ -1,0 +1,360 @@
+"""The audit use case: audit selected series over a window, store the result,
+request backfills. RunAudit and the scheduler both call ``Auditor.run_cycle``.
+
+Cycles never overlap: one lock serialises them, so no series is ever audited
+twice at once. Inside a cycle, AUDIT_CONCURRENCY series run at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+
+from auditsvc.domain.errors import (
+    AuditError,
+    Cancelled,
+    InvalidArgument,
+    NotFound,
+    NotLeader,
+    Unavailable,
+)
+from auditsvc.domain.records import (
+    SCHEDULED,
+    BackfillRequest,
+    Cycle,
+    GapRecord,
+    ScoreRecord,
+    SeriesReport,
+)
+from auditsvc.domain.scanner import SeriesScanner
+from auditsvc.domain.scoring import score
+from auditsvc.domain.series_state import window_state
+from auditsvc.domain.timeframes import Timeframe, default_window, parse_timeframe
+from auditsvc.domain.values import Gap, Severity, Window
+from auditsvc.leadership.term import Leadership, Term
+from auditsvc.ops.clock import Clock
+from auditsvc.ops.metrics import Metrics
+from auditsvc.ops.settings import AuditSettings, BackfillSettings
+from auditsvc.storage.interfaces import BackfillStore, CandleStore, Fence, StateStore
+
+log = logging.getLogger(__name__)
+
+# The instants datetime (and so BSON dates and Timestamp) can hold.
+_FIRST_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+_LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+# Failed cycles kept in memory while the database cannot take them; the oldest
+# beyond this are dropped (a database down for that many cycles is in the logs).
+_MAX_UNSAVED = 100
+
+
+class Auditor:
+    def __init__(
+        self,
+        audit: AuditSettings,
+        backfill: BackfillSettings,
+        replica_id: str,
+        clock: Clock,
+        candles: CandleStore,
+        state: StateStore,
+        backfills: BackfillStore,
+        fence: Fence,
+        leadership: Leadership,
+        metrics: Metrics,
+        is_prepared: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._audit = audit
+        self._backfill = backfill
+        self._replica_id = replica_id
+        # False until the collections and indexes exist (app.py): a cycle that
+        # raced their creation could hang the server in create_collection.
+        self._is_prepared = is_prepared
+        self._clock = clock
+        self._candles = candles
+        self._state = state
+        self._backfills = backfills
+        self._fence = fence
+        self._leadership = leadership
+        self._metrics = metrics
+        self._symbols = frozenset(audit.symbols)
+        self._cycle_lock = asyncio.Lock()
+        self._backfill_lock = asyncio.Lock()
+        self.last_cycle: Cycle | None = None
+        # Failed cycles that could not be stored (the database was the reason),
+        # oldest first; each stays here until it is stored, so the history has no hole.
+        self._unsaved: list[Cycle] = []
+
+    def select(
+        self,
+        symbols: Sequence[str],
+        timeframes: Sequence[str],
+        start_ms: int | None,
+        end_ms: int | None,
+    ) -> list[tuple[str, Timeframe, Window]]:
+        """Validates a request and returns the series with their windows."""
+        for sym in symbols:
+            if sym not in self._symbols:
+                raise NotFound(
+                    f"symbol {sym[:64]!r} is not configured (AUDIT_SYMBOLS)", field="symbols"
+                )
+        tfs: list[Timeframe] = []
+        for name in timeframes:
+            tf = parse_timeframe(name)
+            if tf.name not in self._audit.timeframes:
+                raise NotFound(
+                    f"timeframe {name!r} is not configured (AUDIT_TIMEFRAMES)", field="timeframes"
+                )
+            tfs.append(tf)
+        if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+            raise InvalidArgument("start_time must be before end_time", field="start_time")
+        chosen_syms = list(dict.fromkeys(symbols)) or list(self._audit.symbols)
+        chosen_tfs = list(dict.fromkeys(tfs)) or [
+            parse_timeframe(t) for t in self._audit.timeframes
+        ]
+        now = self._clock.now_ms()
+        selected = []
+        for tf in chosen_tfs:
+            window = self._window(tf, now, start_ms, end_ms)
+            for sym in chosen_syms:
+                selected.append((sym, tf, window))
+        return selected
+
+    def _window(self, tf: Timeframe, now: int, start: int | None, end: int | None) -> Window:
+        grace_ms = round(self._audit.ingest_grace * 1000)
+        default = default_window(tf, now, self._audit.lookback, self._audit.min_candles, grace_ms)
+        if start is None and end is None:
+            return default
+        # Slots that are not yet due are never audited: a window reaching past
+        # the settled edge is cut back to it, so a future window can never
+        # become a series' score.
+        if start is not None and start >= default.end_ms:
+            raise InvalidArgument(
+                f"start_time is after the newest {tf.name} slot due now "
+                f"(closed + AUDIT_INGEST_GRACE); nothing to audit yet",
+                field="start_time",
+            )
+        end = default.end_ms if end is None else min(end, default.end_ms)
+        if start is None:
+            start = end - (default.end_ms - default.start_ms)
+        if start >= end:
+            raise InvalidArgument("start_time must be before end_time", field="start_time")
+        _check_era(tf, start, end)
+        slots = tf.count_slots(start, end)
+        if slots > self._audit.max_range_candles:
+            raise InvalidArgument(
+                f"the range spans {slots} {tf.name} candles; the limit is "
+                f"{self._audit.max_range_candles} (AUDIT_MAX_RANGE_CANDLES)",
+                field="end_time",
+            )
+        return Window(start, end)
+
+    async def run_cycle(
+        self, selection: list[tuple[str, Timeframe, Window]], *, trigger: str
+    ) -> Cycle:
+        if not self._is_prepared():
+            raise Unavailable("starting: the audit collections are not created yet; retry")
+        term = self._leadership.term()
+        if term is None:
+            raise NotLeader("not leader", leader_address=self._leadership.last_known_address())
+        async with self._cycle_lock, term.guard():
+            return await self._cycle(selection, term, trigger)
+
+    async def _cycle(
+        self, selection: list[tuple[str, Timeframe, Window]], term: Term, trigger: str
+    ) -> Cycle:
+        cycle_id = f"c-{self._clock.now_ms()}-{uuid.uuid4().hex[:8]}"
+        started = self._clock.now_ms()
+        begun = self._clock.monotonic()
+        gate = asyncio.Semaphore(self._audit.concurrency)
+
+        async def one(sym: str, tf: Timeframe, window: Window) -> SeriesReport:
+            async with gate:
+                return await self._series(sym, tf, window, cycle_id, term.epoch)
+
+        await self._save_unsaved(term.epoch)
+        tags = {"cycle_id": cycle_id, "epoch": term.epoch}
+        finish = functools.partial(
+            Cycle,
+            cycle_id,
+            started,
+            served_by=self._replica_id,
+            epoch=term.epoch,
+            trigger=trigger,
+        )
+        log.info("audit cycle started", extra={**tags, "series": len(selection)})
+        tasks = [asyncio.ensure_future(one(*item)) for item in selection]
+        try:
+            reports = await asyncio.gather(*tasks)
+        except BaseException as exc:
+            # gather leaves the other series running; stop them before the cycle
+            # lock is released, so cycles never overlap.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if isinstance(exc, Cancelled) or not isinstance(exc, Exception):
+                raise  # cancellation (incl. lost leadership) is not a failed cycle
+            failure = finish(self._clock.now_ms(), succeeded=False, error=_reason(exc))
+            self.last_cycle = failure
+            log.warning("audit cycle failed", extra={**tags, "error": failure.error})
+            try:
+                await self._fence.write_fenced(
+                    term.epoch, lambda s: self._state.save_cycle(failure, s)
+                )
+            except Exception:  # the database may be why the cycle failed
+                self._unsaved = [*self._unsaved, failure][-_MAX_UNSAVED:]
+                log.warning("could not record the failed cycle yet", extra=tags)
+            raise
+        cycle = finish(self._clock.now_ms(), series=tuple(reports))
+        await self._fence.write_fenced(term.epoch, lambda s: self._state.save_cycle(cycle, s))
+        self.last_cycle = cycle
+        self._metrics.cycle_seconds.observe(self._clock.monotonic() - begun)
+        if trigger == SCHEDULED:
+            # Only the full, scheduled cycle proves the audit is not stalled: RunAudit
+            # calls for a few series must not keep the stalled-audit alert silent.
+            self._metrics.last_success.set(cycle.finished_ms / 1000)
+        log.info("audit cycle finished", extra={**tags, "series": len(reports)})
+        return cycle
+
+    async def _save_unsaved(self, epoch: int) -> None:
+        """Stores the failed cycles kept back, oldest first. Each leaves the list only
+        once stored, so a failure here (which fails this cycle too) loses none of them.
+        Records of an older epoch are dropped: a write under an old epoch is never made
+        late."""
+        self._unsaved = [c for c in self._unsaved if c.epoch == epoch]
+        while self._unsaved:
+            failed = self._unsaved[0]
+            await self._fence.write_fenced(epoch, functools.partial(self._store_cycle, failed))
+            self._unsaved.pop(0)
+
+    async def _store_cycle(self, cycle: Cycle, session: object) -> None:
+        await self._state.save_cycle(cycle, session)
+
+    async def _series(
+        self, symbol: str, tf: Timeframe, window: Window, cycle_id: str, epoch: int
+    ) -> SeriesReport:
+        scanner = SeriesScanner(tf, window)
+        async for batch in self._candles.timestamps(symbol, tf.name, window):
+            scanner.feed(batch)
+        found = scanner.finish()
+        health = score(found, tf)
+        now = self._clock.now_ms()
+        gaps: list[GapRecord] = []
+        requested = skipped = 0
+        for gap in found.gaps:
+            backfill_id, new, capped = await self._maybe_backfill(symbol, tf, gap, epoch)
+            requested += new
+            skipped += capped
+            gaps.append(
+                GapRecord(
+                    symbol,
+                    tf.name,
+                    gap.start_ms,
+                    gap.end_ms,
+                    gap.missing_candles,
+                    gap.severity,
+                    now,
+                    backfill_id,
+                )
+            )
+        grace_ms = round(self._audit.ingest_grace * 1000)
+        live = window_state(tf, window.end_ms, found.newest_ms, now, grace_ms)
+        record = ScoreRecord(symbol, tf.name, health, now, cycle_id)
+        if live is not None:
+            record = dataclasses.replace(
+                record,
+                state=live.state,
+                last_candle_ms=live.last_candle_ms,
+                late_candles=live.late_candles,
+            )
+        report = SeriesReport(
+            symbol=symbol,
+            timeframe=tf.name,
+            window_start_ms=window.start_ms,
+            window_end_ms=window.end_ms,
+            expected_candles=found.expected_candles,
+            present_candles=found.present_candles,
+            missing_candles=found.missing_candles,
+            gap_count=len(found.gaps),
+            duplicate_groups=len(found.duplicates),
+            surplus_documents=found.surplus_documents,
+            misaligned_candles=found.misaligned_candles,
+            backfills_requested=requested,
+            backfills_skipped=skipped,
+            health=record,
+        )
+        await self._fence.write_fenced(
+            epoch,
+            lambda s: self._state.save_series(
+                report, gaps, cycle_id=cycle_id, epoch=epoch, session=s
+            ),
+        )
+        labels = (symbol, tf.name)
+        self._metrics.gaps_detected.labels(*labels).inc(len(found.gaps))
+        self._metrics.duplicates_detected.labels(*labels).inc(len(found.duplicates))
+        self._metrics.health_score.labels(*labels).set(health.quality)
+        return report
+
+    async def backfill_for(self, symbol: str, tf: Timeframe, gap: Gap, epoch: int) -> str:
+        """The cycle's backfill rules for a gap found elsewhere (the live tail)."""
+        return (await self._maybe_backfill(symbol, tf, gap, epoch))[0]
+
+    async def _maybe_backfill(
+        self, symbol: str, tf: Timeframe, gap: Gap, epoch: int
+    ) -> tuple[str, int, int]:
+        """Returns (request id or '', 1 if newly requested, 1 if skipped by the cap)."""
+        if not self._backfill.enabled:
+            return "", 0, 0
+        if gap.end_ms - gap.start_ms < self._backfill.min_gap * 1000:
+            return "", 0, 0
+        # One lock so that concurrent series cannot together overshoot the cap.
+        async with self._backfill_lock:
+            existing = await self._backfills.open_request_id(symbol, tf.name, gap.start_ms)
+            if existing is not None:
+                return existing, 0, 0
+            if await self._backfills.open_count() >= self._backfill.max_jobs:
+                self._metrics.backfills_skipped.labels(symbol, tf.name).inc()
+                return "", 0, 1
+            req = BackfillRequest(
+                request_id=f"bf-{uuid.uuid4().hex}",
+                symbol=symbol,
+                timeframe=tf.name,
+                start_ms=gap.start_ms,
+                end_ms=gap.end_ms,
+                priority=1 if gap.severity is Severity.HIGH else 5,
+                epoch=epoch,
+            )
+            made = await self._fence.write_fenced(epoch, lambda s: self._backfills.create(req, s))
+        if made == req.request_id:
+            self._metrics.backfills_triggered.labels(symbol, tf.name, gap.severity.value).inc()
+            return made, 1, 0
+        return made, 0, 0
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, AuditError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _check_era(tf: Timeframe, start: int, end: int) -> None:
+    """Every slot the window touches, and the open time after the last one (a gap's
+    end), must be a representable instant; otherwise the request is refused."""
+    if start < _FIRST_MS:
+        raise InvalidArgument(
+            "the window would start before 0001-01-01 (start_time, or end_time minus "
+            "the default window when start_time is unset)",
+            field="start_time",
+        )
+    try:
+        last_end = tf.next_open(end - 1)
+        ok = tf.floor(start) >= _FIRST_MS and last_end <= _LAST_MS
+    except (ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise InvalidArgument(
+            f"the window must end at least one {tf.name} candle before 9999-12-31T23:59:59Z",
+            field="end_time",
+        )

@@ -1,0 +1,315 @@
+"""The ResolveDuplicates use case: find duplicate groups, decide which document
+each keeps, archive the others whole and delete them, in fenced batches.
+
+Nothing is deleted unless ENABLE_DUPLICATE_REMOVAL is on, dry_run is false and
+the strategy is not manual. Re-running a request_id after a crash completes
+the work: groups are recomputed from what is left, the archive key is
+(request_id, collection, _id), and the choice of kept document is deterministic.
+
+A removal never empties a slot: each batch re-reads its slots and skips a
+group whose kept document is gone (counted in the reply's message and the
+log). One removal runs per collection at a time: in this process they queue; with
+ENABLE_LEADER_ELECTION=false (epoch 0, no fence to order replicas) a removal
+also claims the collection in the database, and a second one from another
+replica is refused with FAILED_PRECONDITION rather than left to decide from
+the same snapshot with the opposite strategy. Under leadership the fence does
+that job, and a claim left by a killed leader would only block its successor.
+
+Each fenced batch is bounded in time as well as in count: its size adapts to
+the durations measured (:class:`~auditsvc.domain.batch_sizing.AdaptiveBatch`), so a
+renewal queued behind one batch waits about a quarter of a second, whatever
+the size of the archive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from auditsvc.domain.batch_sizing import AdaptiveBatch
+from auditsvc.domain.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    NotLeader,
+    Unavailable,
+)
+from auditsvc.domain.records import DuplicateReport, GroupReport
+from auditsvc.domain.survivor import resolve, sort_ids
+from auditsvc.domain.timeframes import Timeframe, default_window, parse_timeframe
+from auditsvc.domain.values import CandleRef, Resolution, Strategy, Window
+from auditsvc.leadership.term import Leadership
+from auditsvc.ops.clock import Clock
+from auditsvc.ops.failpoints import Failpoints
+from auditsvc.ops.metrics import Metrics
+from auditsvc.ops.settings import AuditSettings, DuplicateSettings
+from auditsvc.storage.interfaces import CandleStore, DuplicateStore, Fence
+
+log = logging.getLogger(__name__)
+
+# Groups in the first batch, and the most in any: the measured duration decides
+# in between, so a fenced transaction stays short next to the lease heartbeat.
+BATCH_GROUPS = 20
+MAX_BATCH_GROUPS = 500
+REPORTED_GROUPS = 100
+# Slots per grouping query: one $group over a whole window is a single server
+# command whose cost grows with the window (on a single-threaded server it
+# held off the lease renewal for seconds); slices bound it.
+SCAN_SLOTS = 250
+# How long a removal's claim on its collection outlives its last batch.
+CLAIM_TTL_MS = 60_000
+
+
+class Deduplicator:
+    def __init__(
+        self,
+        audit: AuditSettings,
+        policy: DuplicateSettings,
+        replica_id: str,
+        clock: Clock,
+        candles: CandleStore,
+        duplicates: DuplicateStore,
+        fence: Fence,
+        leadership: Leadership,
+        metrics: Metrics,
+        failpoints: Failpoints | None = None,
+    ) -> None:
+        self._failpoints = failpoints or Failpoints()
+        # One removal per collection at a time: two requests deciding from the
+        # same snapshot (say keep_newest and keep_oldest) could otherwise delete
+        # every copy of a candle between them.
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._audit = audit
+        self._policy = policy
+        self._replica_id = replica_id
+        self._clock = clock
+        self._candles = candles
+        self._duplicates = duplicates
+        self._fence = fence
+        self._leadership = leadership
+        self._metrics = metrics
+
+    def validate(
+        self, symbol: str, timeframe: str, start_ms: int | None, end_ms: int | None
+    ) -> tuple[Timeframe, Window]:
+        if not symbol:
+            raise InvalidArgument("symbol is required", field="symbol")
+        if symbol not in self._audit.symbols:
+            raise NotFound(f"symbol {symbol!r} is not configured (AUDIT_SYMBOLS)", field="symbol")
+        if not timeframe:
+            raise InvalidArgument("timeframe is required", field="timeframe")
+        tf = parse_timeframe(timeframe)
+        if tf.name not in self._audit.timeframes:
+            raise NotFound(f"timeframe {timeframe!r} is not configured", field="timeframe")
+        default = default_window(
+            tf, self._clock.now_ms(), self._audit.lookback, self._audit.min_candles
+        )
+        start = default.start_ms if start_ms is None else start_ms
+        end = default.end_ms if end_ms is None else end_ms
+        if start >= end:
+            raise InvalidArgument("start_time must be before end_time", field="start_time")
+        return tf, Window(start, end)
+
+    async def resolve_duplicates(
+        self,
+        symbol: str,
+        tf: Timeframe,
+        window: Window,
+        strategy: Strategy,
+        dry_run: bool,
+        request_id: str,
+    ) -> DuplicateReport:
+        term = self._leadership.term()
+        if term is None:
+            raise NotLeader("not leader", leader_address=self._leadership.last_known_address())
+        removing = self._policy.removal_enabled and not dry_run and strategy is not Strategy.MANUAL
+        collection = self._candles.collection(symbol, tf.name)
+        groups = surplus = archived = removed = skipped = 0
+        reported: list[GroupReport] = []
+        batch: list[Resolution] = []
+        sizer = AdaptiveBatch(initial=BATCH_GROUPS, maximum=MAX_BATCH_GROUPS)
+
+        async def fenced(work: list[Resolution]) -> tuple[int, int, int]:
+            """One fenced batch; one over the fence's time budget is split and retried."""
+
+            async def batch_work(session: Any) -> tuple[int, int, int]:
+                safe, dropped = await self._duplicates.guard(collection, symbol, work, session)
+                a = await self._duplicates.archive(
+                    collection,
+                    safe,
+                    request_id=request_id,
+                    strategy=strategy,
+                    epoch=term.epoch,
+                    session=session,
+                )
+                self._failpoints.hit("dedupe.between_archive_and_delete")
+                d = await self._duplicates.delete(
+                    collection,
+                    safe,
+                    request_id=request_id,
+                    strategy=strategy,
+                    epoch=term.epoch,
+                    archived=a,
+                    session=session,
+                )
+                return a, d, dropped
+
+            started = time.monotonic()
+            try:
+                outcome = await self._fence.write_fenced(term.epoch, batch_work)
+            except Unavailable:
+                took = time.monotonic() - started
+                sizer.record(len(work), took)
+                # An over-budget batch was aborted whole (nothing committed), so
+                # halves of it can simply be run again; a single group cannot shrink.
+                if len(work) < 2 or not self._over_budget(took):
+                    raise
+                log.info(
+                    "removal batch over its time budget; splitting",
+                    extra={"request_id": request_id, "groups": len(work), "seconds": took},
+                )
+                half = len(work) // 2
+                first, second = await fenced(work[:half]), await fenced(work[half:])
+                return first[0] + second[0], first[1] + second[1], first[2] + second[2]
+            took = time.monotonic() - started
+            sizer.record(len(work), took)
+            log.debug(
+                "removal batch",
+                extra={"request_id": request_id, "groups": len(work), "seconds": round(took, 3)},
+            )
+            return outcome
+
+        async def flush() -> None:
+            nonlocal archived, removed, skipped
+            if not batch:
+                return
+            work = list(batch)
+            batch.clear()
+            a, d, dropped = await fenced(work)
+            self._failpoints.hit("dedupe.after_batch")
+            archived += a
+            removed += d
+            skipped += dropped
+            self._metrics.duplicates_removed.labels(symbol, tf.name, strategy.value).inc(d)
+            if claim and not await self._duplicates.claim(collection, owner, CLAIM_TTL_MS):
+                raise FailedPrecondition(
+                    f"the removal claim on {collection} expired and another removal took it",
+                    field="symbol",
+                )
+
+        owner = f"{self._replica_id}/{uuid.uuid4().hex}"
+        lock = self._locks.setdefault(collection, asyncio.Lock())
+        # Under leadership the fence already orders removals across replicas (and a
+        # claim left by a killed leader would block its successor); epoch 0 has no fence.
+        claim = removing and term.epoch == 0
+        async with term.guard(), lock, self._claimed(collection, owner, claim):
+            async for refs in self._groups(symbol, tf, window):
+                if not tf.is_aligned(refs[0].timestamp_ms):
+                    continue  # misaligned documents are reported by audits, never removed
+                groups += 1
+                surplus += len(refs) - 1
+                ids = [str(i) for i in sort_ids([r.doc_id for r in refs])]
+                if strategy is Strategy.MANUAL:
+                    if len(reported) < REPORTED_GROUPS:
+                        reported.append(GroupReport(refs[0].timestamp_ms, "", (), tuple(ids)))
+                    continue
+                decision = resolve(strategy, refs)
+                if len(reported) < REPORTED_GROUPS:
+                    reported.append(
+                        GroupReport(
+                            decision.timestamp_ms,
+                            str(decision.kept.doc_id),
+                            tuple(str(r.doc_id) for r in decision.removed),
+                            tuple(ids),
+                        )
+                    )
+                if removing:
+                    batch.append(decision)
+                    if len(batch) >= sizer.size:
+                        await flush()
+            if removing:
+                await flush()
+        if skipped:
+            log.warning(
+                "duplicate groups changed during the removal; skipped",
+                extra={"request_id": request_id, "collection": collection, "skipped": skipped},
+            )
+        log.info(
+            "duplicates resolved",
+            extra={
+                "request_id": request_id,
+                "groups": groups,
+                "removed": removed,
+                "skipped": skipped,
+                "epoch": term.epoch,
+            },
+        )
+        return DuplicateReport(
+            request_id=request_id,
+            strategy=strategy,
+            dry_run=dry_run,
+            removal_enabled=self._policy.removal_enabled,
+            duplicate_groups=groups,
+            surplus_documents=surplus,
+            documents_removed=removed,
+            documents_archived=archived,
+            served_by=self._replica_id,
+            epoch=term.epoch,
+            message=_message(self._policy.removal_enabled, dry_run, strategy, removed, skipped),
+            groups=tuple(reported),
+        )
+
+    def _over_budget(self, took: float) -> bool:
+        """Whether a failed batch ran into the fence's per-batch time budget, if it has one."""
+        budget = getattr(self._fence, "batch_budget_s", None)
+        return isinstance(budget, int | float) and took >= budget
+
+    async def _groups(
+        self, symbol: str, tf: Timeframe, window: Window
+    ) -> AsyncIterator[list[CandleRef]]:
+        """Duplicate groups of ``window``, oldest first, scanned SCAN_SLOTS slots at a time."""
+        step = SCAN_SLOTS * tf.nominal_ms
+        start = window.start_ms
+        while start < window.end_ms:
+            part = Window(start, min(start + step, window.end_ms))
+            async for refs in self._candles.duplicate_groups(
+                symbol, tf.name, part, self._policy.version_field
+            ):
+                yield refs
+            start = part.end_ms
+
+    @contextlib.asynccontextmanager
+    async def _claimed(self, collection: str, owner: str, removing: bool) -> AsyncIterator[None]:
+        """Holds the collection's removal claim for the duration; refuses if another holds it."""
+        if not removing:
+            yield
+            return
+        if not await self._duplicates.claim(collection, owner, CLAIM_TTL_MS):
+            raise FailedPrecondition(
+                f"another duplicate removal is running on {collection}; retry when it ends",
+                field="symbol",
+            )
+        try:
+            yield
+        finally:
+            # Best effort: an unreleased claim expires CLAIM_TTL_MS after its last batch.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._duplicates.release(collection, owner))
+
+
+def _message(enabled: bool, dry_run: bool, strategy: Strategy, removed: int, skipped: int) -> str:
+    if strategy is Strategy.MANUAL:
+        return "strategy manual: report only, nothing removed"
+    if dry_run:
+        return "dry run: nothing removed"
+    if not enabled:
+        return "removal is disabled (ENABLE_DUPLICATE_REMOVAL=false): report only"
+    message = f"removed {removed} documents; each archived in duplicate_archive first"
+    if skipped:
+        message += f"; skipped {skipped} groups that changed since the snapshot (re-run to retry)"
+    return message

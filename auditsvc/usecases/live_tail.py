@@ -1,0 +1,303 @@
+"""The live tail: while this replica leads, it follows each configured series'
+newest candle and stores a new score whenever the series' live state changes
+(LIVE, LATE, NO_DATA; see :mod:`auditsvc.domain.series_state`), so every replica's
+StreamHealthScores and ListHealthScores see a stall within seconds.
+
+Guarantees:
+
+* Only the leader writes, and every write is fenced at the term's epoch; when
+  the term ends the tail is cancelled. A new leader starts tailing within
+  ``_IDLE_POLL`` seconds (well under one heartbeat) of taking office: it reads
+  each series' newest candle once (one indexed query per series), then only
+  what is inserted.
+* A LATE series gets one stored score per further missed slot (freshness
+  decays on time); the candle that ends the lateness stores LIVE at once.
+* A candle arriving more than one slot after the previous newest stores the
+  skipped slots as a gap marked ``detected_live``, keyed like the cycle's gaps
+  (series + start) so the next cycle reconciles the same record; backfill rules
+  are the cycle's.
+
+Modes (LIVE_MODE): ``change_stream`` watches the candle collections;
+``poll`` queries each candle collection every LIVE_POLL_INTERVAL seconds, one
+query per collection however many symbols share it; ``auto`` picks change
+streams where the deployment supports them, else polls; ``off`` disables the
+tail. A failed change stream falls back to polling (logged).
+
+Limits: the state follows the newest candle only; an out-of-order insert can
+reveal a gap that is not one, which the next cycle removes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+from auditsvc.domain.errors import Cancelled
+from auditsvc.domain.records import GapRecord, ScoreRecord
+from auditsvc.domain.series_state import (
+    LiveState,
+    SeriesState,
+    first_missing_due_ms,
+    must_store,
+    next_change_ms,
+    rescore,
+    revealed_gap,
+    series_state,
+)
+from auditsvc.domain.timeframes import Timeframe, parse_timeframe
+from auditsvc.domain.values import Gap
+from auditsvc.leadership.term import Leadership, Term
+from auditsvc.ops.clock import Clock
+from auditsvc.ops.metrics import Metrics
+from auditsvc.ops.settings import AuditSettings, LiveSettings
+from auditsvc.storage.interfaces import CandleFeed, Fence, LiveStore
+
+log = logging.getLogger(__name__)
+
+_IDLE_POLL = 0.2
+_MIN_SLEEP = 0.01
+Key = tuple[str, str]
+# (symbol, timeframe, gap, epoch) -> backfill request id or "".
+Backfill = Callable[[str, Timeframe, Gap, int], Awaitable[str]]
+
+
+class LiveTail:
+    def __init__(
+        self,
+        audit: AuditSettings,
+        live: LiveSettings,
+        clock: Clock,
+        feed: CandleFeed,
+        store: LiveStore,
+        fence: Fence,
+        leadership: Leadership,
+        metrics: Metrics,
+        backfill: Backfill | None = None,
+    ) -> None:
+        self._audit = audit
+        self._live = live
+        self._clock = clock
+        self._feed = feed
+        self._store = store
+        self._fence = fence
+        self._leadership = leadership
+        self._metrics = metrics
+        self._backfill = backfill
+        self._grace = round(audit.ingest_grace * 1000)
+        self._interval = live.poll_interval
+        self._series: dict[Key, Timeframe] = {
+            (sym, tf): parse_timeframe(tf) for sym in audit.symbols for tf in audit.timeframes
+        }
+        # collection -> {symbol: key}; symbols sharing a collection share one query.
+        self._collections: dict[str, dict[str, Key]] = {}
+        for sym, tf in self._series:
+            coll = audit.collection_for(sym, tf)
+            self._collections.setdefault(coll, {})[sym] = (sym, tf)
+        self._newest: dict[Key, int | None] = {}
+        self._stored: dict[Key, LiveState] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.mode = "off"
+
+    def start(self) -> None:
+        if self._task is None and self._live.mode != "off":
+            self._task = asyncio.create_task(self._run(), name="live-tail")
+
+    async def stop(self) -> None:
+        """Idempotent."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            term = self._leadership.term()
+            if term is None:
+                await asyncio.sleep(_IDLE_POLL)
+                continue
+            try:
+                async with term.guard():
+                    await self._lead(term)
+            except Cancelled:
+                log.info("live tail stopped: leadership ended", extra={"epoch": term.epoch})
+            except Exception as exc:
+                log.warning(
+                    "live tail failed; restarting",
+                    extra={"reason": f"{type(exc).__name__}: {exc}"[:300]},
+                )
+                await asyncio.sleep(self._interval)
+
+    async def _lead(self, term: Term) -> None:
+        mode = await self._choose_mode()
+        for coll, members in self._collections.items():
+            for sym, key in members.items():
+                self._newest[key] = await self._feed.newest(coll, sym)
+        self._stored.clear()
+        for key in self._series:
+            record = await self._store.stored_score(*key)
+            if record is not None and record.state is not None:
+                self._stored[key] = LiveState(
+                    record.state, record.last_candle_ms, record.late_candles
+                )
+        watcher = None
+        if mode == "change_stream":
+            watcher = asyncio.create_task(self._consume_stream(term.epoch), name="live-watch")
+        try:
+            while True:
+                if watcher is not None and watcher.done():
+                    exc = watcher.exception()
+                    log.warning(
+                        "candle change stream failed; polling instead",
+                        extra={"reason": f"{type(exc).__name__}: {exc}"[:300]},
+                    )
+                    watcher = None
+                    self._set_mode("poll")
+                if watcher is None:
+                    await self._poll(term.epoch)
+                await self._evaluate(term.epoch)
+                await self._sleep_until_due()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _choose_mode(self) -> str:
+        mode = self._live.mode
+        if mode == "auto":
+            supported = await self._feed.change_streams_supported(list(self._collections))
+            mode = "change_stream" if supported else "poll"
+        self._set_mode(mode)
+        return mode
+
+    def _set_mode(self, mode: str) -> None:
+        self.mode = mode
+        for name in ("change_stream", "poll"):
+            self._metrics.live_mode.labels(name).set(1 if name == mode else 0)
+        log.info("live tail mode", extra={"mode": mode, "configured": self._live.mode})
+
+    async def _sleep_until_due(self) -> None:
+        """Until the next poll, or earlier when some series' state is due to change."""
+        now = self._clock.now_ms()
+        wait = self._interval
+        for key, tf in self._series.items():
+            due = next_change_ms(tf, self._newest.get(key), now, self._grace)
+            if due is not None:
+                wait = min(wait, (due - now) / 1000)
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=max(wait, _MIN_SLEEP))
+
+    async def _poll(self, epoch: int) -> None:
+        for coll, members in self._collections.items():
+            recent: list[str] = []
+            lagging: dict[str, int | None] = {}
+            known = [self._newest.get(k) for k in members.values()]
+            top = max((t for t in known if t is not None), default=None)
+            floor = 0
+            if top is not None:
+                # Slack: symbols a couple of slots behind the newest still share the range query.
+                slot = max(self._series[k].nominal_ms for k in members.values())
+                floor = top - 2 * slot - self._grace
+            for sym, key in members.items():
+                newest = self._newest.get(key)
+                if newest is not None and newest >= floor and top is not None:
+                    recent.append(sym)
+                else:
+                    lagging[sym] = newest
+            for sym, t in await self._feed.poll(coll, floor, recent, lagging):
+                if sym in members:
+                    await self._seen(members[sym], t, epoch)
+
+    async def _consume_stream(self, epoch: int) -> None:
+        async for coll, sym, t in self._feed.watch(list(self._collections)):
+            key = self._collections.get(coll, {}).get(sym)
+            if key is not None and await self._seen(key, t, epoch):
+                self._wake.set()
+
+    async def _seen(self, key: Key, t: int, epoch: int) -> bool:
+        """Records a candle; True when it is newer than the newest known."""
+        tf = self._series[key]
+        previous = self._newest.get(key)
+        if previous is not None and t <= previous:
+            return False
+        self._newest[key] = t
+        gap = revealed_gap(tf, previous, t)
+        if gap is not None:
+            await self._store_gap(key, tf, gap, epoch)
+        return True
+
+    async def _store_gap(self, key: Key, tf: Timeframe, gap: Gap, epoch: int) -> None:
+        backfill_id = ""
+        if self._backfill is not None:
+            backfill_id = await self._backfill(key[0], tf, gap, epoch)
+        record = GapRecord(
+            key[0],
+            key[1],
+            gap.start_ms,
+            gap.end_ms,
+            gap.missing_candles,
+            gap.severity,
+            self._clock.now_ms(),
+            backfill_id,
+            detected_live=True,
+        )
+        await self._fence.write_fenced(epoch, lambda s: self._store.save_live_gap(record, epoch, s))
+        self._metrics.gaps_detected.labels(*key).inc()
+        log.info(
+            "live gap",
+            extra={"symbol": key[0], "timeframe": key[1], "missing": gap.missing_candles},
+        )
+
+    async def _evaluate(self, epoch: int) -> None:
+        now = self._clock.now_ms()
+        counts: Counter[SeriesState] = Counter()
+        for key, tf in self._series.items():
+            current = series_state(tf, self._newest.get(key), now, self._grace)
+            counts[current.state] += 1
+            previous = self._stored.get(key)
+            if not must_store(previous, current):
+                continue
+            await self._store_state(key, current, now, epoch)
+            self._stored[key] = current
+            due = first_missing_due_ms(tf, current, self._grace)
+            newly_late = current.state is SeriesState.LATE and (
+                previous is None or previous.state is not SeriesState.LATE
+            )
+            if newly_late and due is not None:
+                self._metrics.live_detection_seconds.observe(max(0, now - due) / 1000)
+        for state in SeriesState:
+            self._metrics.series_state.labels(state.value).set(counts[state])
+
+    async def _store_state(self, key: Key, live: LiveState, now: int, epoch: int) -> None:
+        async def work(session: object) -> None:
+            base = await self._store.stored_score(*key, session=session)
+            record = ScoreRecord(
+                key[0],
+                key[1],
+                rescore(None if base is None else base.score, live),
+                now,
+                "",
+            )
+            record = dataclasses.replace(
+                record,
+                state=live.state,
+                last_candle_ms=live.last_candle_ms,
+                late_candles=live.late_candles,
+            )
+            await self._store.save_live_score(record, epoch, session)
+
+        await self._fence.write_fenced(epoch, work)
+        log.info(
+            "series state",
+            extra={
+                "symbol": key[0],
+                "timeframe": key[1],
+                "state": live.state.value,
+                "late_candles": live.late_candles,
+            },
+        )
