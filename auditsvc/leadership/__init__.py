@@ -1,8 +1,9 @@
-"""Who leads, and what a follower does about it.
+"""Who leads, and for which term.
 
-``Term`` and the ``Leadership`` protocol (with ``Standalone``), the ``LeaderElector``
-that holds a MongoDB lease through the lease store interface, and the forwarding of
-mutating calls from a follower to the leader. It may import ``auditsvc.storage``,
+``Term`` and the ``Leadership`` protocol (with ``Standalone``), and the ``LeaderElector``
+that holds a MongoDB lease through the leadership store interface. Forwarding a
+follower's mutating calls to the leader is a gRPC concern and lives in
+``auditsvc.transport``. It may import ``auditsvc.storage``,
 ``auditsvc.ops``, ``auditsvc.domain``, the standard library and third-party packages.
 ``tests/test_layers.py`` enforces this.
 """

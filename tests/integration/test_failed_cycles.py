@@ -80,13 +80,13 @@ class TestUnsavedFailures:
         selection = audits.select((), (), None, None)
         state.down = True
         with pytest.raises(AutoReconnect):
-            await asyncio.wait_for(audits.run(selection, trigger="schedule"), TIMEOUT)
+            await asyncio.wait_for(audits.run_cycle(selection, trigger="schedule"), TIMEOUT)
         first = audits.last_cycle
         assert first is not None and not first.succeeded
         with pytest.raises(AutoReconnect):  # storing the kept record fails again
-            await asyncio.wait_for(audits.run(selection, trigger="schedule"), TIMEOUT)
+            await asyncio.wait_for(audits.run_cycle(selection, trigger="schedule"), TIMEOUT)
         state.down = False
-        good = await asyncio.wait_for(audits.run(selection, trigger="schedule"), TIMEOUT)
+        good = await asyncio.wait_for(audits.run_cycle(selection, trigger="schedule"), TIMEOUT)
 
         stored = await asyncio.wait_for(database.db[CYCLES].find().to_list(None), TIMEOUT)
         by_id = {d["_id"]: d for d in stored}
