@@ -8,6 +8,7 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from auditpb.v1 import audit_pb2 as pb
@@ -102,16 +103,17 @@ class TestHistoricalRunAudit:
         finally:
             stream.cancel()
 
-    async def test_end_at_or_past_the_edge_is_live(self, make_settings, start_replica) -> None:
-        """An explicit end_time in the future is cut to the live edge and is not a report."""
+    @pytest.mark.parametrize("end_offset_ms", [3_600_000, None], ids=["future-end", "no-end"])
+    async def test_end_at_or_past_the_edge_is_live(
+        self, make_settings, start_replica, end_offset_ms
+    ) -> None:
+        """A future end_time (cut to the live edge) or a start_time alone is a live audit."""
         settings = make_settings(LIVE_MODE="off", AUDIT_SYMBOLS="BTCUSDT", AUDIT_TIMEFRAMES="1m")
         replica = await start_replica(settings)
         now = int(time.time() * 1000)
-        reply = await replica.stub.RunAudit(
-            pb.RunAuditRequest(
-                **SERIES, start_time=ts(now - 7_200_000), end_time=ts(now + 3_600_000)
-            ),
-            timeout=TIMEOUT,
-        )
+        request = pb.RunAuditRequest(**SERIES, start_time=ts(now - 7_200_000))
+        if end_offset_ms is not None:
+            request.end_time.CopyFrom(ts(now + end_offset_ms))
+        reply = await replica.stub.RunAudit(request, timeout=TIMEOUT)
         assert not reply.cycle.historical and not reply.cycle.series[0].historical
         assert await stored_cycle_id(replica.stub) == reply.cycle.cycle_id
