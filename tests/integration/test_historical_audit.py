@@ -30,7 +30,7 @@ async def seed(settings: Any, docs: list[dict[str, Any]]) -> None:
     try:
         await database.db[settings.collection_for("BTCUSDT", "1m")].insert_many(docs)
     finally:
-        database.close()
+        await database.close()
 
 
 async def stored_cycle_id(stub: Any) -> str:
