@@ -67,8 +67,11 @@ class AuditService:
         is_ready: Callable[[], bool],
         next_cycle_ms: Callable[[], int | None],
         listing: ScoreListing | None = None,
+        read_timeout_ms: int = 5000,
     ) -> None:
         self._audit = audit
+        # MONGODB_TIMEOUT_MS: bounds GetStatus's shared read of the last cycle.
+        self._read_timeout_ms = read_timeout_ms
         self._duplicates = duplicates
         self._replica_id = replica_id
         self.auditor = auditor
@@ -354,7 +357,7 @@ class AuditService:
             raise
 
     async def _read_last_cycle(self) -> Cycle | None:
-        timeout_ms = self._s.mongodb_timeout_ms
+        timeout_ms = self._read_timeout_ms
         try:
             async with asyncio.timeout(timeout_ms / 1000):
                 cycle = await self._state.last_cycle()

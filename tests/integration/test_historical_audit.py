@@ -26,9 +26,9 @@ def ts(ms: int) -> Timestamp:
 
 
 async def seed(settings: Any, docs: list[dict[str, Any]]) -> None:
-    database = connect(settings.mongodb_uri, settings.mongodb_database, 2000)
+    database = connect(settings.mongo.uri, settings.mongo.database, 2000)
     try:
-        await database.db[settings.collection_for("BTCUSDT", "1m")].insert_many(docs)
+        await database.db[settings.audit.collection_for("BTCUSDT", "1m")].insert_many(docs)
     finally:
         await database.close()
 
