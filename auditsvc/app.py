@@ -142,6 +142,7 @@ class App:
             PageTokens(lambda: deployment_secret(self.database, "page_tokens")),
             lambda: self.ready,
             self._next_cycle_ms,
+            read_timeout_ms=s.mongo.timeout_ms,
         )
         if s.audit.enabled:
             self.scheduler = Scheduler(

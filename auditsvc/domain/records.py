@@ -60,6 +60,10 @@ class SeriesReport:
     backfills_requested: int
     backfills_skipped: int
     health: ScoreRecord
+    # The window ended before the live edge (the settled end of the default window
+    # when audited): a report. Its gaps are stored, but it never replaces the
+    # series' live score, the health stream or the health-score gauge.
+    historical: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,12 @@ class Cycle:
     series: tuple[SeriesReport, ...] = ()
     succeeded: bool = True
     error: str = ""
+
+    @property
+    def historical(self) -> bool:
+        """Every series of the cycle is a report (see SeriesReport.historical), so the
+        cycle changed no live score."""
+        return bool(self.series) and all(r.historical for r in self.series)
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,6 +132,7 @@ def report_pb(r: SeriesReport) -> pb.SeriesReport:
         backfills_requested=r.backfills_requested,
         backfills_skipped=r.backfills_skipped,
         health=score_pb(r.health),
+        historical=r.historical,
     )
 
 
@@ -146,6 +147,7 @@ def cycle_pb(c: Cycle) -> pb.AuditCycle:
         status=pb.CYCLE_STATUS_SUCCEEDED if c.succeeded else pb.CYCLE_STATUS_FAILED,
         error=c.error,
         trigger=c.trigger,
+        historical=c.historical,
     )
 
 

@@ -67,8 +67,11 @@ class AuditService:
         is_ready: Callable[[], bool],
         next_cycle_ms: Callable[[], int | None],
         listing: ScoreListing | None = None,
+        read_timeout_ms: int = 5000,
     ) -> None:
         self._audit = audit
+        # MONGODB_TIMEOUT_MS: bounds GetStatus's shared read of the last cycle.
+        self._read_timeout_ms = read_timeout_ms
         self._duplicates = duplicates
         self._replica_id = replica_id
         self.auditor = auditor
@@ -83,6 +86,7 @@ class AuditService:
         self._inflight: dict[str, asyncio.Task[tuple[str, dict[str, Any]]]] = {}
         self._status_read: asyncio.Future[Cycle | None] | None = None
         self._status_read_at = float("-inf")
+        self._status_cycle: Cycle | None = None
         # Set on shutdown: open streams end with UNAVAILABLE "shutting down"
         # (a status every generic client retries) instead of being cut.
         self.closing = asyncio.Event()
@@ -312,6 +316,8 @@ class AuditService:
         if reachable:
             try:
                 last = await self._stored_last_cycle() or last
+            except Unavailable:
+                raise  # the read timed out: say so rather than guess
             except Exception:  # GetStatus must answer even when the database does not
                 reachable = False
         term = self._leadership.term()
@@ -329,11 +335,16 @@ class AuditService:
         )
 
     async def _stored_last_cycle(self) -> Cycle | None:
-        """The newest stored cycle, read at most every STATUS_CACHE_S (single flight)."""
+        """The newest stored cycle, read at most every STATUS_CACHE_S (single flight).
+
+        While the stored cycle does not change, the same object is returned, so
+        callers can key work on it (GetStatus converts each cycle once). The read
+        is bounded by MONGODB_TIMEOUT_MS; past it, Unavailable names the cause.
+        """
         loop = asyncio.get_running_loop()
         read = self._status_read
         if read is None or (read.done() and loop.time() - self._status_read_at > STATUS_CACHE_S):
-            read = self._status_read = asyncio.ensure_future(self._state.last_cycle())
+            read = self._status_read = asyncio.ensure_future(self._read_last_cycle())
             # Every caller may have gone (deadline) before a failure: retrieve it here
             # so that it is not logged as "Task exception was never retrieved".
             read.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -344,6 +355,21 @@ class AuditService:
             if self._status_read is read and read.done():
                 self._status_read = None  # never cache a failure
             raise
+
+    async def _read_last_cycle(self) -> Cycle | None:
+        timeout_ms = self._read_timeout_ms
+        try:
+            async with asyncio.timeout(timeout_ms / 1000):
+                cycle = await self._state.last_cycle()
+        except TimeoutError:
+            raise Unavailable(
+                f"GetStatus: the database did not return the last audit cycle within "
+                f"MONGODB_TIMEOUT_MS ({timeout_ms} ms); retry"
+            ) from None
+        if cycle is not None and cycle == self._status_cycle:
+            return self._status_cycle  # unchanged: keep the object its conversion is keyed on
+        self._status_cycle = cycle
+        return cycle
 
     async def health_scores(
         self, symbols: Sequence[str], timeframes: Sequence[str]

@@ -1,6 +1,13 @@
 """The audit use case: audit selected series over a window, store the result,
 request backfills. RunAudit and the scheduler both call ``Auditor.run_cycle``.
 
+A window ending at the live edge (the settled end of the default window when the
+request is selected) is live: its score replaces the series' stored score, which
+GetStatus, ListHealthScores and StreamHealthScores serve. A window ending earlier
+is a report (``SeriesReport.historical``): it is stored in its cycle, its gaps are
+stored for ListGaps and may be backfilled, but it never replaces the live score,
+never reaches the health stream and never sets the health-score gauge.
+
 Cycles never overlap: one lock serialises them, so no series is ever audited
 twice at once. Inside a cycle, AUDIT_CONCURRENCY series run at a time.
 """
@@ -13,6 +20,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from auditsvc.domain.errors import (
     AuditError,
@@ -49,6 +57,16 @@ _LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 # Failed cycles kept in memory while the database cannot take them; the oldest
 # beyond this are dropped (a database down for that many cycles is in the logs).
 _MAX_UNSAVED = 100
+
+
+class Target(NamedTuple):
+    """One series to audit and its window; ``historical`` when the window ends
+    before the live edge, making the audit a report."""
+
+    symbol: str
+    tf: Timeframe
+    window: Window
+    historical: bool = False
 
 
 class Auditor:
@@ -93,7 +111,7 @@ class Auditor:
         timeframes: Sequence[str],
         start_ms: int | None,
         end_ms: int | None,
-    ) -> list[tuple[str, Timeframe, Window]]:
+    ) -> list[Target]:
         """Validates a request and returns the series with their windows."""
         for sym in symbols:
             if sym not in self._symbols:
@@ -117,16 +135,19 @@ class Auditor:
         now = self._clock.now_ms()
         selected = []
         for tf in chosen_tfs:
-            window = self._window(tf, now, start_ms, end_ms)
+            window, historical = self._window(tf, now, start_ms, end_ms)
             for sym in chosen_syms:
-                selected.append((sym, tf, window))
+                selected.append(Target(sym, tf, window, historical))
         return selected
 
-    def _window(self, tf: Timeframe, now: int, start: int | None, end: int | None) -> Window:
+    def _window(
+        self, tf: Timeframe, now: int, start: int | None, end: int | None
+    ) -> tuple[Window, bool]:
+        """The window to audit, and whether it ends before the live edge (a report)."""
         grace_ms = round(self._audit.ingest_grace * 1000)
         default = default_window(tf, now, self._audit.lookback, self._audit.min_candles, grace_ms)
         if start is None and end is None:
-            return default
+            return default, False
         # Slots that are not yet due are never audited: a window reaching past
         # the settled edge is cut back to it, so a future window can never
         # become a series' score.
@@ -149,11 +170,9 @@ class Auditor:
                 f"{self._audit.max_range_candles} (AUDIT_MAX_RANGE_CANDLES)",
                 field="end_time",
             )
-        return Window(start, end)
+        return Window(start, end), end < default.end_ms
 
-    async def run_cycle(
-        self, selection: list[tuple[str, Timeframe, Window]], *, trigger: str
-    ) -> Cycle:
+    async def run_cycle(self, selection: list[Target], *, trigger: str) -> Cycle:
         if not self._is_prepared():
             raise Unavailable("starting: the audit collections are not created yet; retry")
         term = self._leadership.term()
@@ -162,17 +181,15 @@ class Auditor:
         async with self._cycle_lock, term.guard():
             return await self._cycle(selection, term, trigger)
 
-    async def _cycle(
-        self, selection: list[tuple[str, Timeframe, Window]], term: Term, trigger: str
-    ) -> Cycle:
+    async def _cycle(self, selection: list[Target], term: Term, trigger: str) -> Cycle:
         cycle_id = f"c-{self._clock.now_ms()}-{uuid.uuid4().hex[:8]}"
         started = self._clock.now_ms()
         begun = self._clock.monotonic()
         gate = asyncio.Semaphore(self._audit.concurrency)
 
-        async def one(sym: str, tf: Timeframe, window: Window) -> SeriesReport:
+        async def one(target: Target) -> SeriesReport:
             async with gate:
-                return await self._series(sym, tf, window, cycle_id, term.epoch)
+                return await self._series(target, cycle_id, term.epoch)
 
         await self._save_unsaved(term.epoch)
         tags = {"cycle_id": cycle_id, "epoch": term.epoch}
@@ -185,7 +202,7 @@ class Auditor:
             trigger=trigger,
         )
         log.info("audit cycle started", extra={**tags, "series": len(selection)})
-        tasks = [asyncio.ensure_future(one(*item)) for item in selection]
+        tasks = [asyncio.ensure_future(one(item)) for item in selection]
         try:
             reports = await asyncio.gather(*tasks)
         except BaseException as exc:
@@ -232,9 +249,8 @@ class Auditor:
     async def _store_cycle(self, cycle: Cycle, session: object) -> None:
         await self._state.save_cycle(cycle, session)
 
-    async def _series(
-        self, symbol: str, tf: Timeframe, window: Window, cycle_id: str, epoch: int
-    ) -> SeriesReport:
+    async def _series(self, target: Target, cycle_id: str, epoch: int) -> SeriesReport:
+        symbol, tf, window, historical = target
         scanner = SeriesScanner(tf, window)
         async for batch in self._candles.timestamps(symbol, tf.name, window):
             scanner.feed(batch)
@@ -284,6 +300,7 @@ class Auditor:
             backfills_requested=requested,
             backfills_skipped=skipped,
             health=record,
+            historical=historical,
         )
         await self._fence.write_fenced(
             epoch,
@@ -294,7 +311,8 @@ class Auditor:
         labels = (symbol, tf.name)
         self._metrics.gaps_detected.labels(*labels).inc(len(found.gaps))
         self._metrics.duplicates_detected.labels(*labels).inc(len(found.duplicates))
-        self._metrics.health_score.labels(*labels).set(health.quality)
+        if not historical:  # a report must not move the gauge the alerts watch
+            self._metrics.health_score.labels(*labels).set(health.quality)
         return report
 
     async def backfill_for(self, symbol: str, tf: Timeframe, gap: Gap, epoch: int) -> str:

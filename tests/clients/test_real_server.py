@@ -244,18 +244,19 @@ class TestEveryRpc:
 
     async def test_watch_health_snapshot_then_new_score(self, make_settings, start_replica) -> None:
         """The stream first yields the current score, then the one of the next audit."""
-        settings = make_settings()
-        await seed(settings)
-        replica = await start_replica(settings)
+        # No live tail: its scores would race the audits' on the stream.
+        replica = await start_replica(make_settings(LIVE_MODE="off"))
         async with AuditClient(options=real_options(replica.target)) as client:
-            first = await client.run_audit(["BTCUSDT"], ["1m"], START, END)
+            # The default window: a range ending before the live edge is a report,
+            # which never reaches the stream.
+            first = await client.run_audit(["BTCUSDT"], ["1m"])
             stream = client.watch_health(["BTCUSDT"], ["1m"])
             try:
                 current = await bounded(anext(stream))
                 assert (current.symbol, current.timeframe) == ("BTCUSDT", "1m")
                 assert current.cycle_id == first.cycle.cycle_id
                 assert current.quality == pytest.approx(first.cycle.series[0].health.quality)
-                second = await client.run_audit(["BTCUSDT"], ["1m"], START, END)
+                second = await client.run_audit(["BTCUSDT"], ["1m"])
                 fresh = await bounded(anext(stream))
             finally:
                 await bounded(stream.aclose())
@@ -398,13 +399,13 @@ class TestWatchAcrossRestart:
 
     async def test_new_score_after_restart_and_no_older_one(self, spawn, make_settings) -> None:
         """After the restart the stream yields the new score, never a replayed or older one."""
-        await seed(make_settings())
-        # No live tail: its scores (the seeded series is long stale) would interleave.
+        # No live tail: its scores would interleave with the audits'.
         replica = spawn("watched", LIVE_MODE="off")
         seen: list[audit_pb2.HealthScore] = []
         await eventually(lambda: _serving(replica.target), within=TIMEOUT)
         async with AuditClient(options=real_options(replica.target)) as client:
-            first = await client.run_audit(["BTCUSDT"], ["1m"], START, END)
+            # Default windows: only an audit reaching the live edge is streamed.
+            first = await client.run_audit(["BTCUSDT"], ["1m"])
 
             async def consume() -> None:
                 async for score in client.watch_health(["BTCUSDT"], ["1m"]):
@@ -423,7 +424,7 @@ class TestWatchAcrossRestart:
                 # new process before an unkeyed run_audit, which is sent only once.
                 await eventually(lambda: _reachable(client), within=TIMEOUT)
                 await eventually(lambda: _serving(replica.target), within=TIMEOUT)
-                second = await client.run_audit(["BTCUSDT"], ["1m"], START, END)
+                second = await client.run_audit(["BTCUSDT"], ["1m"])
                 await eventually(lambda: _at_least(seen, 2), within=TIMEOUT)
                 # The stream stays open across the reconnect: cancel is its only way out.
                 assert not consumer.done()

@@ -134,6 +134,13 @@ async def seed(settings: Settings, *, series: tuple[tuple[str, str], ...] = ()) 
         await database.close()
 
 
+def _report_gaps_listed(reply: dict[str, Any]) -> bool:
+    """The range ListGaps lists what the range report found that day: the unseeded
+    hours before the seed and the seed's two gaps, and nothing else."""
+    starts = [gap["start_time"] for gap in reply.get("gaps", [])]
+    return len(starts) == 3 and all(s.startswith("2025-12-31") for s in starts)
+
+
 class TestCookbookShape:
     """The cookbook is a list of single grpcurl commands covering the whole API."""
 
@@ -276,9 +283,13 @@ class TestCookbookRuns:
             expected = EXPECTED_OUTPUT.get(method)
             if expected is not None and expected not in out:
                 failures.append(f"no {expected!r} in the reply of: {block}\n{out}")
+            if method == "RunAudit" and '"end_time"' in block and '"historical": true' not in out:
+                failures.append(f"the historical range is not a report: {block}\n{out}")
             if method == "ListGaps":
                 reply = json.loads(out)
                 page_token = reply.get("next_page_token", page_token)
+                if '"end_time"' in block and not _report_gaps_listed(reply):
+                    failures.append(f"the report's gaps are not listed: {block}\n{out}")
         assert not failures, "\n\n".join(failures)
 
     async def test_apply_removes_and_restore_puts_back(

@@ -150,9 +150,9 @@ async def channel(leader: ReplicaProcess) -> AsyncIterator[grpc.aio.Channel]:
 
 async def open_score_stream(leader: ReplicaProcess, chan: grpc.aio.Channel) -> Any:
     """A StreamHealthScores call that has delivered its first score."""
-    await leader.stub.RunAudit(
-        pb.RunAuditRequest(symbols=["ETHUSDT"], **window(SMALL)), timeout=TIMEOUT
-    )
+    # The default window: only an audit reaching the live edge stores a score (a
+    # historical range is a report, which never reaches the stream).
+    await leader.stub.RunAudit(pb.RunAuditRequest(symbols=["ETHUSDT"]), timeout=TIMEOUT)
     stream = pb_grpc.AuditServiceStub(chan).StreamHealthScores(
         pb.StreamHealthScoresRequest(), timeout=60
     )

@@ -69,6 +69,7 @@ def report_doc(r: SeriesReport) -> dict[str, Any]:
         "window_start": to_dt(r.window_start_ms),
         "window_end": to_dt(r.window_end_ms),
         "health": score_doc(r.health),
+        "historical": r.historical,
     }
     doc.update({k: getattr(r, k) for k in _REPORT_INTS})
     return doc
@@ -81,6 +82,7 @@ def report_record(d: dict[str, Any]) -> SeriesReport:
         window_start_ms=to_ms(d["window_start"]),
         window_end_ms=to_ms(d["window_end"]),
         health=score_record(d["health"]),
+        historical=bool(d.get("historical", False)),
         **{k: int(d.get(k, 0)) for k in _REPORT_INTS},
     )
 
@@ -96,6 +98,7 @@ def cycle_doc(c: Cycle) -> dict[str, Any]:
         "succeeded": c.succeeded,
         "error": c.error,
         "series": [report_doc(r) for r in c.series],
+        "historical": c.historical,
     }
 
 

@@ -55,18 +55,33 @@ class MongoStateStore:
         epoch: int,
         session: Any = None,
     ) -> None:
+        """Stores a series' audit: its gaps, and for a live window its score.
+
+        A report (``report.historical``) stores its gaps, tagged ``historical``, and
+        drops only the older gaps inside its own window; the series document (the
+        live score every reader and the health stream follow) is left alone.
+        """
         key = {"symbol": report.symbol, "timeframe": report.timeframe}
         if gaps:
-            ops = [_gap_upsert(codec.gap_doc(g, cycle_id, epoch)) for g in gaps]
+            ops = [
+                _gap_upsert({**codec.gap_doc(g, cycle_id, epoch), "historical": report.historical})
+                for g in gaps
+            ]
             await self._db[GAPS].bulk_write(ops, ordered=False, session=session)
         # Gaps starting at or after the window's end are not this audit's to judge:
         # the live tail may have found them in slots not yet due for a cycle.
-        stale = {
-            **key,
-            "cycle_id": {"$ne": cycle_id},
-            "start_time": {"$lt": to_dt(report.window_end_ms)},
-        }
+        end = {"start_time": {"$lt": to_dt(report.window_end_ms)}}
+        start = {"start_time": {"$gte": to_dt(report.window_start_ms)}}
+        stale: dict[str, Any] = {**key, "cycle_id": {"$ne": cycle_id}}
+        if report.historical:
+            stale["$and"] = [start, end]
+        else:
+            # Gaps that scrolled out of the live window go, except those a report found
+            # there: a report's gaps stay listed until an audit of their range drops them.
+            stale["$and"] = [end, {"$or": [start, {"historical": {"$ne": True}}]}]
         await self._db[GAPS].delete_many(stale, session=session)
+        if report.historical:
+            return
         doc = {
             **codec.score_doc(report.health),
             "report": codec.report_doc(report),

@@ -130,7 +130,7 @@ class RunAuditResponse(_message.Message):
     def __init__(self, cycle: _Optional[_Union[AuditCycle, _Mapping]] = ...) -> None: ...
 
 class AuditCycle(_message.Message):
-    __slots__ = ("cycle_id", "started_at", "finished_at", "served_by", "epoch", "series", "status", "error", "trigger")
+    __slots__ = ("cycle_id", "started_at", "finished_at", "served_by", "epoch", "series", "status", "error", "trigger", "historical")
     CYCLE_ID_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +140,7 @@ class AuditCycle(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    HISTORICAL_FIELD_NUMBER: _ClassVar[int]
     cycle_id: str
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
@@ -149,10 +150,11 @@ class AuditCycle(_message.Message):
     status: CycleStatus
     error: str
     trigger: str
-    def __init__(self, cycle_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., served_by: _Optional[str] = ..., epoch: _Optional[int] = ..., series: _Optional[_Iterable[_Union[SeriesReport, _Mapping]]] = ..., status: _Optional[_Union[CycleStatus, str]] = ..., error: _Optional[str] = ..., trigger: _Optional[str] = ...) -> None: ...
+    historical: bool
+    def __init__(self, cycle_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., served_by: _Optional[str] = ..., epoch: _Optional[int] = ..., series: _Optional[_Iterable[_Union[SeriesReport, _Mapping]]] = ..., status: _Optional[_Union[CycleStatus, str]] = ..., error: _Optional[str] = ..., trigger: _Optional[str] = ..., historical: _Optional[bool] = ...) -> None: ...
 
 class SeriesReport(_message.Message):
-    __slots__ = ("symbol", "timeframe", "window_start", "window_end", "expected_candles", "present_candles", "missing_candles", "gap_count", "duplicate_groups", "surplus_documents", "misaligned_candles", "backfills_requested", "health", "backfills_skipped")
+    __slots__ = ("symbol", "timeframe", "window_start", "window_end", "expected_candles", "present_candles", "missing_candles", "gap_count", "duplicate_groups", "surplus_documents", "misaligned_candles", "backfills_requested", "health", "backfills_skipped", "historical")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
     WINDOW_START_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +169,7 @@ class SeriesReport(_message.Message):
     BACKFILLS_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     BACKFILLS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    HISTORICAL_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     timeframe: str
     window_start: _timestamp_pb2.Timestamp
@@ -181,7 +184,8 @@ class SeriesReport(_message.Message):
     backfills_requested: int
     health: HealthScore
     backfills_skipped: int
-    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_candles: _Optional[int] = ..., present_candles: _Optional[int] = ..., missing_candles: _Optional[int] = ..., gap_count: _Optional[int] = ..., duplicate_groups: _Optional[int] = ..., surplus_documents: _Optional[int] = ..., misaligned_candles: _Optional[int] = ..., backfills_requested: _Optional[int] = ..., health: _Optional[_Union[HealthScore, _Mapping]] = ..., backfills_skipped: _Optional[int] = ...) -> None: ...
+    historical: bool
+    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_candles: _Optional[int] = ..., present_candles: _Optional[int] = ..., missing_candles: _Optional[int] = ..., gap_count: _Optional[int] = ..., duplicate_groups: _Optional[int] = ..., surplus_documents: _Optional[int] = ..., misaligned_candles: _Optional[int] = ..., backfills_requested: _Optional[int] = ..., health: _Optional[_Union[HealthScore, _Mapping]] = ..., backfills_skipped: _Optional[int] = ..., historical: _Optional[bool] = ...) -> None: ...
 
 class HealthScore(_message.Message):
     __slots__ = ("symbol", "timeframe", "quality", "completeness", "consistency", "freshness", "gap_count", "duplicate_groups", "computed_at", "cycle_id", "state", "last_candle_open", "late_candles")
