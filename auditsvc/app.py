@@ -1,10 +1,11 @@
 """Builds every part from Settings and runs them in one written-down order.
 
 Start: logging → database client (lazy) → stores → leadership → use cases →
-gRPC server (readiness NOT_SERVING) → readiness probe loop, which creates the
-collections and indexes first, then starts the live tail, the election and the
+gRPC server (readiness NOT_SERVING) → two tasks: ``_prepare`` creates the
+collections and indexes, then starts the live tail, the election and the
 scheduler (no cycle can start before the indexes exist; RunAudit answers
-UNAVAILABLE until then). The tail and the scheduler act only while leading.
+UNAVAILABLE until then); ``_probe_database`` only keeps readiness in step with
+the database. The tail and the scheduler act only while leading.
 
 Stop (SIGTERM/SIGINT), in this order:
 1. readiness NOT_SERVING, so Kubernetes stops routing new calls here;
@@ -209,45 +210,62 @@ class App:
                 "metrics_port": s.ops.metrics_port,
             },
         )
+        self._tasks.append(asyncio.create_task(self._prepare(), name="db-prepare"))
         self._tasks.append(asyncio.create_task(self._probe_database(), name="db-probe"))
         if isinstance(self.leadership, Standalone):
             self.metrics.set_leading(True)
 
-    async def _probe_database(self) -> None:
-        """Keeps readiness in step with the database; retries with capped backoff.
+    async def _prepare(self) -> None:
+        """Creates the collections and indexes, retrying with capped backoff until the
+        database answers, then starts what acts while leading: the live tail, the
+        election and the scheduler. No cycle or lease upsert can race the creation of
+        the collections (that can hang some servers in create_collection), and RunAudit
+        answers UNAVAILABLE until it is done.
 
         A deployment that cannot give majority writes ends the process (``failure``).
         """
         delay = _PROBE_MIN
-        while True:
+        while not self.prepared and not self._stopping.is_set():
             try:
-                await asyncio.wait_for(self.state.ping(), timeout=max(2.0, delay))
-                if not self.prepared:
-                    await detect_transactions(self.database, self.settings.mongo.transactions)
-                    await ensure_indexes(self.database)
-                    if not isinstance(self.leadership, Standalone):
-                        await self.leases.check_majority(self.settings.mongo.timeout_ms)
-                    self.prepared = True
-                    # Campaign and schedule only once the collections exist: a first
-                    # cycle or lease upsert racing their creation can hang the server.
-                    if not self._stopping.is_set():
-                        self.livetail.start()  # tails only while leading
-                        if not isinstance(self.leadership, Standalone):
-                            await self.leadership.start()  # type: ignore[attr-defined]
-                        if self.scheduler is not None:
-                            self.scheduler.start()
-                if not self.ready:
-                    log.info(
-                        "database reachable; ready",
-                        extra={"transactions": self.database.transactions},
-                    )
-                self.ready = True
-                delay = _PROBE_MIN
+                await detect_transactions(self.database, self.settings.mongo.transactions)
+                await ensure_indexes(self.database)
+                if not isinstance(self.leadership, Standalone):
+                    await self.leases.check_majority(self.settings.mongo.timeout_ms)
+                self.prepared = True
             except MajorityUnavailable as exc:
                 self.failure = str(exc)
                 log.error("cannot start: %s", exc)
                 self._stopping.set()
                 return
+            except Exception as exc:
+                log.warning(
+                    "database not prepared yet; retrying",
+                    extra={"reason": type(exc).__name__, "retry_in_s": delay},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _PROBE_MAX)
+        if self._stopping.is_set():
+            return
+        self.livetail.start()  # tails only while leading
+        if not isinstance(self.leadership, Standalone):
+            await self.leadership.start()  # type: ignore[attr-defined]
+        if self.scheduler is not None:
+            self.scheduler.start()
+
+    async def _probe_database(self) -> None:
+        """Keeps readiness in step with the database: ready once the collections are
+        prepared and while a ping answers; retries with capped backoff."""
+        delay = _PROBE_MIN
+        while True:
+            try:
+                await asyncio.wait_for(self.state.ping(), timeout=max(2.0, delay))
+                if self.prepared and not self.ready:
+                    log.info(
+                        "database reachable; ready",
+                        extra={"transactions": self.database.transactions},
+                    )
+                self.ready = self.prepared
+                delay = _PROBE_MIN
             except Exception as exc:
                 if self.ready or delay == _PROBE_MIN:
                     log.warning(
@@ -258,7 +276,7 @@ class App:
                 delay = min(delay * 2, _PROBE_MAX)
             if not self._stopping.is_set():
                 await self.server.set_ready(self.ready)
-            await asyncio.sleep(delay if not self.ready else 1.0)
+            await asyncio.sleep(1.0 if self.ready else delay)
 
     async def stop(self) -> None:
         """Idempotent; see the module docstring for the order.
