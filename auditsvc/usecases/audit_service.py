@@ -33,7 +33,6 @@ from auditsvc.domain.records import (
     report_to_dict,
 )
 from auditsvc.domain.series_state import SeriesState
-from auditsvc.domain.timeframes import parse_timeframe
 from auditsvc.domain.values import Strategy
 from auditsvc.leadership.term import Leadership
 from auditsvc.ops.settings import AuditSettings, DuplicateSettings
@@ -42,6 +41,7 @@ from auditsvc.usecases.auditing import Auditor
 from auditsvc.usecases.dedupe import Deduplicator
 from auditsvc.usecases.page_tokens import PageTokens
 from auditsvc.usecases.score_listing import ScoreListing
+from auditsvc.usecases.series_selection import require_configured
 
 T = TypeVar("T")
 # GetStatus reads the newest stored cycle at most this often; concurrent callers share one read.
@@ -262,7 +262,9 @@ class AuditService:
     ) -> tuple[list[GapRecord], str]:
         if page_size < 0 or page_size > MAX_PAGE:
             raise InvalidArgument(f"page_size must be 0..{MAX_PAGE}", field="page_size")
-        self._configured([symbol] if symbol else [], [timeframe] if timeframe else [], "")
+        require_configured(
+            self._audit, [symbol] if symbol else [], [timeframe] if timeframe else []
+        )
         if start_ms is not None and end_ms is not None and start_ms >= end_ms:
             raise InvalidArgument("start_time must be before end_time", field="start_time")
         limit = page_size or DEFAULT_PAGE
@@ -287,25 +289,6 @@ class AuditService:
     ) -> tuple[list[ScoreRecord], str]:
         """A page of stored scores; see :mod:`auditsvc.usecases.score_listing`."""
         return await self._listing.page(symbols, timeframes, state, page_size, page_token)
-
-    def _configured(self, symbols: Sequence[str], timeframes: Sequence[str], plural: str) -> None:
-        """NOT_FOUND naming the field for any symbol or timeframe not configured."""
-        for sym in symbols:
-            if sym not in self._audit.symbols:
-                raise NotFound(
-                    f"symbol {sym[:64]!r} is not configured (AUDIT_SYMBOLS)",
-                    field=f"symbol{plural}",
-                )
-        for name in timeframes:
-            try:
-                tf = parse_timeframe(name)
-            except InvalidArgument as exc:
-                raise InvalidArgument(exc.message, field=f"timeframe{plural}") from None
-            if tf.name not in self._audit.timeframes:
-                raise NotFound(
-                    f"timeframe {name[:64]!r} is not configured (AUDIT_TIMEFRAMES)",
-                    field=f"timeframe{plural}",
-                )
 
     async def leader(self) -> LeaderInfo:
         return await self._leadership.leader()
@@ -375,7 +358,7 @@ class AuditService:
         self, symbols: Sequence[str], timeframes: Sequence[str]
     ) -> AsyncIterator[ScoreRecord]:
         """Current scores of matching series first, then each new one."""
-        self._configured(symbols, timeframes, "s")
+        require_configured(self._audit, symbols, timeframes, "s")
         wanted_s, wanted_t = set(symbols), set(timeframes)
 
         def match(r: ScoreRecord) -> bool:

@@ -12,12 +12,13 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from auditsvc.domain.errors import InvalidArgument, NotFound
+from auditsvc.domain.errors import InvalidArgument
 from auditsvc.domain.records import ScoreQuery, ScoreRecord
 from auditsvc.domain.series_state import SeriesState
 from auditsvc.ops.settings import AuditSettings
 from auditsvc.storage.interfaces import StateStore
 from auditsvc.usecases.page_tokens import PageTokens
+from auditsvc.usecases.series_selection import require_configured
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -25,8 +26,7 @@ DEFAULT_PAGE = 100
 
 class ScoreListing:
     def __init__(self, audit: AuditSettings, state: StateStore, tokens: PageTokens) -> None:
-        self._symbols = frozenset(audit.symbols)
-        self._timeframes = frozenset(audit.timeframes)
+        self._audit = audit
         self._state = state
         self._tokens = tokens
 
@@ -39,17 +39,7 @@ class ScoreListing:
         page_token: str,
     ) -> tuple[list[ScoreRecord], str]:
         """One page and the token of the next ('' on the last page)."""
-        for sym in symbols:
-            if sym not in self._symbols:
-                raise NotFound(
-                    f"symbol {sym[:64]!r} is not configured (AUDIT_SYMBOLS)", field="symbols"
-                )
-        for tf in timeframes:
-            if tf not in self._timeframes:
-                raise NotFound(
-                    f"timeframe {tf[:16]!r} is not configured (AUDIT_TIMEFRAMES)",
-                    field="timeframes",
-                )
+        require_configured(self._audit, symbols, timeframes, "s")
         if page_size < 0 or page_size > MAX_PAGE:
             raise InvalidArgument(f"page_size must be 0..{MAX_PAGE}", field="page_size")
         limit = page_size or DEFAULT_PAGE

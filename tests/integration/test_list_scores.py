@@ -59,7 +59,7 @@ class TestListHealthScores:
         [
             ({"symbols": ["NOPE"]}, grpc.StatusCode.NOT_FOUND, "symbols"),
             ({"timeframes": ["1d"]}, grpc.StatusCode.NOT_FOUND, "timeframes"),
-            ({"timeframes": ["7x"]}, grpc.StatusCode.NOT_FOUND, "timeframes"),
+            ({"timeframes": ["7x"]}, grpc.StatusCode.INVALID_ARGUMENT, "timeframes"),
             ({"page_size": -1}, grpc.StatusCode.INVALID_ARGUMENT, "page_size"),
             ({"page_size": 1001}, grpc.StatusCode.INVALID_ARGUMENT, "page_size"),
             ({"page_token": "garbage"}, grpc.StatusCode.INVALID_ARGUMENT, "page_token"),
