@@ -176,3 +176,32 @@ class LateWatch:
 async def live_gap_visible(stub: Any, symbol: str, start_ms: int) -> bool:
     reply = await stub.ListGaps(pb.ListGapsRequest(symbol=symbol, timeframe="1s"), timeout=5)
     return any(g.detected_live and ms(g.start_time) == start_ms for g in reply.gaps)
+
+
+async def count_live(stub: Any) -> int:
+    """Stored scores in state LIVE, every page."""
+    total, token = 0, ""
+    while True:
+        reply = await stub.ListHealthScores(
+            pb.ListHealthScoresRequest(
+                state=pb.SERIES_STATE_LIVE, page_size=1000, page_token=token
+            ),
+            timeout=10,
+        )
+        total += len(reply.scores)
+        token = reply.next_page_token
+        if not token:
+            return total
+
+
+async def until_all_live(stub: Any, n: int, within: float) -> float:
+    """Seconds until ``n`` series are stored LIVE; raises TimeoutError with the count."""
+    began = time.monotonic()
+    seen = 0
+    while time.monotonic() - began < within:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            seen = await count_live(stub)
+            if seen >= n:
+                return time.monotonic() - began
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{seen}/{n} series stored LIVE within {within:g} s")

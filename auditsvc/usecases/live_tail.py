@@ -10,6 +10,8 @@ Guarantees:
   ``_IDLE_POLL`` seconds (well under one heartbeat) of taking office: it reads
   each series' newest candle once (one indexed query per series), then only
   what is inserted.
+* State changes found in one pass are stored together, up to ``_STORE_BATCH``
+  series per fenced transaction.
 * A LATE series gets one stored score per further missed slot (freshness
   decays on time); the candle that ends the lateness stores LIVE at once.
 * A candle arriving more than one slot after the previous newest stores the
@@ -60,6 +62,7 @@ log = logging.getLogger(__name__)
 
 _IDLE_POLL = 0.2
 _MIN_SLEEP = 0.01
+_STORE_BATCH = 200
 Key = tuple[str, str]
 # (symbol, timeframe, gap, epoch) -> backfill request id or "".
 Backfill = Callable[[str, Timeframe, Gap, int], Awaitable[str]]
@@ -256,48 +259,59 @@ class LiveTail:
     async def _evaluate(self, epoch: int) -> None:
         now = self._clock.now_ms()
         counts: Counter[SeriesState] = Counter()
+        changed: list[tuple[Key, LiveState, LiveState | None]] = []
         for key, tf in self._series.items():
             current = series_state(tf, self._newest.get(key), now, self._grace)
             counts[current.state] += 1
             previous = self._stored.get(key)
-            if not must_store(previous, current):
-                continue
-            await self._store_state(key, current, now, epoch)
-            self._stored[key] = current
-            due = first_missing_due_ms(tf, current, self._grace)
-            newly_late = current.state is SeriesState.LATE and (
-                previous is None or previous.state is not SeriesState.LATE
-            )
-            if newly_late and due is not None:
-                self._metrics.live_detection_seconds.observe(max(0, now - due) / 1000)
+            if must_store(previous, current):
+                changed.append((key, current, previous))
+        # One fenced transaction per batch, not per series: a new leader storing the
+        # state of every series, or many series going late at once, costs a few
+        # round trips instead of one transaction each.
+        for i in range(0, len(changed), _STORE_BATCH):
+            batch = changed[i : i + _STORE_BATCH]
+            await self._store_states([(key, live) for key, live, _ in batch], now, epoch)
+            for key, current, previous in batch:
+                self._stored[key] = current
+                self._observe(key, current, previous, now)
         for state in SeriesState:
             self._metrics.series_state.labels(state.value).set(counts[state])
 
-    async def _store_state(self, key: Key, live: LiveState, now: int, epoch: int) -> None:
-        async def work(session: object) -> None:
-            base = await self._store.stored_score(*key, session=session)
-            record = ScoreRecord(
-                key[0],
-                key[1],
-                rescore(None if base is None else base.score, live),
-                now,
-                "",
-            )
-            record = dataclasses.replace(
-                record,
-                state=live.state,
-                last_candle_ms=live.last_candle_ms,
-                late_candles=live.late_candles,
-            )
-            await self._store.save_live_score(record, epoch, session)
-
-        await self._fence.write_fenced(epoch, work)
+    def _observe(self, key: Key, current: LiveState, previous: LiveState | None, now: int) -> None:
         log.info(
             "series state",
             extra={
                 "symbol": key[0],
                 "timeframe": key[1],
-                "state": live.state.value,
-                "late_candles": live.late_candles,
+                "state": current.state.value,
+                "late_candles": current.late_candles,
             },
         )
+        due = first_missing_due_ms(self._series[key], current, self._grace)
+        newly_late = current.state is SeriesState.LATE and (
+            previous is None or previous.state is not SeriesState.LATE
+        )
+        if newly_late and due is not None:
+            self._metrics.live_detection_seconds.observe(max(0, now - due) / 1000)
+
+    async def _store_states(self, batch: list[tuple[Key, LiveState]], now: int, epoch: int) -> None:
+        async def work(session: object) -> None:
+            for key, live in batch:
+                base = await self._store.stored_score(*key, session=session)
+                record = ScoreRecord(
+                    key[0],
+                    key[1],
+                    rescore(None if base is None else base.score, live),
+                    now,
+                    "",
+                )
+                record = dataclasses.replace(
+                    record,
+                    state=live.state,
+                    last_candle_ms=live.last_candle_ms,
+                    late_candles=live.late_candles,
+                )
+                await self._store.save_live_score(record, epoch, session)
+
+        await self._fence.write_fenced(epoch, work)

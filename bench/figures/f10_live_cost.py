@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 
 from bench import live
-from bench.context import Context
+from bench.context import Context, NotMeasured
 from bench.figures.common import MET, MISSED, result
 from bench.stats import rounded
 
@@ -30,20 +30,23 @@ TARGET = (
 )
 CPU_LIMIT = 0.5
 QUERY_GROWTH_LIMIT = 1.2
-WARMUP_S = 5.0
+WARMUP_S = 3.0
+ALL_LIVE_WITHIN_S = 300.0
 
 
 async def run(ctx: Context) -> dict[str, Any]:
     sz = ctx.sizes
     cpu: dict[str, float] = {}
+    takeover: dict[str, float] = {}
     queries: dict[int, float] = {}
     writes_after_grace: dict[str, int] = {}
     for mode in ("poll", "change_stream"):
         counts = sz.live_cost_series if mode == "poll" else sz.live_cost_series[-1:]
         for n in counts:
-            used, qps, late = await _measure(ctx, mode, n)
+            used, qps, late, ready = await _measure(ctx, mode, n)
             if n == sz.live_cost_series[-1]:
                 cpu[mode] = used
+                takeover[mode] = ready
                 writes_after_grace[mode] = late
             if mode == "poll":
                 queries[n] = qps
@@ -67,14 +70,17 @@ async def run(ctx: Context) -> dict[str, Any]:
             "leader_cpu_cores": {m: rounded(c) for m, c in cpu.items()},
             "poll_queries_per_s": {str(n): rounded(q) for n, q in queries.items()},
             "poll_query_growth": rounded(growth),
+            "seconds_until_all_stored_live": {m: rounded(t) for m, t in takeover.items()},
             "seconds_measured": sz.live_cost_seconds,
             "feed_ticks_written_after_grace": writes_after_grace,
         },
     )
 
 
-async def _measure(ctx: Context, mode: str, n: int) -> tuple[float, float, int]:
-    """(leader CPU cores, database queries/s, feed ticks written late) for one run."""
+async def _measure(ctx: Context, mode: str, n: int) -> tuple[float, float, int, float]:
+    """(leader CPU cores, database queries/s, feed ticks written late, seconds from
+    readiness until every series was stored LIVE) for one run, measured in steady
+    state: after the leader has stored every series LIVE, plus a warm-up."""
     name = ctx.database(f"cost_{mode}_{n}")
     syms = live.symbols(n, prefix="C")
     feed = live.Feed(ctx.client[name], syms)
@@ -82,6 +88,10 @@ async def _measure(ctx: Context, mode: str, n: int) -> tuple[float, float, int]:
     feed.start()
     try:
         replica = await ctx.replica(f"cost-{mode}-{n}", name, **live.live_env(syms, mode, 1.0))
+        try:
+            ready = await live.until_all_live(replica.stub, n, ALL_LIVE_WITHIN_S)
+        except TimeoutError as exc:
+            raise NotMeasured(f"{mode}, {n} series: {exc}") from None
         await asyncio.sleep(WARMUP_S)
         proc = psutil.Process(replica.pid)
         admin = ctx.client.admin
@@ -94,6 +104,6 @@ async def _measure(ctx: Context, mode: str, n: int) -> tuple[float, float, int]:
         span = asyncio.get_running_loop().time() - began
         used = (after_cpu.user + after_cpu.system - before_cpu.user - before_cpu.system) / span
         reads = sum(after_ops[k] - before_ops[k] for k in ("query", "getmore"))
-        return used, reads / span, feed.late_writes
+        return used, reads / span, feed.late_writes, ready
     finally:
         await feed.close()

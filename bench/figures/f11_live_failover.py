@@ -48,7 +48,7 @@ async def run(ctx: Context) -> dict[str, Any]:
             watch.start()
             try:
                 fed = set(feed.active)
-                if not await watch.until(lambda w=watch, f=fed: f <= w.live, 60):
+                if not await watch.until(lambda w=watch, f=fed: f <= w.live, 300):
                     raise NotMeasured(f"trial {trial}: fed series not LIVE on {follower.name}")
                 batch = sorted(fed)[: sz.live_stopped]
                 for sym in batch:
