@@ -10,8 +10,9 @@ Guarantees:
   ``_IDLE_POLL`` seconds (well under one heartbeat) of taking office: it reads
   each series' newest candle once (one indexed query per series), then only
   what is inserted.
-* State changes found in one pass are stored together, up to ``_STORE_BATCH``
-  series per fenced transaction.
+* State changes found in one pass are stored together: up to ``_STORE_BATCH``
+  series per fenced transaction, read with one query and written with one bulk
+  write, so the lease lock is held briefly even when every series changes.
 * A LATE series gets one stored score per further missed slot (freshness
   decays on time); the candle that ends the lateness stores LIVE at once.
 * A candle arriving more than one slot after the previous newest stores the
@@ -141,12 +142,14 @@ class LiveTail:
             for sym, key in members.items():
                 self._newest[key] = await self._feed.newest(coll, sym)
         self._stored.clear()
-        for key in self._series:
-            record = await self._store.stored_score(*key)
-            if record is not None and record.state is not None:
-                self._stored[key] = LiveState(
-                    record.state, record.last_candle_ms, record.late_candles
-                )
+        keys = list(self._series)
+        for i in range(0, len(keys), _STORE_BATCH):
+            found = await self._store.stored_scores(keys[i : i + _STORE_BATCH])
+            for key, record in found.items():
+                if record.state is not None:
+                    self._stored[key] = LiveState(
+                        record.state, record.last_candle_ms, record.late_candles
+                    )
         watcher = None
         if mode == "change_stream":
             watcher = asyncio.create_task(self._consume_stream(term.epoch), name="live-watch")
@@ -297,8 +300,10 @@ class LiveTail:
 
     async def _store_states(self, batch: list[tuple[Key, LiveState]], now: int, epoch: int) -> None:
         async def work(session: object) -> None:
+            bases = await self._store.stored_scores([key for key, _ in batch], session=session)
+            records = []
             for key, live in batch:
-                base = await self._store.stored_score(*key, session=session)
+                base = bases.get(key)
                 record = ScoreRecord(
                     key[0],
                     key[1],
@@ -306,12 +311,14 @@ class LiveTail:
                     now,
                     "",
                 )
-                record = dataclasses.replace(
-                    record,
-                    state=live.state,
-                    last_candle_ms=live.last_candle_ms,
-                    late_candles=live.late_candles,
+                records.append(
+                    dataclasses.replace(
+                        record,
+                        state=live.state,
+                        last_candle_ms=live.last_candle_ms,
+                        late_candles=live.late_candles,
+                    )
                 )
-                await self._store.save_live_score(record, epoch, session)
+            await self._store.save_live_scores(records, epoch, session)
 
         await self._fence.write_fenced(epoch, work)
