@@ -160,7 +160,7 @@ class TestLiveFailover:
             await asyncio.gather(feeding, return_exceptions=True)
             for replica in replicas:
                 await replica.close()
-            handle.close()
+            await handle.close()
 
 
 async def _is(replica: ReplicaProcess, symbol: str, state: int) -> bool:
