@@ -1,9 +1,10 @@
 """11. Live failover: SIGKILL the leader while series go late; LATE still arrives.
 
-Three replicas with election, ``live_series`` 1s series fed live, poll mode
+Three replicas with election, ``live_series`` 1s series fed live
 (LIVE_POLL_INTERVAL=1). Per trial: a subscriber on a follower, every series
 LIVE there; ``live_stopped`` series stop and the leader is SIGKILLed at once
-(before their LATE is due, so only the next leader can store it). Measured per
+(before their LATE is due, so only the next leader can store it). LIVE_MODE=auto
+(change streams on SecantusDB; see figure 9 for poll mode there). Measured per
 series: the subscriber's receipt of its first LATE minus the later of the kill
 and the series' due time (first missing close + grace). The dead replica is
 replaced before the next trial.
@@ -33,7 +34,7 @@ async def run(ctx: Context) -> dict[str, Any]:
     feed = live.Feed(ctx.client[name], syms)
     await feed.prime(5)
     feed.start()
-    env = {**cluster.election_env(ctx, syms[0]), **live.live_env(syms, "poll", 1.0)}
+    env = {**cluster.election_env(ctx, syms[0]), **live.live_env(syms, "auto", 1.0)}
     counter = 3
     latencies: list[float] = []
     from_kill: list[float] = []
@@ -48,7 +49,7 @@ async def run(ctx: Context) -> dict[str, Any]:
             watch.start()
             try:
                 fed = set(feed.active)
-                if not await watch.until(lambda w=watch, f=fed: f <= w.live, 300):
+                if not await watch.until(lambda w=watch, f=fed: f <= w.live, 120):
                     raise NotMeasured(f"trial {trial}: fed series not LIVE on {follower.name}")
                 batch = sorted(fed)[: sz.live_stopped]
                 for sym in batch:

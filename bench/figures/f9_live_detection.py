@@ -32,6 +32,7 @@ TARGET = (
     "(LIVE_POLL_INTERVAL=1)"
 )
 LIMIT_S = 1.5
+ALL_LIVE_WITHIN_S = 120.0
 MODES = ("poll", "change_stream")
 
 
@@ -39,14 +40,20 @@ async def run(ctx: Context) -> dict[str, Any]:
     per_mode: dict[str, dict[str, Any]] = {}
     worsts: list[float] = []
     for mode in MODES:
-        figures = await _one_mode(ctx, mode)
+        try:
+            figures = await _one_mode(ctx, mode)
+        except NotMeasured as exc:
+            # The other mode is still worth measuring; this one counts as missed.
+            figures = {"detect_p99_s": math.nan, "gap_p99_s": math.nan, "not_measured": str(exc)}
         per_mode[mode] = figures
         worsts += [figures["detect_p99_s"], figures["gap_p99_s"]]
         await ctx.cleanup()
     # A series never seen LATE (or a gap never listed) is a miss, not a fast result.
     worst = math.nan if any(math.isnan(w) for w in worsts) else max(worsts)
     summary = "; ".join(
-        f"{m}: LATE p99 {f['detect_p99_s']:.2f} s, gap p99 {f['gap_p99_s']:.2f} s"
+        f"{m}: not measured ({f['not_measured'][:120]})"
+        if "not_measured" in f
+        else f"{m}: LATE p99 {f['detect_p99_s']:.2f} s, gap p99 {f['gap_p99_s']:.2f} s"
         for m, f in per_mode.items()
     )
     sz = ctx.sizes
@@ -77,10 +84,10 @@ async def _one_mode(ctx: Context, mode: str) -> dict[str, Any]:
         watches.append(watch)
         watch.start()
         waited = time.monotonic()
-        if not await watch.until(lambda: len(watch.live) == len(syms), 300):
+        if not await watch.until(lambda: len(watch.live) == len(syms), ALL_LIVE_WITHIN_S):
             raise NotMeasured(
                 f"{mode}: {len(watch.live)}/{len(syms)} series LIVE on the follower "
-                f"within 300 s {watch.error}"
+                f"within {ALL_LIVE_WITHIN_S:g} s {watch.error}"
             )
         all_live_s = time.monotonic() - waited
         rng = random.Random(9)
