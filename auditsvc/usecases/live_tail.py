@@ -11,7 +11,8 @@ Guarantees:
   each series' newest candle once (one indexed query per series), then only
   what is inserted.
 * State changes found in one pass are stored together: up to ``_STORE_BATCH``
-  series per fenced transaction, read with one query and written with one bulk
+  series per fenced transaction (halved whenever a batch overruns the fence's
+  time budget), read with one query and written with one bulk
   write, so the lease lock is held briefly even when every series changes.
 * A LATE series gets one stored score per further missed slot (freshness
   decays on time); the candle that ends the lateness stores LIVE at once.
@@ -39,7 +40,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from auditsvc.domain.errors import Cancelled
+from auditsvc.domain.errors import Cancelled, Fenced, NotLeader, Unavailable
 from auditsvc.domain.records import GapRecord, ScoreRecord
 from auditsvc.domain.series_state import (
     LiveState,
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 
 _IDLE_POLL = 0.2
 _MIN_SLEEP = 0.01
-_STORE_BATCH = 200
+_STORE_BATCH = 50
 Key = tuple[str, str]
 # (symbol, timeframe, gap, epoch) -> backfill request id or "".
 Backfill = Callable[[str, Timeframe, Gap, int], Awaitable[str]]
@@ -105,6 +106,7 @@ class LiveTail:
         self._stored: dict[Key, LiveState] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._batch = _STORE_BATCH
         self.mode = "off"
 
     def start(self) -> None:
@@ -272,9 +274,20 @@ class LiveTail:
         # One fenced transaction per batch, not per series: a new leader storing the
         # state of every series, or many series going late at once, costs a few
         # round trips instead of one transaction each.
-        for i in range(0, len(changed), _STORE_BATCH):
-            batch = changed[i : i + _STORE_BATCH]
-            await self._store_states([(key, live) for key, live, _ in batch], now, epoch)
+        for i in range(0, len(changed), self._batch):
+            batch = changed[i : i + self._batch]
+            try:
+                await self._store_states([(key, live) for key, live, _ in batch], now, epoch)
+            except (Fenced, NotLeader):
+                raise
+            except Unavailable:
+                if len(batch) <= 1:
+                    raise
+                # Over the fence's time budget (a slow or loaded database): halve the
+                # batch; what was not stored is still due and goes in the next pass.
+                self._batch = max(1, len(batch) // 2)
+                log.warning("live tail: smaller state batches", extra={"batch": self._batch})
+                break
             for key, current, previous in batch:
                 self._stored[key] = current
                 self._observe(key, current, previous, now)
