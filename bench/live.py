@@ -1,4 +1,4 @@
-"""What the live-state figures (9-11) share: a 1s candle feed, a StreamHealthScores
+"""What the live-state figures (10-12) share: a 1s candle feed, a StreamHealthScores
 subscriber that notes when each series' first LATE arrives, and replica settings.
 
 The feed writes, just after each 1-second slot closes, the candle of that slot

@@ -27,9 +27,9 @@ from typing import Any
 
 from pymongo import MongoClient
 
-from auditsvc.domain.timeframes import Timeframe, parse_timeframe
-from auditsvc.ops.settings import Settings
 from auditsvc.devtools.demo import candle_doc
+from auditsvc.domain.timeframes import Timeframe, parse_timeframe
+from auditsvc.ops.settings import AuditSettings, MongoSettings
 
 log = logging.getLogger(__name__)
 
@@ -76,26 +76,28 @@ def due_opens(
 
 
 class DemoFeed:
-    """Feeds every (AUDIT_SYMBOLS x AUDIT_TIMEFRAMES) series of ``settings`` until stopped."""
+    """Feeds every (AUDIT_SYMBOLS x AUDIT_TIMEFRAMES) series until stopped."""
 
     def __init__(
         self,
-        settings: Settings,
+        mongo: MongoSettings,
+        audit: AuditSettings,
         data_dir: Path,
         clock: Callable[[], float] = time.time,
         client: Any = None,
     ) -> None:
-        self._s = settings
+        self._database = mongo.database
+        self._audit = audit
         self._data_dir = data_dir
         self._clock = clock
         self._client: Any = client or MongoClient(
-            settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000
+            mongo.uri, tz_aware=True, serverSelectionTimeoutMS=5000
         )
         self._own_client = client is None
         self._series = [
             (sym, parse_timeframe(tf), 100.0 * (i + 1))
-            for i, sym in enumerate(settings.audit_symbols)
-            for tf in settings.audit_timeframes
+            for i, sym in enumerate(audit.symbols)
+            for tf in audit.timeframes
         ]
         self._newest: dict[tuple[str, str], int | None] = {}
         self._was_paused: set[str] = set()
@@ -128,14 +130,14 @@ class DemoFeed:
         """One pass: writes every due candle of every unpaused series; returns how many."""
         now = round(self._clock() * 1000)
         stopped = paused(self._data_dir)
-        db = self._client[self._s.mongodb_database]
+        db = self._client[self._database]
         written = 0
         for sym, tf, price in self._series:
             key = (sym, tf.name)
             if sym in stopped:
                 self._was_paused.add(sym)
                 continue
-            coll = db[self._s.collection_for(sym, tf.name)]
+            coll = db[self._audit.collection_for(sym, tf.name)]
             if key not in self._newest:
                 self._newest[key] = _newest_in(coll, sym)
             newest = self._newest[key]

@@ -238,7 +238,7 @@ def run_dev(*, replicas: int, data_dir: str, ports: DevPorts | None = None) -> i
         asyncio.run(seed_demo(settings, force=False))
         # A pause left from an earlier run would make a series LATE for no visible reason.
         (root / PAUSE_FILE).unlink(missing_ok=True)
-        feed = DemoFeed(settings, root)
+        feed = DemoFeed(settings.mongo, settings.audit, root)
         feed.start()
         for i in range(replicas):
             proc = _spawn([sys.executable, "-m", "auditsvc", "serve"], env=_env(i, replicas, ports))

@@ -14,9 +14,9 @@ from bench.figures import (
     f7_failover,
     f8_scale,
     f9_removal,
-    f9_live_detection,
-    f10_live_cost,
-    f11_live_failover,
+    f10_live_detection,
+    f11_live_cost,
+    f12_live_failover,
 )
 
 FIGURES: tuple[ModuleType, ...] = (
@@ -29,8 +29,8 @@ FIGURES: tuple[ModuleType, ...] = (
     f7_failover,
     f8_scale,
     f9_removal,
-    f9_live_detection,
-    f10_live_cost,
-    f11_live_failover,
+    f10_live_detection,
+    f11_live_cost,
+    f12_live_failover,
 )
 KEYS: tuple[str, ...] = tuple(m.KEY for m in FIGURES)

@@ -53,10 +53,10 @@ class TestDemoFeed:
             AUDIT_TIMEFRAMES="1s",
             CANDLE_COLLECTION_TEMPLATE="klines_{timeframe}",
         )
-        coll = client[settings.mongodb_database]["klines_1s"]
+        coll = client[settings.mongo.database]["klines_1s"]
         coll.insert_one({"symbol": "BTCUSDT", "timestamp": _dt(T0 - 3 * SEC)})
         clock = Clock()
-        feed = DemoFeed(settings, tmp_path, clock=clock, client=client)
+        feed = DemoFeed(settings.mongo, settings.audit, tmp_path, clock=clock, client=client)
 
         assert feed.tick() == 3  # BTC catches up 2 slots after its seed; ETH starts at T0-1s
         assert opens(coll, "BTCUSDT") == [T0 - 3 * SEC, T0 - 2 * SEC, T0 - SEC]

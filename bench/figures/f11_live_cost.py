@@ -1,4 +1,4 @@
-"""10. Live-tail cost: leader CPU while tailing many 1s series, and poll queries.
+"""11. Live-tail cost: leader CPU while tailing many 1s series, and poll queries.
 
 Per mode (poll, change_stream): one standalone replica (it leads) tails
 ``live_cost_series[-1]`` 1s series sharing ``klines_1s`` while the feed inserts

@@ -1,4 +1,4 @@
-"""9. Live detection: a stalled 1s series reaches a follower's subscriber as LATE.
+"""10. Live detection: a stalled 1s series reaches a follower's subscriber as LATE.
 
 Per mode (poll, change_stream): two replicas with election, ``live_series`` 1s
 series fed live in one collection (bench.live.Feed), a StreamHealthScores

@@ -1,10 +1,10 @@
-"""11. Live failover: SIGKILL the leader while series go late; LATE still arrives.
+"""12. Live failover: SIGKILL the leader while series go late; LATE still arrives.
 
 Three replicas with election, ``live_series`` 1s series fed live
 (LIVE_POLL_INTERVAL=1). Per trial: a subscriber on a follower, every series
 LIVE there; ``live_stopped`` series stop and the leader is SIGKILLed at once
 (before their LATE is due, so only the next leader can store it). LIVE_MODE=auto
-(change streams on SecantusDB; see figure 9 for poll mode there). Measured per
+(change streams on SecantusDB; see figure 10 for poll mode there). Measured per
 series: the subscriber's receipt of its first LATE minus the later of the kill
 and the series' due time (first missing close + grace). The dead replica is
 replaced before the next trial.
