@@ -1,5 +1,5 @@
 """`make run` / `make cluster`: a local SecantusDB under .devdata/, demo data,
-a demo feed writing each series' candle as its slot closes (auditsvc.demofeed),
+a demo feed writing each series' candle as its slot closes (auditsvc.devtools.demofeed),
 and one or three replicas on 127.0.0.1.
 
 Guarantees: every port is checked before anything starts, and a busy one is
@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from auditsvc.devtools.dbtools import seed_demo
+from auditsvc.devtools.demofeed import PAUSE_FILE, DemoFeed
 from auditsvc.ops.ports import ensure_free
 from auditsvc.ops.settings import Settings
-from auditsvc.devtools.demofeed import PAUSE_FILE, DemoFeed
 
 DEV_DB_PORT = 27027
 DEV_GRPC_PORT = 50051

@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from auditpb.v1 import audit_pb2 as pb
-from auditsvc.mongo.client import SERIES, connect
+from auditsvc.storage.mongo.database import SERIES, connect
 from tests.cluster.harness import ReplicaProcess, one_leader
 from tests.support import SecantusDB, eventually
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from auditsvc.ops.settings import Settings
 from auditsvc.devtools.demofeed import DemoFeed, set_paused
+from auditsvc.ops.settings import Settings
 from tests.support import SecantusDB
 
 SEC = 1000

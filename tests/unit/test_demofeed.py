@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from auditsvc.domain.timeframes import parse_timeframe
 from auditsvc.devtools.demofeed import PAUSE_FILE, due_opens, paused, set_paused
+from auditsvc.domain.timeframes import parse_timeframe
 
 MIN = 60_000
 T0 = 1_767_225_600_000  # a minute boundary
