@@ -120,6 +120,19 @@ def _settings_table(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     from auditsvc.devtools.devrun import DevPorts, run_dev
 
+    if args.pause_feed or args.resume_feed:
+        from pathlib import Path
+
+        from auditsvc.devtools.demofeed import set_paused
+
+        symbol = args.pause_feed or args.resume_feed
+        now = set_paused(Path(args.data_dir), symbol, pause=bool(args.pause_feed))
+        print(
+            f"demo feed for {symbol} {'paused' if args.pause_feed else 'resumed'}; "
+            f"paused now: {', '.join(sorted(now)) or 'none'}"
+        )
+        return 0
+
     ports = DevPorts(db=args.db_port, grpc=args.grpc_port, metrics=args.metrics_port)
     return run_dev(replicas=args.replicas, data_dir=args.data_dir, ports=ports)
 
@@ -161,6 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--metrics-port", type=int, default=9464, help="replica N gets this + N-1 (default 9464)"
+    )
+    feed = p.add_mutually_exclusive_group()
+    feed.add_argument(
+        "--pause-feed",
+        metavar="SYMBOL",
+        help="stop the running dev stack's demo feed for SYMBOL (it turns LATE), then exit",
+    )
+    feed.add_argument(
+        "--resume-feed", metavar="SYMBOL", help="resume the demo feed for SYMBOL, then exit"
     )
     p.set_defaults(func=_dev)
     sub.add_parser(

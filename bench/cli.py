@@ -134,6 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help=f"9: duplicates removed then restored (default {d.removal_documents})",
     )
+    g.add_argument("--live-series", type=int, help=f"10, 12: 1s series (default {d.live_series})")
+    g.add_argument(
+        "--live-stopped", type=int, help=f"10, 12: series stopped (default {d.live_stopped})"
+    )
+    g.add_argument("--live-cost-series", type=_ints, help="11: series counts (default 100,1000)")
+    g.add_argument(
+        "--live-cost-seconds",
+        type=float,
+        help=f"11: seconds measured (default {d.live_cost_seconds:g})",
+    )
+    g.add_argument(
+        "--live-failover-trials",
+        type=int,
+        help=f"12: trials (default {d.live_failover_trials})",
+    )
     return p
 
 

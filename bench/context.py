@@ -53,6 +53,12 @@ class Sizes:
     scale_hours: int = 24
     # 9. removal and restore
     removal_documents: int = 10_000
+    # 10-12. live state (1s series, LIVE_POLL_INTERVAL=1)
+    live_series: int = 200
+    live_stopped: int = 20
+    live_cost_series: tuple[int, ...] = (100, 1000)
+    live_cost_seconds: float = 20.0
+    live_failover_trials: int = 3
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -77,6 +83,11 @@ TINY = Sizes(
     election_timeout=1.2,
     scale_series=(4, 8, 16),
     removal_documents=200,
+    live_series=8,
+    live_stopped=2,
+    live_cost_series=(4, 8),
+    live_cost_seconds=2.0,
+    live_failover_trials=1,
 )
 
 

@@ -23,6 +23,19 @@ def _dt(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
 
 
+def candle_doc(symbol: str, t_ms: int, price: float, i: int = 0) -> dict[str, Any]:
+    """One demo candle opening at ``t_ms``; ``i`` varies the prices and volume."""
+    return {
+        "symbol": symbol,
+        "timestamp": _dt(t_ms),
+        "open": price + i * 0.01,
+        "high": price + i * 0.01 + 0.5,
+        "low": price + i * 0.01 - 0.5,
+        "close": price + i * 0.01 + 0.1,
+        "volume": 10.0 + i % 7,
+    }
+
+
 def demo_series(
     symbol: str, timeframe: str, end_ms: int, slots: int, price: float = 100.0
 ) -> tuple[list[dict[str, Any]], Expected]:
@@ -41,15 +54,7 @@ def demo_series(
     for i, t in enumerate(opens):
         if i in missing:
             continue
-        candle: dict[str, Any] = {
-            "symbol": symbol,
-            "timestamp": _dt(t),
-            "open": price + i * 0.01,
-            "high": price + i * 0.01 + 0.5,
-            "low": price + i * 0.01 - 0.5,
-            "close": price + i * 0.01 + 0.1,
-            "volume": 10.0 + i % 7,
-        }
+        candle = candle_doc(symbol, t, price, i)
         docs.append(candle)
         if i in dup_idx:
             docs.append({**candle, "close": candle["close"] + 0.01})

@@ -1,4 +1,5 @@
 """`make run` / `make cluster`: a local SecantusDB under .devdata/, demo data,
+a demo feed writing each series' candle as its slot closes (auditsvc.devtools.demofeed),
 and one or three replicas on 127.0.0.1.
 
 Guarantees: every port is checked before anything starts, and a busy one is
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from auditsvc.devtools.dbtools import seed_demo
+from auditsvc.devtools.demofeed import PAUSE_FILE, DemoFeed
 from auditsvc.ops.ports import ensure_free
 from auditsvc.ops.settings import Settings
 
@@ -193,6 +195,14 @@ def _banner(replicas: int, ports: DevPorts) -> None:
         '  .venv/bin/grpcurl -plaintext -d \'{"symbols":["BTCUSDT"],"timeframes":["1m"]}\' '
         f"{grpc0} auditpb.v1.AuditService/RunAudit"
     )
+    print(
+        "\nThe demo feed writes each candle as its slot closes, so every series is LIVE:\n"
+        f"  .venv/bin/auditctl --target {grpc0} watch\n"
+        "Stop one symbol's feed (from another terminal) and watch it turn LATE once its\n"
+        "next candle is AUDIT_INGEST_GRACE overdue; resume it to see LIVE and a live gap:\n"
+        "  .venv/bin/python -m auditsvc dev --pause-feed BTCUSDT\n"
+        "  .venv/bin/python -m auditsvc dev --resume-feed BTCUSDT"
+    )
     if replicas > 1:
         print(
             "\nWatch the leader:  watch -n1 \".venv/bin/grpcurl -plaintext -d '{}' "
@@ -221,10 +231,15 @@ def run_dev(*, replicas: int, data_dir: str, ports: DevPorts | None = None) -> i
     previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)
     db: list[subprocess.Popen[bytes]] = []
     procs: list[subprocess.Popen[bytes]] = []
+    feed: DemoFeed | None = None
     try:
         _start_db(root, ports.db, db)
         settings = Settings.from_env(_env(0, replicas, ports))
         asyncio.run(seed_demo(settings, force=False))
+        # A pause left from an earlier run would make a series LATE for no visible reason.
+        (root / PAUSE_FILE).unlink(missing_ok=True)
+        feed = DemoFeed(settings.mongo, settings.audit, root)
+        feed.start()
         for i in range(replicas):
             proc = _spawn([sys.executable, "-m", "auditsvc", "serve"], env=_env(i, replicas, ports))
             procs.append(proc)
@@ -245,6 +260,8 @@ def run_dev(*, replicas: int, data_dir: str, ports: DevPorts | None = None) -> i
         # A second signal (or Ctrl-C) during cleanup must not cut it short.
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)
+        if feed is not None:
+            feed.stop()
         _stop_all(procs)  # replicas first: they release the lease in the database
         _stop_all(db)
         for sig, handler in previous.items():

@@ -232,6 +232,18 @@ class LiveStore(Protocol):
         """Replaces the series' score fields, keeping its last audit report."""
         ...
 
+    async def stored_scores(
+        self, keys: Sequence[tuple[str, str]], session: Any = None
+    ) -> dict[tuple[str, str], Any]:
+        """The stored ScoreRecord of each (symbol, timeframe) that has one: one query."""
+        ...
+
+    async def save_live_scores(
+        self, records: Sequence[ScoreRecord], epoch: int, session: Any = None
+    ) -> None:
+        """save_live_score for each record, in one bulk write."""
+        ...
+
     async def save_live_gap(self, gap: GapRecord, epoch: int, session: Any = None) -> None:
         """Stores a gap keyed by series + start, so a cycle's write is the same record."""
         ...

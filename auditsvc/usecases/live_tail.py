@@ -10,6 +10,10 @@ Guarantees:
   ``_IDLE_POLL`` seconds (well under one heartbeat) of taking office: it reads
   each series' newest candle once (one indexed query per series), then only
   what is inserted.
+* State changes found in one pass are stored together: up to ``_STORE_BATCH``
+  series per fenced transaction (halved whenever a batch overruns the fence's
+  time budget), read with one query and written with one bulk
+  write, so the lease lock is held briefly even when every series changes.
 * A LATE series gets one stored score per further missed slot (freshness
   decays on time); the candle that ends the lateness stores LIVE at once.
 * A candle arriving more than one slot after the previous newest stores the
@@ -36,7 +40,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from auditsvc.domain.errors import Cancelled
+from auditsvc.domain.errors import Cancelled, Fenced, NotLeader, Unavailable
 from auditsvc.domain.records import GapRecord, ScoreRecord
 from auditsvc.domain.series_state import (
     LiveState,
@@ -60,6 +64,7 @@ log = logging.getLogger(__name__)
 
 _IDLE_POLL = 0.2
 _MIN_SLEEP = 0.01
+_STORE_BATCH = 50
 Key = tuple[str, str]
 # (symbol, timeframe, gap, epoch) -> backfill request id or "".
 Backfill = Callable[[str, Timeframe, Gap, int], Awaitable[str]]
@@ -101,6 +106,7 @@ class LiveTail:
         self._stored: dict[Key, LiveState] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._batch = _STORE_BATCH
         self.mode = "off"
 
     def start(self) -> None:
@@ -138,12 +144,14 @@ class LiveTail:
             for sym, key in members.items():
                 self._newest[key] = await self._feed.newest(coll, sym)
         self._stored.clear()
-        for key in self._series:
-            record = await self._store.stored_score(*key)
-            if record is not None and record.state is not None:
-                self._stored[key] = LiveState(
-                    record.state, record.last_candle_ms, record.late_candles
-                )
+        keys = list(self._series)
+        for i in range(0, len(keys), _STORE_BATCH):
+            found = await self._store.stored_scores(keys[i : i + _STORE_BATCH])
+            for key, record in found.items():
+                if record.state is not None:
+                    self._stored[key] = LiveState(
+                        record.state, record.last_candle_ms, record.late_candles
+                    )
         watcher = None
         if mode == "change_stream":
             watcher = asyncio.create_task(self._consume_stream(term.epoch), name="live-watch")
@@ -256,48 +264,74 @@ class LiveTail:
     async def _evaluate(self, epoch: int) -> None:
         now = self._clock.now_ms()
         counts: Counter[SeriesState] = Counter()
+        changed: list[tuple[Key, LiveState, LiveState | None]] = []
         for key, tf in self._series.items():
             current = series_state(tf, self._newest.get(key), now, self._grace)
             counts[current.state] += 1
             previous = self._stored.get(key)
-            if not must_store(previous, current):
-                continue
-            await self._store_state(key, current, now, epoch)
-            self._stored[key] = current
-            due = first_missing_due_ms(tf, current, self._grace)
-            newly_late = current.state is SeriesState.LATE and (
-                previous is None or previous.state is not SeriesState.LATE
-            )
-            if newly_late and due is not None:
-                self._metrics.live_detection_seconds.observe(max(0, now - due) / 1000)
+            if must_store(previous, current):
+                changed.append((key, current, previous))
+        # One fenced transaction per batch, not per series: a new leader storing the
+        # state of every series, or many series going late at once, costs a few
+        # round trips instead of one transaction each.
+        for i in range(0, len(changed), self._batch):
+            batch = changed[i : i + self._batch]
+            try:
+                await self._store_states([(key, live) for key, live, _ in batch], now, epoch)
+            except (Fenced, NotLeader):
+                raise
+            except Unavailable:
+                if len(batch) <= 1:
+                    raise
+                # Over the fence's time budget (a slow or loaded database): halve the
+                # batch; what was not stored is still due and goes in the next pass.
+                self._batch = max(1, len(batch) // 2)
+                log.warning("live tail: smaller state batches", extra={"batch": self._batch})
+                break
+            for key, current, previous in batch:
+                self._stored[key] = current
+                self._observe(key, current, previous, now)
         for state in SeriesState:
             self._metrics.series_state.labels(state.value).set(counts[state])
 
-    async def _store_state(self, key: Key, live: LiveState, now: int, epoch: int) -> None:
-        async def work(session: object) -> None:
-            base = await self._store.stored_score(*key, session=session)
-            record = ScoreRecord(
-                key[0],
-                key[1],
-                rescore(None if base is None else base.score, live),
-                now,
-                "",
-            )
-            record = dataclasses.replace(
-                record,
-                state=live.state,
-                last_candle_ms=live.last_candle_ms,
-                late_candles=live.late_candles,
-            )
-            await self._store.save_live_score(record, epoch, session)
-
-        await self._fence.write_fenced(epoch, work)
+    def _observe(self, key: Key, current: LiveState, previous: LiveState | None, now: int) -> None:
         log.info(
             "series state",
             extra={
                 "symbol": key[0],
                 "timeframe": key[1],
-                "state": live.state.value,
-                "late_candles": live.late_candles,
+                "state": current.state.value,
+                "late_candles": current.late_candles,
             },
         )
+        due = first_missing_due_ms(self._series[key], current, self._grace)
+        newly_late = current.state is SeriesState.LATE and (
+            previous is None or previous.state is not SeriesState.LATE
+        )
+        if newly_late and due is not None:
+            self._metrics.live_detection_seconds.observe(max(0, now - due) / 1000)
+
+    async def _store_states(self, batch: list[tuple[Key, LiveState]], now: int, epoch: int) -> None:
+        async def work(session: object) -> None:
+            bases = await self._store.stored_scores([key for key, _ in batch], session=session)
+            records = []
+            for key, live in batch:
+                base = bases.get(key)
+                record = ScoreRecord(
+                    key[0],
+                    key[1],
+                    rescore(None if base is None else base.score, live),
+                    now,
+                    "",
+                )
+                records.append(
+                    dataclasses.replace(
+                        record,
+                        state=live.state,
+                        last_candle_ms=live.last_candle_ms,
+                        late_candles=live.late_candles,
+                    )
+                )
+            await self._store.save_live_scores(records, epoch, session)
+
+        await self._fence.write_fenced(epoch, work)

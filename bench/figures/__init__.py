@@ -1,4 +1,4 @@
-"""The nine figures, in run order. Each module has KEY, TITLE, TARGET and ``run(ctx)``."""
+"""The figures, in run order. Each module has KEY, TITLE, TARGET and ``run(ctx)``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from bench.figures import (
     f7_failover,
     f8_scale,
     f9_removal,
+    f10_live_detection,
+    f11_live_cost,
+    f12_live_failover,
 )
 
 FIGURES: tuple[ModuleType, ...] = (
@@ -26,5 +29,8 @@ FIGURES: tuple[ModuleType, ...] = (
     f7_failover,
     f8_scale,
     f9_removal,
+    f10_live_detection,
+    f11_live_cost,
+    f12_live_failover,
 )
 KEYS: tuple[str, ...] = tuple(m.KEY for m in FIGURES)

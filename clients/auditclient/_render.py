@@ -191,6 +191,9 @@ def resolve(response: audit_pb2.ResolveDuplicatesResponse) -> str:
 HEALTH_HEADERS = (
     "SYMBOL",
     "TF",
+    "STATE",
+    "LAST_CANDLE",
+    "LATE",
     "QUALITY",
     "COMPLETE",
     "CONSIST",
@@ -201,11 +204,22 @@ HEALTH_HEADERS = (
 )
 
 
+def state(s: audit_pb2.HealthScore) -> str:
+    """Return the series state as ``live``, ``late``, ``no_data`` or ``-`` (unspecified:
+    a score stored before the server knew states)."""
+    if s.state == audit_pb2.SERIES_STATE_UNSPECIFIED:
+        return "-"
+    return _enum(audit_pb2.SeriesState, s.state, "SERIES_STATE_")
+
+
 def health_row(s: audit_pb2.HealthScore) -> tuple[object, ...]:
     """Return one health score as a row of :data:`HEALTH_HEADERS`."""
     return (
         s.symbol,
         s.timeframe,
+        state(s),
+        timestamp(s, "last_candle_open"),
+        s.late_candles,
         f"{s.quality:.2f}",
         f"{s.completeness:.2f}",
         f"{s.consistency:.2f}",
@@ -222,10 +236,26 @@ def health_table(scores: Iterable[audit_pb2.HealthScore]) -> str:
     return table(HEALTH_HEADERS, (health_row(s) for s in ordered))
 
 
-def health_line(s: audit_pb2.HealthScore) -> str:
-    """Render one score update as a single line."""
+def scores(items: Sequence[audit_pb2.HealthScore]) -> str:
+    """Render ListHealthScores (every page): one row per series, with a count line."""
+    return f"{health_table(items)}\n{len(items)} series"
+
+
+def scores_json(items: Iterable[audit_pb2.HealthScore]) -> str:
+    """Return ``{"scores": [...]}`` for every score of every page."""
+    return to_json({"scores": [message_dict(s) for s in items]})
+
+
+def health_line(s: audit_pb2.HealthScore, previous: audit_pb2.HealthScore | None = None) -> str:
+    """Render one score update as a single line; a state change since ``previous``
+    (the series' last update) is spelled out as ``state=late (was live)``."""
+    change = ""
+    if previous is not None and previous.state != s.state:
+        change = f" (was {state(previous)})"
     return (
-        f"{timestamp(s, 'computed_at')} {s.symbol} {s.timeframe} quality={s.quality:.2f} "
+        f"{timestamp(s, 'computed_at')} {s.symbol} {s.timeframe} state={state(s)}{change} "
+        f"last_candle={timestamp(s, 'last_candle_open')} late={s.late_candles} "
+        f"quality={s.quality:.2f} "
         f"completeness={s.completeness:.2f} consistency={s.consistency:.2f} "
         f"freshness={s.freshness:.2f} gaps={s.gap_count} duplicates={s.duplicate_groups}"
     )

@@ -8,7 +8,11 @@ Guarantees:
 * An error prints exactly one line to stderr and no traceback.
 * ``resolve-duplicates`` is a dry run unless ``--apply`` is given.
 * ``watch`` runs until Ctrl-C, then exits 0; on a terminal it redraws a table in place,
-  otherwise it prints one line (or one JSON object with ``--json``) per update.
+  otherwise it prints one line (or one JSON object with ``--json``) per update. Each
+  line names the series' state, and a change of state says what it was before
+  (``state=late (was live)``).
+* ``scores`` reads the stored scores once (any replica answers, every page), so a
+  script can check ``--state late`` without opening a stream.
 * The token (``--token`` or ``AUDITSVC_TOKEN``) is never printed.
 """
 
@@ -46,6 +50,11 @@ EXIT_UNAVAILABLE = 3
 EXIT_UNAUTHENTICATED = 4
 
 STRATEGIES = ("keep_newest", "keep_oldest", "manual")
+STATES = {
+    "live": audit_pb2.SERIES_STATE_LIVE,
+    "late": audit_pb2.SERIES_STATE_LATE,
+    "no_data": audit_pb2.SERIES_STATE_NO_DATA,
+}
 _CLEAR = "\x1b[H\x1b[2J"
 
 
@@ -171,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--apply", action="store_true", help="remove (default: dry run)")
     resolve.add_argument("--request-id", help="idempotency key; makes retries safe")
 
+    scores = command("scores", "list the stored health score and live state of each series")
+    scores.add_argument("--symbol", action="append", default=[], help="repeatable; default all")
+    scores.add_argument("--timeframe", action="append", default=[], help="repeatable")
+    scores.add_argument("--state", choices=tuple(STATES), help="only series in this state")
+
     watch = command("watch", "live table of health scores (Ctrl-C stops)")
     watch.add_argument("--symbol", action="append", default=[], help="repeatable; default all")
     watch.add_argument("--timeframe", action="append", default=[], help="repeatable")
@@ -224,6 +238,11 @@ def _unary(args: argparse.Namespace, options: ClientOptions, out: TextIO) -> Non
                 )
             )
             out.write((_render.gaps_json(found) if args.json else _render.gaps(found)) + "\n")
+        elif args.command == "scores":
+            wanted = STATES[args.state] if args.state else audit_pb2.SERIES_STATE_UNSPECIFIED
+            listed = list(client.list_health_scores(args.symbol, args.timeframe, wanted))
+            text = _render.scores_json(listed) if args.json else _render.scores(listed)
+            out.write(text + "\n")
         elif args.command == "run":
             ran = client.run_audit(
                 args.symbol, args.timeframe, args.start, args.end, request_id=args.request_id
@@ -251,6 +270,7 @@ async def _watch(args: argparse.Namespace, options: ClientOptions, out: TextIO) 
             out.write(f"{_CLEAR}waiting for health scores from {options.target} ...\n")
             out.flush()
         async for score in client.watch_health(args.symbol, args.timeframe):
+            previous = latest.get((score.symbol, score.timeframe))
             latest[(score.symbol, score.timeframe)] = score
             if args.json:
                 out.write(_render.to_json(score, compact=True) + "\n")
@@ -259,7 +279,7 @@ async def _watch(args: argparse.Namespace, options: ClientOptions, out: TextIO) 
                 table = _render.health_table(latest.values())
                 out.write(f"{_CLEAR}auditsvc {options.target}  updated {stamp}\n\n{table}\n")
             else:
-                out.write(_render.health_line(score) + "\n")
+                out.write(_render.health_line(score, previous) + "\n")
             out.flush()
 
 

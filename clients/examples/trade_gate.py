@@ -1,15 +1,18 @@
-"""Trade gate: refuse to trade a series whose data quality is low or stale.
+"""Trade gate: refuse to trade a series that is not live or whose quality is low.
 
 Reads the series' current health score (the first message of the health stream) and
-prints ALLOW (exit 0) or REFUSE. It fails closed, and the exit code says why:
+prints ALLOW (exit 0) or REFUSE. It allows only a series whose state is LIVE: the
+newest complete candle is in the database. LATE (the leader's live tail saw a
+candle not arrive within AUDIT_INGEST_GRACE of its close), NO_DATA, or a score
+without a state refuse. It fails closed, and the exit code says why:
 
-* 1: the data is not good enough (low quality, stale score, no score within --wait);
+* 1: the data is not good enough (not LIVE, low quality, no score within --wait);
 * 2: unknown series: the server does not audit this symbol or timeframe (NOT_FOUND),
   or another error a retry will not fix;
 * 3: server unreachable: no answer within --wait (UNAVAILABLE, deadline).
 
     python clients/examples/trade_gate.py --target 127.0.0.1:50051 \\
-        --symbol BTCUSDT --timeframe 1m --min-quality 80 --max-age 600
+        --symbol BTCUSDT --timeframe 1m --min-quality 80
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-from datetime import UTC, datetime
+from datetime import UTC
 
 from auditclient import AuditClient, AuditError, DeadlineExceeded, NotFound, Unavailable
 from auditpb.v1 import audit_pb2
@@ -33,15 +36,18 @@ class Refusal(Exception):
         self.exit_code = exit_code
 
 
-def refusal(
-    score: audit_pb2.HealthScore, min_quality: float, max_age_s: float, now: datetime
-) -> str | None:
+_STATES = frozenset(audit_pb2.SeriesState.values())
+
+
+def refusal(score: audit_pb2.HealthScore, min_quality: float) -> str | None:
     """Return why trading must be refused, or None when the series may be traded."""
-    if not score.HasField("computed_at"):
-        return "score has no computed_at"
-    age = (now - score.computed_at.ToDatetime(tzinfo=UTC)).total_seconds()
-    if age > max_age_s:
-        return f"score is stale ({age:.0f}s old, limit {max_age_s:.0f}s)"
+    if score.state == audit_pb2.SERIES_STATE_LATE:
+        since = score.last_candle_open.ToDatetime(tzinfo=UTC).isoformat()
+        return f"series is LATE ({score.late_candles} candle(s) missing after {since})"
+    if score.state != audit_pb2.SERIES_STATE_LIVE:
+        # NO_DATA, or a state this gate does not know: fail closed.
+        name = audit_pb2.SeriesState.Name(score.state) if score.state in _STATES else score.state
+        return f"series is not LIVE (state {name})"
     if score.quality < min_quality:
         return f"quality {score.quality:.2f} below {min_quality:.2f}"
     return None
@@ -91,7 +97,7 @@ async def check(args: argparse.Namespace) -> None:
             raise Refusal(f"auditsvc error: {exc}", UNKNOWN_SERIES) from exc
     if score is None:
         raise Refusal(f"no health score within {args.wait:g}s")
-    reason = refusal(score, args.min_quality, args.max_age, datetime.now(UTC))
+    reason = refusal(score, args.min_quality)
     if reason is not None:
         raise Refusal(reason)
 
@@ -103,7 +109,6 @@ def main() -> int:
     parser.add_argument("--symbol", required=True)
     parser.add_argument("--timeframe", required=True)
     parser.add_argument("--min-quality", type=float, default=80.0)
-    parser.add_argument("--max-age", type=float, default=600.0, help="seconds")
     parser.add_argument("--wait", type=float, default=5.0, help="seconds to wait for a score")
     args = parser.parse_args()
     try:

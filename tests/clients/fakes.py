@@ -37,6 +37,18 @@ def score(symbol: str, timeframe: str, computed_at: int | datetime, quality: flo
     )
 
 
+def live(symbol: str, timeframe: str, state: int, late: int = 0, at: int = 0) -> Any:
+    """Build a HealthScore the live tail would store, in ``state`` (a SeriesState),
+    computed ``at`` seconds after 2024-01-01."""
+    built = score(symbol, timeframe, 1_704_067_200 + at)
+    built.cycle_id = ""
+    built.state = state
+    built.late_candles = late
+    if state != audit_pb2.SERIES_STATE_NO_DATA:
+        built.last_candle_open.FromDatetime(ts(1_704_067_140))
+    return built
+
+
 def gap(symbol: str, n: int) -> Any:
     """Build a Gap whose start is ``n`` minutes after 2024-01-01."""
     start = 1_704_067_200 + 60 * n
@@ -90,6 +102,8 @@ class FakeAuditService(audit_pb2_grpc.AuditServiceServicer):
     # One batch per StreamHealthScores call; every batch but the last ends the stream,
     # the last is sent on each further call and holds the stream open.
     stream_batches: list[list[Any]] = field(default_factory=list)
+    # What ListHealthScores filters and pages through (page_size 0 means 100).
+    health_scores: list[Any] = field(default_factory=list)
 
     async def _enter(self, name: str, request: Any, context: grpc.aio.ServicerContext) -> None:
         self.calls[name] += 1
@@ -140,6 +154,20 @@ class FakeAuditService(audit_pb2_grpc.AuditServiceServicer):
         pages = list(self.gap_pages) or [[]]
         token = f"page-{index + 1}" if index + 1 < len(pages) else ""
         return audit_pb2.ListGapsResponse(gaps=pages[index], next_page_token=token)
+
+    async def ListHealthScores(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._enter("ListHealthScores", request, context)
+        matching = [
+            s
+            for s in self.health_scores
+            if (not request.symbols or s.symbol in request.symbols)
+            and (not request.timeframes or s.timeframe in request.timeframes)
+            and (not request.state or s.state == request.state)
+        ]
+        start = int(request.page_token.removeprefix("offset-") or 0)
+        end = start + (request.page_size or 100)
+        token = f"offset-{end}" if end < len(matching) else ""
+        return audit_pb2.ListHealthScoresResponse(scores=matching[start:end], next_page_token=token)
 
     async def ResolveDuplicates(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await self._enter("ResolveDuplicates", request, context)

@@ -20,9 +20,9 @@ import pytest
 from auditclient.cli import build_parser, main
 from auditpb.v1 import audit_pb2
 
-from .fakes import FakeAuditService, FakeServer, gap, score
+from .fakes import FakeAuditService, FakeServer, gap, live, score
 
-SUBCOMMANDS = ("status", "leader", "gaps", "run", "resolve-duplicates", "watch")
+SUBCOMMANDS = ("status", "leader", "gaps", "run", "resolve-duplicates", "scores", "watch")
 
 
 async def auditctl(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -142,6 +142,45 @@ class TestCommands:
         first, second = service.requests["ResolveDuplicates"]
         assert (first.dry_run, second.dry_run) == (True, False)
         assert second.strategy == audit_pb2.STRATEGY_KEEP_OLDEST
+
+    async def test_scores_table_json_and_state_filter(
+        self, server: FakeServer, service: FakeAuditService
+    ) -> None:
+        """scores prints each series' state; --state late asks the server for LATE only."""
+        service.health_scores = [
+            live("BTCUSDT", "1s", audit_pb2.SERIES_STATE_LIVE),
+            live("ETHUSDT", "1s", audit_pb2.SERIES_STATE_LATE, late=4),
+            live("SOLUSDT", "1s", audit_pb2.SERIES_STATE_NO_DATA),
+        ]
+        code, out, err = await auditctl("scores", "--target", server.target)
+        assert (code, err) == (0, "")
+        lines = out.splitlines()
+        assert lines[0].split()[:5] == ["SYMBOL", "TF", "STATE", "LAST_CANDLE", "LATE"]
+        assert lines[1].split()[:5] == ["BTCUSDT", "1s", "live", "2023-12-31T23:59:00Z", "0"]
+        assert lines[2].split()[:5] == ["ETHUSDT", "1s", "late", "2023-12-31T23:59:00Z", "4"]
+        assert lines[3].split()[:5] == ["SOLUSDT", "1s", "no_data", "-", "0"]
+        assert lines[-1] == "3 series"
+
+        code, out, _ = await auditctl("scores", "--target", server.target, "--state", "late")
+        assert code == 0
+        assert service.requests["ListHealthScores"][-1].state == audit_pb2.SERIES_STATE_LATE
+        assert [line.split()[0] for line in out.splitlines()[1:-1]] == ["ETHUSDT"]
+
+        code, out, _ = await auditctl("scores", "--target", server.target, "--json")
+        assert code == 0
+        data = json.loads(out)["scores"]
+        assert [(d["symbol"], d["state"]) for d in data] == [
+            ("BTCUSDT", "SERIES_STATE_LIVE"),
+            ("ETHUSDT", "SERIES_STATE_LATE"),
+            ("SOLUSDT", "SERIES_STATE_NO_DATA"),
+        ]
+        assert data[1]["late_candles"] == "4"  # uint64: a string in canonical JSON
+
+    def test_scores_rejects_unknown_state(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """--state accepts live, late or no_data only: exit 2 before any connection."""
+        assert main(["scores", "--state", "stale"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--state" in err
 
     async def test_env_target_and_token(
         self, server: FakeServer, service: FakeAuditService
@@ -269,9 +308,33 @@ class TestWatch:
             process.send_signal(signal.SIGINT)
             _, err = await process.communicate()
         assert process.returncode == 0, err
-        assert b"BTCUSDT 1m quality=91.00" in lines[0]
+        assert b"BTCUSDT 1m state=- " in lines[0] and b"quality=91.00" in lines[0]
         assert b"ETH 5m" in lines[1]
         assert b"Traceback" not in err
+
+    async def test_lines_show_state_changes(
+        self, server: FakeServer, service: FakeAuditService
+    ) -> None:
+        """A series turning LATE then LIVE prints its state, and what it was before."""
+        service.stream_batches = [
+            [
+                live("BTCUSDT", "1s", audit_pb2.SERIES_STATE_LIVE, at=1),
+                live("BTCUSDT", "1s", audit_pb2.SERIES_STATE_LATE, late=1, at=2),
+                live("BTCUSDT", "1s", audit_pb2.SERIES_STATE_LATE, late=2, at=3),
+                live("BTCUSDT", "1s", audit_pb2.SERIES_STATE_LIVE, at=4),
+            ]
+        ]
+        pipes = {"stdout": asyncio.subprocess.PIPE, "stderr": asyncio.subprocess.PIPE}
+        async with watching(server, **pipes) as process, asyncio.timeout(30):
+            assert process.stdout is not None
+            lines = [(await process.stdout.readline()).decode() for _ in range(4)]
+            process.send_signal(signal.SIGINT)
+            await process.communicate()
+        assert process.returncode == 0
+        assert " state=live last_candle=2023-12-31T23:59:00Z late=0 " in lines[0]
+        assert " state=late (was live) " in lines[1] and " late=1 " in lines[1]
+        assert " state=late last_candle" in lines[2] and " late=2 " in lines[2]
+        assert " state=live (was late) " in lines[3]
 
     async def test_json_lines(self, server: FakeServer, service: FakeAuditService) -> None:
         """With --json each update is one JSON object per line."""
@@ -305,4 +368,4 @@ class TestWatch:
         finally:
             os.close(controller)
         assert process.returncode == 0
-        assert b"\x1b[2J" in screen and b"QUALITY" in screen
+        assert b"\x1b[2J" in screen and b"QUALITY" in screen and b"STATE" in screen

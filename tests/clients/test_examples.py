@@ -6,16 +6,16 @@ import asyncio
 import importlib.util
 import os
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 
 import grpc
 import pytest
 
+from auditpb.v1 import audit_pb2
 from auditsvc.devtools.devrun import free_port
 
-from .fakes import FakeAuditService, FakeServer, score
+from .fakes import FakeAuditService, FakeServer, live, score
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "clients" / "examples"
 
@@ -51,28 +51,31 @@ async def run_example(name: str, *args: str) -> tuple[int, str]:
 
 
 class TestTradeGate:
-    """trade_gate.py allows fresh, good series and refuses the rest."""
+    """trade_gate.py allows LIVE, good series and refuses the rest (fails closed)."""
 
     @pytest.mark.parametrize(
-        ("quality", "age_s", "expected", "text"),
+        ("state", "quality", "expected", "text"),
         [
-            (92.0, 5, 0, "ALLOW BTCUSDT 1m"),
-            (60.0, 5, 1, "quality 60.00 below 80.00"),
-            (92.0, 3600, 1, "stale"),
+            (audit_pb2.SERIES_STATE_LIVE, 92.0, 0, "ALLOW BTCUSDT 1m"),
+            (audit_pb2.SERIES_STATE_LIVE, 60.0, 1, "quality 60.00 below 80.00"),
+            (audit_pb2.SERIES_STATE_LATE, 92.0, 1, "series is LATE (3 candle(s) missing"),
+            (audit_pb2.SERIES_STATE_NO_DATA, 92.0, 1, "not LIVE (state SERIES_STATE_NO_DATA)"),
+            (audit_pb2.SERIES_STATE_UNSPECIFIED, 92.0, 1, "not LIVE"),
         ],
     )
     async def test_gate(
         self,
         server: FakeServer,
         service: FakeAuditService,
+        state: int,
         quality: float,
-        age_s: int,
         expected: int,
         text: str,
     ) -> None:
-        """The exit code and message follow the score's quality and age."""
-        computed = datetime.now(UTC) - timedelta(seconds=age_s)
-        service.stream_batches = [[score("BTCUSDT", "1m", computed, quality)]]
+        """The exit code and message follow the series' state, then its quality."""
+        stored = live("BTCUSDT", "1m", state, late=3 if state == audit_pb2.SERIES_STATE_LATE else 0)
+        stored.quality = quality
+        service.stream_batches = [[stored]]
         code, out = await run_example(
             "trade_gate",
             "--target",

@@ -18,6 +18,8 @@ import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from auditpb.v1 import audit_pb2 as pb
+from auditpb.v1 import audit_pb2_grpc as pb_grpc
 from auditsvc.transport.server import SERVICE_NAME
 from tests.support import free_port, process_env
 
@@ -39,7 +41,7 @@ class DevRunner:
         self.proc: subprocess.Popen[bytes] | None = None
         self.children: list[psutil.Process] = []
 
-    def start(self) -> None:
+    def start(self, **env: str) -> None:
         args = [
             sys.executable,
             "-m",
@@ -54,9 +56,9 @@ class DevRunner:
             "--metrics-port",
             str(self.metrics_port),
         ]
-        env = process_env({"AUDIT_STARTUP_DELAY": "0", "LOG_LEVEL": "WARNING"})
+        merged = process_env({"AUDIT_STARTUP_DELAY": "0", "LOG_LEVEL": "WARNING", **env})
         with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
-            self.proc = subprocess.Popen(args, env=env, stdout=out, stderr=err)
+            self.proc = subprocess.Popen(args, env=merged, stdout=out, stderr=err)
 
     def wait_banner(self) -> None:
         """Polls stdout for the banner; fails if the runner exits first."""
@@ -157,3 +159,56 @@ class TestDevPorts:
         assert err.count("\n") == 1 and "Traceback" not in err, err
         assert f"{variable}: 127.0.0.1:{port} is already in use by pid {os.getpid()} " in err
         assert not (runner.data_dir / "secantusd.log").exists()
+
+
+def state_of(port: int, symbol: str) -> int | None:
+    """The stored series state of ``symbol`` on the replica at ``port``, right now."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.AuditServiceStub(channel)
+        reply = stub.ListHealthScores(pb.ListHealthScoresRequest(symbols=[symbol]), timeout=5)
+        return reply.scores[0].state if reply.scores else None
+
+
+def wait_state(port: int, symbol: str, state: int, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while state_of(port, symbol) != state:
+        assert time.monotonic() < deadline, f"{symbol} never reached {pb.SeriesState.Name(state)}"
+        time.sleep(0.2)
+
+
+def feed_control(data_dir: Path, flag: str, symbol: str) -> str:
+    """Runs `auditsvc dev --pause-feed/--resume-feed SYMBOL`, as the README says."""
+    result = subprocess.run(
+        [sys.executable, "-m", "auditsvc", "dev", "--data-dir", str(data_dir), flag, symbol],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=process_env({}),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+class TestDevDemoFeed:
+    """`make run` keeps its demo series LIVE, and a paused symbol turns LATE."""
+
+    def test_pause_one_symbol_turns_late_and_resume_live(self, runner: DevRunner) -> None:
+        """Fed series are LIVE; --pause-feed BTCUSDT makes it LATE (ETH stays LIVE); resume."""
+        runner.start(AUDIT_TIMEFRAMES="1s", AUDIT_INGEST_GRACE="1", LIVE_POLL_INTERVAL="0.2")
+        runner.wait_banner()
+        assert "--pause-feed BTCUSDT" in runner.stdout.read_text()
+        for symbol in ("BTCUSDT", "ETHUSDT"):
+            wait_state(runner.grpc_port, symbol, pb.SERIES_STATE_LIVE)
+
+        out = feed_control(runner.data_dir, "--pause-feed", "BTCUSDT")
+        assert "paused" in out and "BTCUSDT" in out
+        wait_state(runner.grpc_port, "BTCUSDT", pb.SERIES_STATE_LATE)
+        assert state_of(runner.grpc_port, "ETHUSDT") == pb.SERIES_STATE_LIVE
+
+        feed_control(runner.data_dir, "--resume-feed", "BTCUSDT")
+        wait_state(runner.grpc_port, "BTCUSDT", pb.SERIES_STATE_LIVE)
+        assert runner.proc is not None
+        runner.proc.send_signal(signal.SIGTERM)
+        assert runner.wait_exit() == 0, runner.output()
+        assert not wait_all_gone(runner.children)

@@ -390,6 +390,7 @@ class TestMonitoring:
             "DataManagerAuditStalled",
             "DataManagerLeaseRenewFailures",
             "DataManagerBackfillCapHit",
+            "DataManagerSeriesLate",
         }
         for rule in rules:
             assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
@@ -406,7 +407,7 @@ class TestMonitoring:
         assert match.group(1) == configmap["AUDIT_INTERVAL"]
 
     def test_dashboard(self) -> None:
-        """The dashboard is schemaVersion 39 with unique panel ids and the seven queries."""
+        """The dashboard is schemaVersion 39 with unique panel ids and the ten queries."""
         dashboard = json.loads((MONITORING / "dashboard.json").read_text())
         assert dashboard["schemaVersion"] == 39
         ids = [p["id"] for p in dashboard["panels"]]
@@ -420,4 +421,8 @@ class TestMonitoring:
             "sum(rate(auditsvc_forwarded_calls_total[5m])) by (method, outcome)",
             'sum(rate(auditsvc_grpc_requests_total{code!="OK"}[5m])) by (method, code)',
             "max(data_manager_audit_leader_epoch)",
+            'max(auditsvc_series_state{state="late"})',
+            'max(auditsvc_series_state{state="no_data"})',
+            "histogram_quantile(0.99, "
+            "sum(rate(auditsvc_live_detection_seconds_bucket[5m])) by (le))",
         }

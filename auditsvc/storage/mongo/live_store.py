@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from pymongo import UpdateOne
+
 from auditsvc.domain.records import GapRecord, ScoreRecord
 from auditsvc.storage.mongo import documents as codec
 from auditsvc.storage.mongo.database import GAPS, SERIES, Database, to_dt, to_ms
@@ -97,6 +99,32 @@ class MongoLiveStore:
             upsert=True,
             session=session,
         )
+
+    async def stored_scores(
+        self, keys: Sequence[tuple[str, str]], session: Any = None
+    ) -> dict[tuple[str, str], ScoreRecord]:
+        ids = [f"{sym}|{tf}" for sym, tf in keys]
+        cursor = self._db[SERIES].find({"_id": {"$in": ids}}, {"report": 0}, session=session)
+        found = {}
+        for doc in await cursor.to_list(None):
+            record = codec.score_record(doc)
+            found[(record.symbol, record.timeframe)] = record
+        return found
+
+    async def save_live_scores(
+        self, records: Sequence[ScoreRecord], epoch: int, session: Any = None
+    ) -> None:
+        if not records:
+            return
+        ops = [
+            UpdateOne(
+                {"_id": f"{r.symbol}|{r.timeframe}"},
+                {"$set": {**codec.score_doc(r), "epoch": epoch}},
+                upsert=True,
+            )
+            for r in records
+        ]
+        await self._db[SERIES].bulk_write(ops, ordered=False, session=session)
 
     async def save_live_gap(self, gap: GapRecord, epoch: int, session: Any = None) -> None:
         doc = codec.gap_doc(gap, "", epoch)

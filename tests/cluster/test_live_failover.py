@@ -1,0 +1,167 @@
+"""Live series state across a leader crash, with real replica processes and a real
+SecantusDB (heartbeat 0.3 s, lease 1.2 s): a series whose feed stops just before
+the leader is SIGKILLed still reaches a follower's StreamHealthScores as LATE,
+stored by the new leader under its own epoch."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from auditpb.v1 import audit_pb2 as pb
+from auditsvc.storage.mongo.database import SERIES, connect
+from tests.cluster.harness import ReplicaProcess, one_leader
+from tests.support import SecantusDB, eventually
+
+pytestmark = pytest.mark.slow
+
+SEC = 1000
+HEARTBEAT, TIMEOUT = 0.3, 1.2
+MARGIN = 10.0  # generous: the machine is shared; the bound is on correctness, not speed
+COLLECTION = "klines_1s"
+
+
+def candle(symbol: str, t_ms: int) -> dict[str, Any]:
+    return {
+        "symbol": symbol,
+        "timestamp": dt.datetime.fromtimestamp(t_ms / 1000, tz=dt.UTC),
+        "open": 100.0,
+        "high": 100.5,
+        "low": 99.5,
+        "close": 100.1,
+        "volume": 10.0,
+    }
+
+
+class Feeder:
+    """Inserts each fed symbol's forming 1s candle, as a live exchange feed would."""
+
+    def __init__(self, coll: Any, symbols: set[str]) -> None:
+        self.coll = coll
+        self.symbols = symbols
+        self.newest: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+
+    async def stop(self, symbol: str) -> int:
+        """Stops feeding ``symbol``; returns the open time of its last inserted candle."""
+        async with self._lock:
+            self.symbols.discard(symbol)
+            return self.newest[symbol]
+
+    async def run(self) -> None:
+        while True:
+            now = int(time.time()) * SEC
+            async with self._lock:
+                for sym in self.symbols:
+                    first = self.newest.get(sym, now - 30 * SEC)
+                    docs = [candle(sym, t) for t in range(first + SEC, now + 1, SEC)]
+                    if docs:
+                        await self.coll.insert_many(docs)
+                        self.newest[sym] = now
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[SecantusDB]:
+    server = SecantusDB(storage=str(tmp_path / "db"))
+    server.start()
+    yield server
+    server.close()
+
+
+async def _state(replica: ReplicaProcess, symbol: str) -> int | None:
+    try:
+        reply = await replica.stub.ListHealthScores(
+            pb.ListHealthScoresRequest(symbols=[symbol]), timeout=5
+        )
+    except grpc.aio.AioRpcError:
+        return None
+    return reply.scores[0].state if reply.scores else None
+
+
+@pytest.mark.parametrize("mode", ["poll", "change_stream"])
+class TestLiveFailover:
+    """The live tail moves with the lease: no LATE is lost to a leader crash."""
+
+    async def test_late_reaches_follower_after_leader_sigkill(
+        self, db: SecantusDB, tmp_path: Path, mode: str
+    ) -> None:
+        """Feed stops, leader SIGKILLed before LATE is due: a follower's stream still gets LATE."""
+        database = f"lf_{int(time.time() * 1000)}"
+        handle = connect(db.uri, database, 2000)
+        coll = handle.db[COLLECTION]
+        await coll.create_index([("symbol", 1), ("timestamp", 1)])
+        feeder = Feeder(coll, {"BTCUSDT", "ETHUSDT"})
+        feeding = asyncio.create_task(feeder.run())
+        replicas = [
+            ReplicaProcess(
+                f"r{i + 1}",
+                db.uri,
+                database,
+                tmp_path,
+                AUDIT_SYMBOLS="BTCUSDT,ETHUSDT",
+                AUDIT_TIMEFRAMES="1s",
+                CANDLE_COLLECTION_TEMPLATE="klines_{timeframe}",
+                AUDIT_INGEST_GRACE="2",
+                LIVE_MODE=mode,
+                LIVE_POLL_INTERVAL="0.2",
+            )
+            for i in range(3)
+        ]
+        stream: Any = None
+        try:
+            for replica in replicas:
+                replica.start()
+            old = await one_leader(replicas, within=20)
+            follower = next(r for r in replicas if r is not old)
+            await eventually(
+                lambda: _is(follower, "BTCUSDT", pb.SERIES_STATE_LIVE), within=TIMEOUT + MARGIN
+            )
+            old_epoch = (await old.leader()).epoch
+
+            stream = follower.stub.StreamHealthScores(
+                pb.StreamHealthScoresRequest(symbols=["BTCUSDT"]), timeout=120
+            )
+            stopped_at = await feeder.stop("BTCUSDT")
+            # Kill before LATE is due (last close + grace is ~3 s away), so the old
+            # leader cannot have stored it: only the new leader's tail can.
+            old.signal(signal.SIGKILL)
+            old.wait_exit(timeout=10)
+
+            async def late_on_stream() -> Any:
+                async for msg in stream:
+                    if msg.score.state == pb.SERIES_STATE_LATE:
+                        return msg.score
+                raise AssertionError("stream ended")
+
+            late = await asyncio.wait_for(late_on_stream(), TIMEOUT + HEARTBEAT + MARGIN)
+            assert late.last_candle_open.ToMilliseconds() == stopped_at
+            assert late.late_candles >= 1
+            survivors = [r for r in replicas if r is not old]
+            new = await one_leader(survivors, within=TIMEOUT + MARGIN)
+            new_epoch = (await new.leader()).epoch
+            assert new_epoch > old_epoch
+            stored = await handle.db[SERIES].find_one({"_id": "BTCUSDT|1s"})
+            assert stored is not None and stored["epoch"] == new_epoch
+            # The series still fed stays LIVE under the new leader.
+            assert await _state(follower, "ETHUSDT") == pb.SERIES_STATE_LIVE
+        finally:
+            if stream is not None:
+                stream.cancel()
+            feeding.cancel()
+            await asyncio.gather(feeding, return_exceptions=True)
+            for replica in replicas:
+                await replica.close()
+            await handle.close()
+
+
+async def _is(replica: ReplicaProcess, symbol: str, state: int) -> bool:
+    return await _state(replica, symbol) == state
