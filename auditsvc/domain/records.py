@@ -60,6 +60,22 @@ class SeriesReport:
     backfills_requested: int
     backfills_skipped: int
     health: ScoreRecord
+    # Counted in gap_count but not stored (AUDIT_MAX_GAPS_PER_SERIES).
+    gaps_not_stored: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CycleSummary:
+    """A cycle in constant size: what GetStatus's BASIC view shows instead of every report."""
+
+    series_count: int
+    # (state, series in it), one entry per state present; None is "not known".
+    states: tuple[tuple[SeriesState | None, int], ...]
+    open_gaps: int
+    min_quality: float
+    median_quality: float
+    # At most WORST_SERIES scores, lowest quality first.
+    worst: tuple[ScoreRecord, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +86,12 @@ class Cycle:
     served_by: str
     epoch: int
     trigger: str
+    # Empty when the cycle was read without its reports (see ``summary``).
     series: tuple[SeriesReport, ...] = ()
     succeeded: bool = True
     error: str = ""
+    # None for cycles stored before summaries existed.
+    summary: CycleSummary | None = None
 
 
 @dataclass(frozen=True, slots=True)
