@@ -45,6 +45,7 @@ from auditsvc.storage.mongo.database import detect_transactions, ensure_indexes
 from auditsvc.storage.mongo.fence import MajorityUnavailable
 from auditsvc.storage.mongo.live_store import MongoCandleFeed, MongoLiveStore
 from auditsvc.storage.mongo.secret_store import deployment_secret
+from auditsvc.storage.mongo.settled_store import MongoSettledStore
 from auditsvc.transport.auth import AuthInterceptor
 from auditsvc.transport.forwarding import Forwarder, ForwardingInterceptor
 from auditsvc.transport.interceptors import CallInterceptor
@@ -106,6 +107,7 @@ class App:
             self.leadership,
             self.metrics,
             lambda: self.prepared,
+            settled=MongoSettledStore(self.database),
         )
         dedupe = Deduplicator(
             s.audit,

@@ -127,8 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help=f"5-7: LEADER_ELECTION_TIMEOUT (default {d.election_timeout:g})",
     )
-    g.add_argument("--scale-series", type=_ints, help="8: series counts (default 48,480,4800)")
-    g.add_argument("--scale-timeframe", help=f"8: timeframe (default {d.scale_timeframe})")
+    g.add_argument("--scale-series", type=_ints, help="8: series counts (default 480,4800,30000)")
+    g.add_argument("--scale-slots", type=int, help=f"8: 1m candles per window ({d.scale_slots})")
+    g.add_argument(
+        "--scale-recheck", type=int, help=f"8: AUDIT_RECHECK, s (default {d.scale_recheck})"
+    )
+    g.add_argument(
+        "--ratio-series", type=int, help=f"8: incremental/full series ({d.ratio_series})"
+    )
+    g.add_argument("--ratio-slots", type=int, help=f"8: incremental/full candles ({d.ratio_slots})")
+    g.add_argument("--status-series", type=int, help=f"8: small GetStatus size ({d.status_series})")
     g.add_argument(
         "--removal-documents",
         type=int,

@@ -47,10 +47,13 @@ class Sizes:
     failover_trials: int = 5
     heartbeat: float = 1.0
     election_timeout: float = 3.0
-    # 8. scale
-    scale_series: tuple[int, ...] = (48, 480, 4800)
-    scale_timeframe: str = "1h"
-    scale_hours: int = 24
+    # 8. scale (1m series in one collection)
+    scale_series: tuple[int, ...] = (480, 4800, 30000)
+    scale_slots: int = 24
+    scale_recheck: int = 300
+    ratio_series: int = 480
+    ratio_slots: int = 1440
+    status_series: int = 48
     # 9. removal and restore
     removal_documents: int = 10_000
     # 10-12. live state (1s series, LIVE_POLL_INTERVAL=1)
@@ -88,6 +91,10 @@ TINY = Sizes(
     live_cost_series=(4, 8),
     live_cost_seconds=2.0,
     live_failover_trials=1,
+    scale_slots=10,
+    ratio_series=4,
+    ratio_slots=60,
+    status_series=2,
 )
 
 

@@ -9,7 +9,7 @@ import uuid
 from auditsvc.devtools.demo import demo_series
 from auditsvc.ops.settings import Settings
 from auditsvc.storage.mongo import MongoDuplicateStore, MongoLeadershipStore, connect
-from auditsvc.storage.mongo.database import ensure_candle_index, ensure_indexes
+from auditsvc.storage.mongo.database import ensure_candle_index, ensure_indexes, ensure_time_index
 
 _TIMEOUT = 30.0
 # restore-duplicates: the request id names no archived removal. Equal to
@@ -31,6 +31,11 @@ async def setup_db(settings: Settings, *, candle_indexes: bool) -> int:
                             database, settings.audit.collection_for(sym, tf)
                         )
                         print(f"index ok: {index}")
+                if "{symbol}" not in settings.audit.collection_template:
+                    # Symbols share collections: a cycle reads their tails by time.
+                    for tf in settings.audit.timeframes:
+                        collection = settings.audit.collection_for("", tf)
+                        print(f"index ok: {await ensure_time_index(database, collection)}")
             # Verify with a lease round trip on a scratch election, never the real one.
             election = f"setup-check-{uuid.uuid4().hex[:8]}"
             probe = MongoLeadershipStore(database, election, "setup-db")

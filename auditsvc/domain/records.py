@@ -64,6 +64,22 @@ class SeriesReport:
     # when audited): a report. Its gaps are stored, but it never replaces the
     # series' live score, the health stream or the health-score gauge.
     historical: bool = False
+    # Counted in gap_count but not stored (AUDIT_MAX_GAPS_PER_SERIES).
+    gaps_not_stored: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CycleSummary:
+    """A cycle in constant size: what GetStatus's BASIC view shows instead of every report."""
+
+    series_count: int
+    # (state, series in it), one entry per state present; None is "not known".
+    states: tuple[tuple[SeriesState | None, int], ...]
+    open_gaps: int
+    min_quality: float
+    median_quality: float
+    # At most WORST_SERIES scores, lowest quality first.
+    worst: tuple[ScoreRecord, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +90,12 @@ class Cycle:
     served_by: str
     epoch: int
     trigger: str
+    # Empty when the cycle was read without its reports (see ``summary``).
     series: tuple[SeriesReport, ...] = ()
     succeeded: bool = True
     error: str = ""
+    # None for cycles stored before summaries existed.
+    summary: CycleSummary | None = None
 
     @property
     def historical(self) -> bool:

@@ -3,7 +3,10 @@
 Guarantees:
 
 * Memory is O(gaps + duplicate slots): timestamps are consumed one at a time
-  and never stored, so a series of any length can be scanned in batches.
+  and never stored, so a series of any length can be scanned in batches. With
+  ``max_gaps`` only the newest ``max_gaps`` gaps are held; the older ones are
+  counted (``SeriesScan.dropped_gaps``), so memory is O(max_gaps + duplicate
+  slots) however long the history. Missing-candle counts stay exact.
 * Splitting the input into batches at any points gives the same result as one
   batch.
 * Fixed timeframes use integer arithmetic only in the per-timestamp loop; ``1M``
@@ -19,10 +22,14 @@ The order of misaligned timestamps is not checked.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Sequence
 
 from auditsvc.domain.timeframes import Timeframe
 from auditsvc.domain.values import DuplicateSlot, Gap, SeriesScan, Window
+
+# Misaligned timestamps a scan keeps by position; beyond this only their count.
+MAX_MISALIGNED_KEPT = 1000
 
 
 class SeriesScanner:
@@ -32,8 +39,11 @@ class SeriesScanner:
         "_count",
         "_dups",
         "_gaps",
+        "_gaps_seen",
         "_last",
+        "_max_gaps",
         "_misaligned",
+        "_misaligned_at",
         "_next",
         "_present",
         "_slot_next",
@@ -42,9 +52,10 @@ class SeriesScanner:
         "_window",
     )
 
-    def __init__(self, tf: Timeframe, window: Window) -> None:
+    def __init__(self, tf: Timeframe, window: Window, max_gaps: int | None = None) -> None:
         self._tf = tf
         self._window = window
+        self._max_gaps = max_gaps
         # First expected open time not yet seen; everything before it is settled.
         self._next = tf.ceil(window.start_ms)
         # Last aligned slot seen and how many documents it holds so far. Any value
@@ -53,7 +64,12 @@ class SeriesScanner:
         self._count = 0
         self._present = 0
         self._misaligned = 0
-        self._gaps: list[Gap] = []
+        # Misaligned timestamps, kept up to MAX_MISALIGNED_KEPT (incremental cycles
+        # need their positions); None once more were seen.
+        self._misaligned_at: list[int] | None = []
+        # A bounded deque drops the oldest gap as a newer one is appended.
+        self._gaps: deque[Gap] = deque(maxlen=max_gaps)
+        self._gaps_seen = 0
         self._dups: list[DuplicateSlot] = []
         # 1M only: bounds of the calendar slot of the previous timestamp, so the
         # datetime arithmetic runs once per month rather than once per document.
@@ -73,11 +89,13 @@ class SeriesScanner:
         nxt, last, count = self._next, self._last, self._count
         present, misaligned = self._present, self._misaligned
         add_gap, add_dup = self._gaps.append, self._dups.append
+        seen = self._gaps_seen
         for t in timestamps:
             if not start <= t < end:
                 continue
             if (t - off) % step:
                 misaligned += 1
+                self._keep_misaligned(t)
                 continue
             if t == last:
                 count += 1
@@ -88,12 +106,14 @@ class SeriesScanner:
                 if t < nxt:
                     raise ValueError(f"timestamps not ascending: {t} after {last}")
                 add_gap(Gap(nxt, t, (t - nxt) // step))
+                seen += 1
             present += 1
             last = t
             count = 1
             nxt = t + step
         self._next, self._last, self._count = nxt, last, count
         self._present, self._misaligned = present, misaligned
+        self._gaps_seen = seen
 
     def _feed_calendar(self, timestamps: Iterable[int]) -> None:
         tf = self._tf
@@ -102,6 +122,7 @@ class SeriesScanner:
         present, misaligned = self._present, self._misaligned
         slot_open, slot_next = self._slot_open, self._slot_next
         add_gap, add_dup = self._gaps.append, self._dups.append
+        seen = self._gaps_seen
         for t in timestamps:
             if not start <= t < end:
                 continue
@@ -110,6 +131,7 @@ class SeriesScanner:
                 slot_next = tf.next_open(slot_open)
             if t != slot_open:
                 misaligned += 1
+                self._keep_misaligned(t)
                 continue
             if t == last:
                 count += 1
@@ -120,13 +142,60 @@ class SeriesScanner:
                 if t < nxt:
                     raise ValueError(f"timestamps not ascending: {t} after {last}")
                 add_gap(Gap(nxt, t, tf.count_slots(nxt, t)))
+                seen += 1
             present += 1
             last = t
             count = 1
             nxt = slot_next
         self._next, self._last, self._count = nxt, last, count
         self._present, self._misaligned = present, misaligned
+        self._gaps_seen = seen
         self._slot_open, self._slot_next = slot_open, slot_next
+
+    def _keep_misaligned(self, t: int) -> None:
+        kept = self._misaligned_at
+        if kept is not None:
+            kept.append(t)
+            if len(kept) > MAX_MISALIGNED_KEPT:
+                self._misaligned_at = None
+
+    def feed_settled(
+        self,
+        start_ms: int,
+        end_ms: int,
+        duplicates: Iterable[DuplicateSlot],
+        misaligned: Sequence[int],
+    ) -> None:
+        """Consume ``[start_ms, end_ms)`` as known from an earlier scan, without reading it.
+
+        Every slot opening in the range is present, once unless ``duplicates``
+        (those inside the range) says otherwise, and ``misaligned`` are the
+        misaligned timestamps inside it. Both bounds must be slot open times at or
+        after every timestamp fed so far. The result is the one feeding those
+        documents' timestamps would give, at a cost independent of the range's length.
+        """
+        if start_ms >= end_ms:
+            return
+        tf = self._tf
+        if self._next > start_ms:
+            raise ValueError(f"settled range starts at {start_ms}, before {self._next}")
+        if self._count > 1:
+            self._dups.append(DuplicateSlot(self._last, self._count))
+        if self._next < start_ms:
+            self._gaps.append(Gap(self._next, start_ms, tf.count_slots(self._next, start_ms)))
+            self._gaps_seen += 1
+        last_slot = tf.floor(end_ms - 1)
+        pending = 1
+        for dup in duplicates:
+            if dup.timestamp_ms == last_slot:
+                pending = dup.count
+            else:
+                self._dups.append(dup)
+        self._present += tf.count_slots(start_ms, end_ms)
+        self._last, self._count, self._next = last_slot, pending, end_ms
+        self._misaligned += len(misaligned)
+        for t in misaligned:
+            self._keep_misaligned(t)
 
     def finish(self) -> SeriesScan:
         """The scan of everything fed so far. Does not change the scanner."""
@@ -134,8 +203,10 @@ class SeriesScanner:
         dups = list(self._dups)
         if self._count > 1:
             dups.append(DuplicateSlot(self._last, self._count))
-        gaps = list(self._gaps)
+        gaps = deque(self._gaps, maxlen=self._max_gaps)
+        seen = self._gaps_seen
         if self._next < window.end_ms:
+            seen += 1
             # The trailing run ends just after the last expected slot, which may
             # be at or past window.end when the window end is unaligned.
             gaps.append(
@@ -153,11 +224,15 @@ class SeriesScanner:
             duplicates=tuple(dups),
             misaligned_candles=self._misaligned,
             newest_ms=self._last if self._present else None,
+            dropped_gaps=seen - len(gaps),
+            misaligned_at=None if self._misaligned_at is None else tuple(self._misaligned_at),
         )
 
 
-def scan(tf: Timeframe, window: Window, timestamps: Iterable[int]) -> SeriesScan:
+def scan(
+    tf: Timeframe, window: Window, timestamps: Iterable[int], max_gaps: int | None = None
+) -> SeriesScan:
     """Scan one batch of ascending timestamps; see :class:`SeriesScanner`."""
-    scanner = SeriesScanner(tf, window)
+    scanner = SeriesScanner(tf, window, max_gaps)
     scanner.feed(timestamps)
     return scanner.finish()

@@ -38,7 +38,7 @@ def _freshness(scan: SeriesScan, tf: Timeframe) -> float:
 
 def score(scan: SeriesScan, tf: Timeframe) -> HealthScore:
     """The :class:`HealthScore` of ``scan``, a scan of a ``tf`` series."""
-    gap_count = len(scan.gaps)
+    gap_count = scan.gap_count
     duplicate_groups = len(scan.duplicates)
     if scan.expected_candles == 0:
         completeness = 100.0

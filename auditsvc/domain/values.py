@@ -85,6 +85,16 @@ class SeriesScan:
     duplicates: tuple[DuplicateSlot, ...]
     misaligned_candles: int
     newest_ms: int | None
+    # Gaps found but not held (older than the newest ``max_gaps``); see SeriesScanner.
+    dropped_gaps: int = 0
+    # The misaligned timestamps, when few enough were seen to keep them (else None).
+    # Not compared: a scan is its counts and runs; positions serve incremental audits.
+    misaligned_at: tuple[int, ...] | None = field(default=(), compare=False)
+
+    @property
+    def gap_count(self) -> int:
+        """Every gap found, held or not."""
+        return len(self.gaps) + self.dropped_gaps
 
     @property
     def missing_candles(self) -> int:

@@ -29,6 +29,12 @@ class Metrics:
             registry=r,
             buckets=_CYCLE_BUCKETS,
         )
+        self.series_scans = Counter(
+            "data_manager_audit_series_scans_total",
+            "Series audited over the default window, by kind: full or incremental",
+            ["kind"],
+            registry=self.registry,
+        )
         self.gaps_detected = Counter(
             "data_manager_audit_gaps_detected_total",
             "Gaps found by audits.",

@@ -226,6 +226,24 @@ class AuditSettings:
         "Seconds after a slot closes before its candle is expected.",
         _number(0.0),
     )
+    max_gaps_per_series: int = setting(
+        "AUDIT_MAX_GAPS_PER_SERIES",
+        "1000",
+        "Gaps stored per series (the newest); reports count the rest.",
+        _integer(1, 1_000_000),
+    )
+    recheck: float = setting(
+        "AUDIT_RECHECK",
+        "3600",
+        "Seconds before the last watermark an incremental cycle re-reads.",
+        _number(0.0),
+    )
+    full_scan_every: int = setting(
+        "AUDIT_FULL_SCAN_EVERY",
+        "12",
+        "A series' default-window audit is a full scan every this many cycles.",
+        _integer(1, 1_000_000),
+    )
 
     def collection_for(self, symbol: str, timeframe: str) -> str:
         return self.collection_template.format(symbol=symbol, timeframe=timeframe)

@@ -4,7 +4,7 @@ them with PyMongo's asyncio client; tests may use those against a real server or
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -17,6 +17,7 @@ from auditsvc.domain.records import (
     ScoreRecord,
     SeriesReport,
 )
+from auditsvc.domain.settled import Settled
 from auditsvc.domain.values import CandleRef, Resolution, Strategy, Window
 
 T = TypeVar("T")
@@ -32,6 +33,33 @@ class CandleStore(Protocol):
     def duplicate_groups(
         self, symbol: str, timeframe: str, window: Window, version_field: str | None
     ) -> AsyncIterator[list[CandleRef]]: ...
+
+    def read_many(
+        self, collection: str, reads: Mapping[str, Sequence[Window]]
+    ) -> AsyncIterator[tuple[str, list[int]]]:
+        """(symbol, timestamps) inside each symbol's ranges, for many symbols with as
+        few queries as the indexes allow; each symbol's timestamps ascend across its
+        batches, and batches of different symbols may interleave."""
+        ...
+
+
+class SettledStore(Protocol):
+    """Per series, what its last default-window audit settled (incremental cycles)."""
+
+    async def load(self, timeframe: str, symbols: Sequence[str]) -> dict[str, Settled]: ...
+
+    async def save_chunk(
+        self,
+        reports: Sequence[SeriesReport],
+        settled: Mapping[str, Settled | None],
+        *,
+        cycle_id: str,
+        epoch: int,
+        session: Any = None,
+    ) -> None:
+        """Stores a chunk's scores, reports and settled records (None removes one),
+        and drops their gaps this cycle did not write."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +143,35 @@ class StateStore(Protocol):
         session: Any = None,
     ) -> None: ...
 
-    async def save_cycle(self, cycle: Cycle, session: Any = None) -> None: ...
+    async def save_gaps(
+        self, gaps: Sequence[GapRecord], cycle_id: str, epoch: int, session: Any = None
+    ) -> None:
+        """Upserts one batch of a cycle's gaps (keyed by series + start). The cycle's
+        ``save_series`` then removes the series' gaps this cycle did not write."""
+        ...
 
-    async def get_cycle(self, cycle_id: str) -> Cycle | None: ...
+    async def save_cycle(self, cycle: Cycle, session: Any = None) -> None:
+        """Stores the cycle's header and summary; its reports go in parts, first."""
+        ...
 
-    async def last_cycle(self) -> Cycle | None: ...
+    async def save_cycle_reports(
+        self,
+        cycle_id: str,
+        finished_ms: int,
+        part: int,
+        reports: Sequence[SeriesReport],
+        session: Any = None,
+    ) -> None:
+        """Stores one part of a cycle's reports (at most a bounded number)."""
+        ...
+
+    async def get_cycle(self, cycle_id: str) -> Cycle | None:
+        """The cycle with every report."""
+        ...
+
+    async def last_cycle(self, with_series: bool = True) -> Cycle | None:
+        """The newest cycle; ``with_series=False`` reads its header and summary only."""
+        ...
 
     async def last_success_ms(self) -> int | None: ...
 

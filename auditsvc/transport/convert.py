@@ -12,6 +12,7 @@ from auditpb.v1 import audit_pb2 as pb
 from auditsvc.domain.errors import InvalidArgument
 from auditsvc.domain.records import (
     Cycle,
+    CycleSummary,
     DuplicateReport,
     GapRecord,
     LeaderInfo,
@@ -133,6 +134,7 @@ def report_pb(r: SeriesReport) -> pb.SeriesReport:
         backfills_skipped=r.backfills_skipped,
         health=score_pb(r.health),
         historical=r.historical,
+        gaps_not_stored=r.gaps_not_stored,
     )
 
 
@@ -204,8 +206,34 @@ def leader_pb(info: LeaderInfo) -> pb.GetLeaderResponse:
     return reply
 
 
-def status_pb(s: Status, cycle: pb.AuditCycle | None = None) -> pb.GetStatusResponse:
-    """``cycle`` may be ``s.last_cycle`` already converted (GetStatus reuses it)."""
+def full_view(request: pb.GetStatusRequest) -> bool:
+    """True for STATUS_VIEW_FULL; UNSPECIFIED and BASIC are the constant-size view."""
+    if request.view == pb.STATUS_VIEW_FULL:
+        return True
+    if request.view in (pb.STATUS_VIEW_UNSPECIFIED, pb.STATUS_VIEW_BASIC):
+        return False
+    raise InvalidArgument(
+        f"view {request.view} is not a StatusView (STATUS_VIEW_BASIC or STATUS_VIEW_FULL)",
+        field="view",
+    )
+
+
+def summary_pb(s: CycleSummary) -> pb.StatusSummary:
+    return pb.StatusSummary(
+        series_count=s.series_count,
+        states=[pb.SeriesStateCount(state=state_pb(st), count=n) for st, n in s.states],
+        open_gaps=s.open_gaps,
+        min_quality=s.min_quality,
+        median_quality=s.median_quality,
+        worst_series=[score_pb(w) for w in s.worst],
+    )
+
+
+def status_pb(
+    s: Status, cycle: pb.AuditCycle | None = None, summary: pb.StatusSummary | None = None
+) -> pb.GetStatusResponse:
+    """``cycle`` and ``summary`` may be ``s.last_cycle``'s already converted (GetStatus
+    reuses them)."""
     reply = pb.GetStatusResponse(
         replica_id=s.replica_id,
         role=_ROLES[s.role],
@@ -218,6 +246,10 @@ def status_pb(s: Status, cycle: pb.AuditCycle | None = None) -> pb.GetStatusResp
     )
     if s.last_cycle is not None:
         reply.last_cycle.CopyFrom(cycle if cycle is not None else cycle_pb(s.last_cycle))
+        if summary is not None:
+            reply.summary.CopyFrom(summary)
+        elif s.last_cycle.summary is not None:
+            reply.summary.CopyFrom(summary_pb(s.last_cycle.summary))
     if s.next_cycle_ms is not None:
         reply.next_cycle_at.CopyFrom(ts(s.next_cycle_ms))
     return reply

@@ -45,7 +45,8 @@ class AuditServicer(pb_grpc.AuditServiceServicer):  # type: ignore[misc]
         self._service = service
         # The last cycle and its message: GetStatus serves the same cycle many
         # times between audits, and converting every series each time is waste.
-        self._cycle: tuple[object, pb.AuditCycle] | None = None
+        # One per view (FULL or not).
+        self._cycle: dict[bool, tuple[object, pb.AuditCycle, pb.StatusSummary | None]] = {}
 
     @_unary
     async def GetLeader(self, request: pb.GetLeaderRequest, context: Any) -> pb.GetLeaderResponse:
@@ -53,13 +54,16 @@ class AuditServicer(pb_grpc.AuditServiceServicer):  # type: ignore[misc]
 
     @_unary
     async def GetStatus(self, request: pb.GetStatusRequest, context: Any) -> pb.GetStatusResponse:
-        status = await self._service.status()
-        cached = self._cycle
+        full = convert.full_view(request)
+        status = await self._service.status(full=full)
         if status.last_cycle is None:
             return convert.status_pb(status)
+        cached = self._cycle.get(full)
         if cached is None or cached[0] is not status.last_cycle:
-            cached = self._cycle = (status.last_cycle, convert.cycle_pb(status.last_cycle))
-        return convert.status_pb(status, cached[1])
+            last = status.last_cycle
+            summary = None if last.summary is None else convert.summary_pb(last.summary)
+            cached = self._cycle[full] = (last, convert.cycle_pb(last), summary)
+        return convert.status_pb(status, cached[1], cached[2])
 
     @_unary
     async def RunAudit(self, request: pb.RunAuditRequest, context: Any) -> pb.RunAuditResponse:

@@ -5,6 +5,7 @@ and returns domain records and raises domain errors.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import json
@@ -84,9 +85,11 @@ class AuditService:
         self._next_cycle_ms = next_cycle_ms
         self._listing = listing or ScoreListing(audit, state, tokens)
         self._inflight: dict[str, asyncio.Task[tuple[str, dict[str, Any]]]] = {}
-        self._status_read: asyncio.Future[Cycle | None] | None = None
-        self._status_read_at = float("-inf")
-        self._status_cycle: Cycle | None = None
+        # One cached read per view (with and without the cycle's reports), and the
+        # last object each view returned, kept while the stored cycle is unchanged.
+        self._status_read: dict[bool, asyncio.Future[Cycle | None]] = {}
+        self._status_read_at: dict[bool, float] = {}
+        self._status_cycle: dict[bool, Cycle | None] = {}
         # Set on shutdown: open streams end with UNAVAILABLE "shutting down"
         # (a status every generic client retries) instead of being cut.
         self.closing = asyncio.Event()
@@ -103,8 +106,11 @@ class AuditService:
         selection = self.auditor.select(symbols, timeframes, start_ms, end_ms)
         body = _digest(sorted(symbols), sorted(timeframes), start_ms, end_ms)
 
+        # No times requested: the default windows, which may be read incrementally.
+        default = start_ms is None and end_ms is None
+
         async def work() -> dict[str, Any]:
-            cycle = await self.auditor.run_cycle(selection, trigger=trigger)
+            cycle = await self.auditor.run_cycle(selection, trigger=trigger, default_window=default)
             return {"cycle_id": cycle.cycle_id}
 
         async def replay(result: dict[str, Any]) -> Cycle:
@@ -120,7 +126,7 @@ class AuditService:
             return cycle
 
         if not request_id:
-            return await self.auditor.run_cycle(selection, trigger=trigger)
+            return await self.auditor.run_cycle(selection, trigger=trigger, default_window=default)
         return await self._once("run", request_id, body, work, replay)
 
     async def resolve_duplicates(
@@ -293,16 +299,22 @@ class AuditService:
     async def leader(self) -> LeaderInfo:
         return await self._leadership.leader()
 
-    async def status(self) -> Status:
+    async def status(self, full: bool = False) -> Status:
+        """The replica's status. The last cycle comes without its series reports
+        (constant size, with its summary) unless ``full``."""
         reachable = self._is_ready()
-        last = self.auditor.last_cycle
+        last: Cycle | None = None
         if reachable:
             try:
-                last = await self._stored_last_cycle() or last
+                last = await self._stored_last_cycle(full)
             except Unavailable:
                 raise  # the read timed out: say so rather than guess
             except Exception:  # GetStatus must answer even when the database does not
                 reachable = False
+        if last is None:
+            last = self.auditor.last_cycle
+            if last is not None and not full:
+                last = dataclasses.replace(last, series=())
         term = self._leadership.term()
         return Status(
             replica_id=self._replica_id,
@@ -317,41 +329,44 @@ class AuditService:
             epoch=self._leadership.epoch,
         )
 
-    async def _stored_last_cycle(self) -> Cycle | None:
-        """The newest stored cycle, read at most every STATUS_CACHE_S (single flight).
+    async def _stored_last_cycle(self, full: bool) -> Cycle | None:
+        """The newest stored cycle, read at most every STATUS_CACHE_S per view (single
+        flight); without ``full`` only its header and summary are read.
 
         While the stored cycle does not change, the same object is returned, so
         callers can key work on it (GetStatus converts each cycle once). The read
         is bounded by MONGODB_TIMEOUT_MS; past it, Unavailable names the cause.
         """
         loop = asyncio.get_running_loop()
-        read = self._status_read
-        if read is None or (read.done() and loop.time() - self._status_read_at > STATUS_CACHE_S):
-            read = self._status_read = asyncio.ensure_future(self._read_last_cycle())
+        read = self._status_read.get(full)
+        at = self._status_read_at.get(full, float("-inf"))
+        if read is None or (read.done() and loop.time() - at > STATUS_CACHE_S):
+            read = self._status_read[full] = asyncio.ensure_future(self._read_last_cycle(full))
             # Every caller may have gone (deadline) before a failure: retrieve it here
             # so that it is not logged as "Task exception was never retrieved".
             read.add_done_callback(lambda f: f.cancelled() or f.exception())
-            self._status_read_at = loop.time()
+            self._status_read_at[full] = loop.time()
         try:
             return await asyncio.shield(read)
         except BaseException:
-            if self._status_read is read and read.done():
-                self._status_read = None  # never cache a failure
+            if self._status_read.get(full) is read and read.done():
+                del self._status_read[full]  # never cache a failure
             raise
 
-    async def _read_last_cycle(self) -> Cycle | None:
+    async def _read_last_cycle(self, full: bool) -> Cycle | None:
         timeout_ms = self._read_timeout_ms
         try:
             async with asyncio.timeout(timeout_ms / 1000):
-                cycle = await self._state.last_cycle()
+                cycle = await self._state.last_cycle(with_series=full)
         except TimeoutError:
             raise Unavailable(
                 f"GetStatus: the database did not return the last audit cycle within "
                 f"MONGODB_TIMEOUT_MS ({timeout_ms} ms); retry"
             ) from None
-        if cycle is not None and cycle == self._status_cycle:
-            return self._status_cycle  # unchanged: keep the object its conversion is keyed on
-        self._status_cycle = cycle
+        kept = self._status_cycle.get(full)
+        if cycle is not None and cycle == kept:
+            return kept  # unchanged: keep the object its conversion is keyed on
+        self._status_cycle[full] = cycle
         return cycle
 
     async def health_scores(

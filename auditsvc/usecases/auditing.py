@@ -19,7 +19,7 @@ import dataclasses
 import functools
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
 from auditsvc.domain.errors import (
@@ -41,13 +41,15 @@ from auditsvc.domain.records import (
 from auditsvc.domain.scanner import SeriesScanner
 from auditsvc.domain.scoring import score
 from auditsvc.domain.series_state import window_state
+from auditsvc.domain.summary import summarize
 from auditsvc.domain.timeframes import Timeframe, default_window, parse_timeframe
 from auditsvc.domain.values import Gap, Severity, Window
 from auditsvc.leadership.term import Leadership, Term
 from auditsvc.ops.clock import Clock
 from auditsvc.ops.metrics import Metrics
 from auditsvc.ops.settings import AuditSettings, BackfillSettings
-from auditsvc.storage.interfaces import BackfillStore, CandleStore, Fence, StateStore
+from auditsvc.storage.interfaces import BackfillStore, CandleStore, Fence, SettledStore, StateStore
+from auditsvc.usecases.sweep import GAP_BATCH, Group, Sweep, groups
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,8 @@ _LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 # Failed cycles kept in memory while the database cannot take them; the oldest
 # beyond this are dropped (a database down for that many cycles is in the logs).
 _MAX_UNSAVED = 100
+# Series reports per stored part of a cycle (about 0.6 KB each in BSON).
+REPORT_PART = 500
 
 
 class Target(NamedTuple):
@@ -83,6 +87,7 @@ class Auditor:
         leadership: Leadership,
         metrics: Metrics,
         is_prepared: Callable[[], bool] = lambda: True,
+        settled: SettledStore | None = None,
     ) -> None:
         self._audit = audit
         self._backfill = backfill
@@ -98,6 +103,12 @@ class Auditor:
         self._leadership = leadership
         self._metrics = metrics
         self._symbols = frozenset(audit.symbols)
+        # Default-window cycles: batched, incremental (None: every series on its own).
+        self._sweep = (
+            None
+            if settled is None
+            else Sweep(audit, clock, candles, state, settled, fence, metrics, self._maybe_backfill)
+        )
         self._cycle_lock = asyncio.Lock()
         self._backfill_lock = asyncio.Lock()
         self.last_cycle: Cycle | None = None
@@ -172,16 +183,22 @@ class Auditor:
             )
         return Window(start, end), end < default.end_ms
 
-    async def run_cycle(self, selection: list[Target], *, trigger: str) -> Cycle:
+    async def run_cycle(
+        self, selection: list[Target], *, trigger: str, default_window: bool = False
+    ) -> Cycle:
+        """Audits the selection as one cycle. ``default_window``: the windows are the
+        default ones (no times requested), which the sweep may read incrementally."""
         if not self._is_prepared():
             raise Unavailable("starting: the audit collections are not created yet; retry")
         term = self._leadership.term()
         if term is None:
             raise NotLeader("not leader", leader_address=self._leadership.last_known_address())
         async with self._cycle_lock, term.guard():
-            return await self._cycle(selection, term, trigger)
+            return await self._cycle(selection, term, trigger, default_window)
 
-    async def _cycle(self, selection: list[Target], term: Term, trigger: str) -> Cycle:
+    async def _cycle(
+        self, selection: list[Target], term: Term, trigger: str, default_window: bool = False
+    ) -> Cycle:
         cycle_id = f"c-{self._clock.now_ms()}-{uuid.uuid4().hex[:8]}"
         started = self._clock.now_ms()
         begun = self._clock.monotonic()
@@ -202,9 +219,19 @@ class Auditor:
             trigger=trigger,
         )
         log.info("audit cycle started", extra={**tags, "series": len(selection)})
-        tasks = [asyncio.ensure_future(one(item)) for item in selection]
+        sweep = self._sweep if default_window else None
+        if sweep is not None:
+
+            async def group(g: Group) -> list[SeriesReport]:
+                async with gate:
+                    return await sweep.group(g, cycle_id, term.epoch)
+
+            plain = [(t.symbol, t.tf, t.window) for t in selection]
+            tasks = [asyncio.ensure_future(group(g)) for g in groups(self._candles, plain)]
+        else:
+            tasks = [asyncio.ensure_future(_one(one, item)) for item in selection]
         try:
-            reports = await asyncio.gather(*tasks)
+            reports = _in_order(selection, await asyncio.gather(*tasks))
         except BaseException as exc:
             # gather leaves the other series running; stop them before the cycle
             # lock is released, so cycles never overlap.
@@ -224,7 +251,9 @@ class Auditor:
                 self._unsaved = [*self._unsaved, failure][-_MAX_UNSAVED:]
                 log.warning("could not record the failed cycle yet", extra=tags)
             raise
-        cycle = finish(self._clock.now_ms(), series=tuple(reports))
+        cycle = finish(self._clock.now_ms(), series=tuple(reports), summary=summarize(reports))
+        await self._store_reports(cycle, term.epoch)
+        # The header last: a stored header means every part of its reports is stored.
         await self._fence.write_fenced(term.epoch, lambda s: self._state.save_cycle(cycle, s))
         self.last_cycle = cycle
         self._metrics.cycle_seconds.observe(self._clock.monotonic() - begun)
@@ -246,12 +275,24 @@ class Auditor:
             await self._fence.write_fenced(epoch, functools.partial(self._store_cycle, failed))
             self._unsaved.pop(0)
 
+    async def _store_reports(self, cycle: Cycle, epoch: int) -> None:
+        """The cycle's reports in parts of REPORT_PART, one fenced batch each, so no
+        document or transaction grows with the number of series."""
+        for part, first in enumerate(range(0, len(cycle.series), REPORT_PART)):
+            chunk = cycle.series[first : first + REPORT_PART]
+            await self._fence.write_fenced(
+                epoch,
+                functools.partial(
+                    self._state.save_cycle_reports, cycle.cycle_id, cycle.finished_ms, part, chunk
+                ),
+            )
+
     async def _store_cycle(self, cycle: Cycle, session: object) -> None:
         await self._state.save_cycle(cycle, session)
 
     async def _series(self, target: Target, cycle_id: str, epoch: int) -> SeriesReport:
         symbol, tf, window, historical = target
-        scanner = SeriesScanner(tf, window)
+        scanner = SeriesScanner(tf, window, self._audit.max_gaps_per_series)
         async for batch in self._candles.timestamps(symbol, tf.name, window):
             scanner.feed(batch)
         found = scanner.finish()
@@ -293,7 +334,8 @@ class Auditor:
             expected_candles=found.expected_candles,
             present_candles=found.present_candles,
             missing_candles=found.missing_candles,
-            gap_count=len(found.gaps),
+            gap_count=found.gap_count,
+            gaps_not_stored=found.dropped_gaps,
             duplicate_groups=len(found.duplicates),
             surplus_documents=found.surplus_documents,
             misaligned_candles=found.misaligned_candles,
@@ -302,10 +344,18 @@ class Auditor:
             health=record,
             historical=historical,
         )
+        # Gaps in fenced batches of GAP_BATCH, so no transaction grows with the
+        # series' history; the series record last, which drops the gaps this
+        # cycle did not write.
+        for first in range(0, len(gaps), GAP_BATCH):
+            part = gaps[first : first + GAP_BATCH]
+            await self._fence.write_fenced(
+                epoch, functools.partial(self._state.save_gaps, part, cycle_id, epoch)
+            )
         await self._fence.write_fenced(
             epoch,
             lambda s: self._state.save_series(
-                report, gaps, cycle_id=cycle_id, epoch=epoch, session=s
+                report, (), cycle_id=cycle_id, epoch=epoch, session=s
             ),
         )
         labels = (symbol, tf.name)
@@ -349,6 +399,20 @@ class Auditor:
             self._metrics.backfills_triggered.labels(symbol, tf.name, gap.severity.value).inc()
             return made, 1, 0
         return made, 0, 0
+
+
+async def _one(
+    audit: Callable[[Target], Awaitable[SeriesReport]], target: Target
+) -> list[SeriesReport]:
+    return [await audit(target)]
+
+
+def _in_order(
+    selection: Sequence[Target], parts: Sequence[list[SeriesReport]]
+) -> list[SeriesReport]:
+    """The reports of every part, in the selection's order."""
+    by_key = {(r.symbol, r.timeframe): r for part in parts for r in part}
+    return [by_key[(t.symbol, t.tf.name)] for t in selection]
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,158 +1,196 @@
-"""8. Scale: scheduled-cycle time for 48, 480 and 4,800 series of 24 h each.
+"""8. Exchange scale: steady-state cycles over 480 to 30,000 series, incremental
+versus full, and GetStatus's size.
 
-Scaled down for SecantusDB: the series are 1h candles (24 per series, demo
-shaped, so each has gaps and duplicates to store), all symbols in one
-collection (CANDLE_COLLECTION_TEMPLATE=bench_scale_{timeframe}) rather than
-4,800 collections. Each size gets a fresh replica configured with exactly
-that many symbols and the default AUDIT_CONCURRENCY (10); a cycle is RunAudit
-with no selection and no window, i.e. what the scheduler runs. Linear means
-the per-series cost is flat: per-series(largest) / per-series(smallest) ≈ 1.
+Scaled for SecantusDB (it scans about 25,000 candles/s): every series is a
+complete ``1m`` series in ONE collection (``CANDLE_COLLECTION_TEMPLATE=
+bench_scale_{timeframe}``) with a window of ``scale_slots`` candles (default 24,
+so 720,000 documents at 30,000 series) and AUDIT_RECHECK=``scale_recheck``
+(default 300 s, 5 slots). A cycle is RunAudit with no selection and no window,
+i.e. what the scheduler runs (the live tail is off, so only cycles are timed).
 
-Those replicas run standalone (epoch 0, no fencing). Production runs with
-leader election, where each series' results are one fenced transaction, so
-the middle size is measured once more with ENABLE_LEADER_ELECTION=true.
-GetStatus returns the last cycle with every series report, so its size and
-latency after each size's cycles are recorded too.
+* **Cold** is a replica's first cycle: every series is read in full.
+* **Steady** cycles follow; before each the bench inserts every candle that has
+  become due since the last (about one per series per minute), as a feed would.
+  Per-series steady cost must be flat from the smallest to the largest size.
+* **Incremental ÷ full**: ``ratio_series`` series (default 480) of
+  ``ratio_slots`` candles (default 1,440: one day of 1m) with the default
+  AUDIT_RECHECK (3,600 s). Steady cycles of one replica are compared with those
+  of a replica with AUDIT_FULL_SCAN_EVERY=1 (every cycle a full scan), same data
+  and run.
+* **GetStatus**: the BASIC (default) and FULL reply sizes after each size's
+  cycles, plus a ``status_series`` (default 48) replica for the small end.
+
+The collection has the ``{timestamp: 1}`` index ``setup-db`` makes for shared
+collections, so a cycle reads every series' tail with one time-range query.
+Replicas run standalone (epoch 0): fenced writes are figure 7's business.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
-from pymongo.uri_parser import parse_uri
-
 from auditpb.v1 import audit_pb2 as pb
+from auditsvc.storage.mongo.database import SETTLED, to_dt
 from bench import seed
-from bench.context import Context, NotMeasured
+from bench.context import Context
 from bench.figures.common import result, timed_audit, verdict_at_most
-from bench.rss import established_to
 from bench.stats import median, rounded
 
 KEY = "scale"
-TITLE = "Scale (series per cycle)"
-TARGET = "per-series cycle cost flat: per-series(largest) / per-series(smallest) <= 1.2"
-CONCURRENCY = "10"
+TITLE = "Exchange scale (steady-state cycles, incremental, GetStatus size)"
+TARGET = (
+    "steady per-series cost largest/smallest <= 1.2; steady cycle at the largest <= 30 s; "
+    "incremental / full <= 0.2; GetStatus BASIC <= 4 KB"
+)
+TIMEFRAME = "1m"
+MIN = 60_000
+BASIC_LIMIT = 4096
 
 
-def without(record: dict[str, Any], key: str) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k != key}
+class Feed:
+    """Complete 1m series in one collection, topped up to the current due slot."""
+
+    def __init__(self, db: Any, collection: str, symbols: list[str], slots: int) -> None:
+        self._db = db
+        self._collection = collection
+        self._symbols = symbols
+        self._until = seed.now_ms() // MIN * MIN - (slots + 2) * MIN  # first open to write
+
+    async def top_up(self, n: int | None = None) -> int:
+        """Writes every slot opening before now for the first ``n`` symbols (all: None)."""
+        end = seed.now_ms() // MIN * MIN
+        opens = range(self._until, end, MIN)
+        symbols = self._symbols if n is None else self._symbols[:n]
+        docs = [{"symbol": s, "timestamp": to_dt(t), "close": 1.0} for t in opens for s in symbols]
+        if docs:
+            await seed.insert(self._db, self._collection, docs)
+        if n is None:
+            self._until = end
+        return len(docs)
 
 
-def db_port(uri: str) -> int | None:
-    nodes = parse_uri(uri)["nodelist"]
-    return int(nodes[0][1]) if len(nodes) == 1 else None
+async def time_index(db: Any, collection: str) -> None:
+    """What ``setup-db`` adds when symbols share collections (one time-range read per cycle)."""
+    await db[collection].create_index([("timestamp", 1)], name="timestamp")
 
 
-async def max_connections(pid: int, port: int | None, stop: asyncio.Event) -> int:
-    best = 0
-    while port is not None and not stop.is_set():
-        best = max(best, await asyncio.to_thread(established_to, pid, port))
-        await asyncio.sleep(0.1)
-    return best
-
-
-async def get_status(replica: Any, calls: int = 10) -> dict[str, Any]:
-    """GetStatus carries the whole last cycle: its size and latency after this cycle."""
+async def status_bytes(replica: Any) -> dict[str, int]:
     call = replica.stub_channel().unary_unary("/auditpb.v1.AuditService/GetStatus")
-    took: list[float] = []
-    size = 0
-    for _ in range(calls):
-        began = time.perf_counter()
-        size = len(await call(b"", timeout=60))
-        took.append(time.perf_counter() - began)
-    return {"getstatus_bytes": size, "getstatus_p50_ms": rounded(median(took) * 1000, 1)}
+    basic = await call(b"", timeout=60)
+    full = await call(
+        pb.GetStatusRequest(view=pb.STATUS_VIEW_FULL).SerializeToString(), timeout=120
+    )
+    return {"getstatus_basic_bytes": len(basic), "getstatus_full_bytes": len(full)}
 
 
-async def until_leading(replica: Any, within: float) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if (await replica.status()).role == pb.ROLE_LEADER:
-            return
-        await asyncio.sleep(0.05)
-    raise NotMeasured(f"leader election: the only replica did not lead within {within:g} s")
+async def cycles(
+    ctx: Context, name: str, database: str, feed: Feed, symbols: list[str], **env: str
+) -> dict[str, Any]:
+    """A fresh replica over ``symbols``: its cold cycle, then ``trials`` steady ones."""
+    # No settled record from an earlier size: the cold cycle reads every series in full.
+    await ctx.client[database][SETTLED].delete_many({})
+    replica = await ctx.replica(
+        name,
+        database,
+        AUDIT_SYMBOLS=",".join(symbols),
+        AUDIT_TIMEFRAMES=TIMEFRAME,
+        CANDLE_COLLECTION_TEMPLATE="bench_scale_{timeframe}",
+        AUDIT_MIN_CANDLES="1",
+        LIVE_MODE="off",
+        **env,
+    )
+    await feed.top_up()
+    cold, _ = await timed_audit(replica.stub, pb.RunAuditRequest(), limit_s=1800)
+    steady: list[float] = []
+    for _ in range(ctx.sizes.trials):
+        await feed.top_up()
+        seconds, reply = await timed_audit(replica.stub, pb.RunAuditRequest(), limit_s=1800)
+        steady.append(seconds)
+        assert len(reply.cycle.series) == len(symbols), len(reply.cycle.series)
+    sizes = await status_bytes(replica)
+    await replica.close()
+    cycle = median(steady)
+    return {
+        "cold_cycle_s": rounded(cold),
+        "steady_cycle_s": rounded(cycle),
+        "steady_per_series_ms": rounded(cycle / len(symbols) * 1000, 3),
+        "steady_cycle_s_trials": [rounded(x) for x in steady],
+        **sizes,
+    }
 
 
 async def run(ctx: Context) -> dict[str, Any]:
     sz = ctx.sizes
-    tf = sz.scale_timeframe
-    name = ctx.database("scale")
     sizes = sorted(sz.scale_series)
-    symbols = [f"S{i:05d}" for i in range(sizes[-1])]
-    slots = seed.slots_for(tf, sz.scale_hours / 24)
+    name = ctx.database("scale")
+    db = ctx.client[name]
+    collection = f"bench_scale_{TIMEFRAME}"
+    symbols = [f"S{i:05d}" for i in range(max(sizes[-1], sz.ratio_series, sz.status_series))]
     began = time.perf_counter()
-    docs = await seed.seed_many(
-        ctx.client[name], f"bench_scale_{tf}", symbols, tf, seed.now_ms(), slots
+    feed = Feed(db, collection, symbols[: sizes[-1]], sz.scale_slots)
+    seeded = await feed.top_up()
+    await seed.index(db, collection)
+    await time_index(db, collection)
+    seed_s = time.perf_counter() - began
+    window = {"AUDIT_LOOKBACK": str(sz.scale_slots * 60), "AUDIT_RECHECK": str(sz.scale_recheck)}
+    rows = {}
+    for n in sizes:
+        rows[n] = await cycles(ctx, f"scale{n}", name, feed, symbols[:n], **window)
+    small = await cycles(ctx, "status", name, feed, symbols[: sz.status_series], **window)
+    flat = rows[sizes[-1]]["steady_per_series_ms"] / rows[sizes[0]]["steady_per_series_ms"]
+
+    # Incremental vs full: longer series in their own collection.
+    ratio_name = ctx.database("scale_ratio")
+    ratio_db = ctx.client[ratio_name]
+    ratio_symbols = symbols[: sz.ratio_series]
+    ratio_feed = Feed(ratio_db, collection, ratio_symbols, sz.ratio_slots)
+    began = time.perf_counter()
+    ratio_seeded = await ratio_feed.top_up()
+    await seed.index(ratio_db, collection)
+    await time_index(ratio_db, collection)
+    ratio_seed_s = time.perf_counter() - began
+    long_window = {"AUDIT_LOOKBACK": str(sz.ratio_slots * 60)}
+    inc = await cycles(ctx, "incremental", ratio_name, ratio_feed, ratio_symbols, **long_window)
+    full = await cycles(
+        ctx, "full", ratio_name, ratio_feed, ratio_symbols, AUDIT_FULL_SCAN_EVERY="1", **long_window
     )
-    seeded_s = time.perf_counter() - began
-    port = db_port(ctx.uri)
+    inc_ratio = inc["steady_cycle_s"] / full["steady_cycle_s"]
 
-    async def measure(n: int, **env: str) -> dict[str, Any]:
-        replica = await ctx.replica(
-            f"scale{n}{'e' if env else ''}",
-            name,
-            AUDIT_SYMBOLS=",".join(symbols[:n]),
-            AUDIT_TIMEFRAMES=tf,
-            CANDLE_COLLECTION_TEMPLATE="bench_scale_{timeframe}",
-            AUDIT_LOOKBACK=str(sz.scale_hours * 3600),
-            AUDIT_MIN_CANDLES="1",
-            AUDIT_CONCURRENCY=CONCURRENCY,
-            **env,
-        )
-        if env:
-            await until_leading(replica, 4 * sz.election_timeout + 10)
-        await timed_audit(replica.stub, pb.RunAuditRequest())  # warm-up
-        took: list[float] = []
-        stop = asyncio.Event()
-        watcher = asyncio.create_task(max_connections(replica.pid, port, stop))
-        for _ in range(sz.trials):
-            seconds, reply = await timed_audit(replica.stub, pb.RunAuditRequest())
-            took.append(seconds)
-            assert len(reply.cycle.series) == n, len(reply.cycle.series)
-        stop.set()
-        conns = await watcher
-        status = await get_status(replica)
-        await replica.close()
-        cycle = median(took)
-        first = reply.cycle.series[0]
-        return {
-            "series": n,
-            "cycle_s": rounded(cycle),
-            "per_series_ms": rounded(cycle / n * 1000, 2),
-            "cycle_s_trials": [rounded(x) for x in took],
-            "max_db_connections": conns,
-            "candles_per_series": first.present_candles + first.surplus_documents,
-            **status,
-        }
-
-    rows = [await measure(n) for n in sizes]
-    flat = rows[-1]["per_series_ms"] / rows[0]["per_series_ms"]
-    middle = sizes[len(sizes) // 2]
-    try:
-        fenced: dict[str, Any] | str = await measure(
-            middle,
-            ENABLE_LEADER_ELECTION="true",
-            LEADER_ELECTION_HEARTBEAT_INTERVAL=f"{sz.heartbeat:g}",
-            LEADER_ELECTION_TIMEOUT=f"{sz.election_timeout:g}",
-        )
-    except (NotMeasured, RuntimeError, TimeoutError) as exc:
-        fenced = f"not measured: {exc}"
+    largest = rows[sizes[-1]]
+    basic_max = max(r["getstatus_basic_bytes"] for r in [*rows.values(), small])
+    met = (
+        flat <= 1.2
+        and largest["steady_cycle_s"] <= 30
+        and inc_ratio <= 0.2
+        and basic_max <= BASIC_LIMIT
+    )
     return result(
         target=TARGET,
-        summary="; ".join(
-            f"{r['series']:,} series: {r['cycle_s']:.2f} s ({r['per_series_ms']:.1f} ms/series)"
-            for r in rows
+        summary=(
+            "; ".join(
+                f"{n:,} series: steady {r['steady_cycle_s']:.2f} s "
+                f"({r['steady_per_series_ms']:.2f} ms/series), cold {r['cold_cycle_s']:.1f} s"
+                for n, r in rows.items()
+            )
+            + f"; incremental/full {inc_ratio:.2f} at {sz.ratio_series:,}x{sz.ratio_slots:,}"
+            + f"; GetStatus BASIC ≤ {basic_max:,} B"
         ),
-        verdict=verdict_at_most(flat, 1.2),
+        verdict=verdict_at_most(0.0 if met else 2.0, 1.0),
         ratio=flat,
-        ratio_of=f"per-series cost at {sizes[-1]:,} / at {sizes[0]:,} series",
+        ratio_of=f"steady per-series cost at {sizes[-1]:,} / at {sizes[0]:,} series",
         details={
-            **{f"{r['series']} series": without(r, "series") for r in rows},
-            f"{middle} series, election on (fenced writes)": fenced,
-            "timeframe": tf,
-            "audit_concurrency": int(CONCURRENCY),
-            "documents_seeded": docs,
-            "seed_seconds": rounded(seeded_s),
+            **{f"{n} series": r for n, r in rows.items()},
+            f"{sz.status_series} series": small,
+            "incremental_over_full": rounded(inc_ratio, 3),
+            f"incremental, {sz.ratio_series} series x {sz.ratio_slots} candles": inc,
+            f"full every cycle, {sz.ratio_series} series x {sz.ratio_slots} candles": full,
+            "timeframe": TIMEFRAME,
+            "window_candles": sz.scale_slots,
+            "audit_recheck_s": sz.scale_recheck,
+            "documents_seeded": seeded,
+            "seed_seconds": rounded(seed_s),
+            "ratio_documents_seeded": ratio_seeded,
+            "ratio_seed_seconds": rounded(ratio_seed_s),
         },
     )

@@ -85,7 +85,7 @@ def leader(response: audit_pb2.GetLeaderResponse) -> str:
 
 
 def cycle(c: audit_pb2.AuditCycle) -> str:
-    """Render one audit cycle: a summary, then one row per series."""
+    """Render one audit cycle: its header, then one row per series (when it has them)."""
     summary = _pairs(
         [
             ("cycle_id", c.cycle_id),
@@ -114,7 +114,7 @@ def cycle(c: audit_pb2.AuditCycle) -> str:
             for s in c.series
         ),
     )
-    return f"{summary}\n\n{series}"
+    return f"{summary}\n\n{series}" if c.series else summary
 
 
 def status(response: audit_pb2.GetStatusResponse) -> str:
@@ -132,9 +132,42 @@ def status(response: audit_pb2.GetStatusResponse) -> str:
             ("next_cycle_at", timestamp(response, "next_cycle_at")),
         ]
     )
-    if response.HasField("last_cycle"):
-        return f"{text}\n\nlast cycle:\n{cycle(response.last_cycle)}"
-    return f"{text}\n\nlast cycle: none yet"
+    if not response.HasField("last_cycle"):
+        return f"{text}\n\nlast cycle: none yet"
+    text = f"{text}\n\nlast cycle:\n{cycle(response.last_cycle)}"
+    if response.HasField("summary"):
+        text = f"{text}\n\nsummary:\n{summary(response.summary)}"
+    return text
+
+
+def summary(s: audit_pb2.StatusSummary) -> str:
+    """Render a cycle summary: counts, then the worst series."""
+    states = ", ".join(
+        f"{_enum(audit_pb2.SeriesState, c.state, 'SERIES_STATE_')}={c.count}" for c in s.states
+    )
+    head = _pairs(
+        [
+            ("series", s.series_count),
+            ("states", states or "-"),
+            ("open_gaps", s.open_gaps),
+            ("min_quality", f"{s.min_quality:.2f}"),
+            ("median_quality", f"{s.median_quality:.2f}"),
+        ]
+    )
+    worst = table(
+        ("WORST", "TF", "QUALITY", "GAPS", "STATE"),
+        (
+            (
+                w.symbol,
+                w.timeframe,
+                f"{w.quality:.2f}",
+                w.gap_count,
+                _enum(audit_pb2.SeriesState, w.state, "SERIES_STATE_"),
+            )
+            for w in s.worst_series
+        ),
+    )
+    return f"{head}\n{worst}"
 
 
 def gaps(items: Sequence[audit_pb2.Gap]) -> str:

@@ -156,7 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
         _connection_flags(p, top=False)
         return p
 
-    command("status", "show the replica's role and the latest audit cycle")
+    status = command("status", "show the replica's role and the latest audit cycle's summary")
+    status.add_argument(
+        "--full", action="store_true", help="also every series report (large with many series)"
+    )
     command("leader", "show the current leader")
 
     gaps = command("gaps", "list gaps of the latest audit of each series (all pages)")
@@ -221,7 +224,7 @@ def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Clien
 def _unary(args: argparse.Namespace, options: ClientOptions, out: TextIO) -> None:
     with BlockingAuditClient(options=options) as client:
         if args.command == "status":
-            status = client.get_status()
+            status = client.get_status(full=args.full)
             out.write((_render.to_json(status) if args.json else _render.status(status)) + "\n")
         elif args.command == "leader":
             leader = client.get_leader()

@@ -104,9 +104,15 @@ class AuditClient:
         """Return the current lease holder as seen by the answering replica."""
         return await self._unary(self.stub.GetLeader, audit_pb2.GetLeaderRequest(), call_timeout)
 
-    async def get_status(self, *, call_timeout: float | None = None) -> audit_pb2.GetStatusResponse:
-        """Return the answering replica's role and the latest stored cycle."""
-        return await self._unary(self.stub.GetStatus, audit_pb2.GetStatusRequest(), call_timeout)
+    async def get_status(
+        self, *, full: bool = False, call_timeout: float | None = None
+    ) -> audit_pb2.GetStatusResponse:
+        """Return the answering replica's role and the latest stored cycle: its header and
+        summary, plus every series report when ``full`` (STATUS_VIEW_FULL)."""
+        view = audit_pb2.STATUS_VIEW_FULL if full else audit_pb2.STATUS_VIEW_BASIC
+        return await self._unary(
+            self.stub.GetStatus, audit_pb2.GetStatusRequest(view=view), call_timeout
+        )
 
     async def list_gaps(
         self,

@@ -67,10 +67,14 @@ class BlockingAuditClient:
         )
         return response
 
-    def get_status(self, *, call_timeout: float | None = None) -> audit_pb2.GetStatusResponse:
-        """Return the answering replica's role and the latest stored cycle."""
+    def get_status(
+        self, *, full: bool = False, call_timeout: float | None = None
+    ) -> audit_pb2.GetStatusResponse:
+        """Return the answering replica's role and the latest stored cycle: its header and
+        summary, plus every series report when ``full`` (STATUS_VIEW_FULL)."""
+        view = audit_pb2.STATUS_VIEW_FULL if full else audit_pb2.STATUS_VIEW_BASIC
         response: audit_pb2.GetStatusResponse = self._unary(
-            self._stub.GetStatus, audit_pb2.GetStatusRequest(), call_timeout
+            self._stub.GetStatus, audit_pb2.GetStatusRequest(view=view), call_timeout
         )
         return response
 

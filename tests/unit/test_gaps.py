@@ -236,3 +236,27 @@ class TestBatching:
         expected = reference(tf, window, timestamps)
         assert scanner.finish() == expected
         assert scan(tf, window, timestamps) == expected
+
+
+class TestGapCap:
+    """max_gaps holds the newest gaps and counts every one, whatever the batching."""
+
+    @given(
+        present=st.lists(st.integers(0, 300), unique=True).map(sorted),
+        cap=st.integers(1, 20),
+        cut=st.integers(0, 300),
+    )
+    def test_newest_held_rest_counted(self, present: list[int], cap: int, cut: int) -> None:
+        """Capped gaps are the uncapped scan's last `cap`; counts and missing stay exact."""
+        tf = parse_timeframe("1m")
+        window = Window(0, 300 * 60_000)
+        stamps = [i * 60_000 for i in present]
+        full = scan(tf, window, stamps)
+        scanner = SeriesScanner(tf, window, max_gaps=cap)
+        scanner.feed(stamps[:cut])
+        scanner.feed(stamps[cut:])
+        capped = scanner.finish()
+        assert capped.gaps == full.gaps[-cap:]
+        assert capped.gap_count == len(full.gaps)
+        assert capped.missing_candles == full.missing_candles
+        assert capped.dropped_gaps == max(0, len(full.gaps) - cap)

@@ -7,7 +7,7 @@ whatever the window's length.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from auditsvc.domain.values import CandleRef, Window
@@ -27,6 +27,7 @@ class MongoCandleStore:
     def __init__(self, database: Database, template: str) -> None:
         self._db = database.db
         self._template = template
+        self._time_index: dict[str, bool] = {}
 
     def collection(self, symbol: str, timeframe: str) -> str:
         return self._template.format(symbol=symbol, timeframe=timeframe)
@@ -34,17 +35,127 @@ class MongoCandleStore:
     async def timestamps(
         self, symbol: str, timeframe: str, window: Window
     ) -> AsyncIterator[list[int]]:
-        col = self._db[self.collection(symbol, timeframe)]
+        async for stamps in self._sorted(
+            self.collection(symbol, timeframe), _window_filter(symbol, window)
+        ):
+            yield stamps
+
+    async def _sorted(self, collection: str, query: dict[str, Any]) -> AsyncIterator[list[int]]:
+        """Ascending timestamps of the documents matching ``query``, in batches."""
         cursor = (
-            col.find(_window_filter(symbol, window), {"_id": 0, "timestamp": 1})
+            self._db[collection]
+            .find(query, {"_id": 0, "timestamp": 1})
             .sort("timestamp", 1)
             .batch_size(BATCH)
         )
+        while docs := await cursor.to_list(BATCH):
+            yield [to_ms(d["timestamp"]) for d in docs if "timestamp" in d]
+
+    async def read_many(
+        self, collection: str, reads: Mapping[str, Sequence[Window]]
+    ) -> AsyncIterator[tuple[str, list[int]]]:
+        """(symbol, timestamps) inside each symbol's ranges, for many symbols at once.
+
+        Each symbol's timestamps ascend across its batches; batches of different
+        symbols may interleave. With a ``{timestamp: 1}`` index on the collection
+        (``setup-db`` makes one when symbols share collections) the symbols' last
+        ranges (the window's tail) are read by ONE time-range query over the
+        collection and earlier ranges (open gaps) by one indexed query each;
+        without it, one query with a ``$in`` per shared range serves them all from
+        the ``(symbol, timestamp)`` index.
+        """
+        if len(reads) > 1 and await self._has_time_index(collection):
+            async for item in self._read_by_time(collection, reads):
+                yield item
+        else:
+            async for item in self._read_by_symbol(collection, reads):
+                yield item
+
+    async def _has_time_index(self, collection: str) -> bool:
+        """Whether the collection has a ``{timestamp: 1}`` index (looked up once)."""
+        known = self._time_index.get(collection)
+        if known is None:
+            info = await self._db[collection].index_information()
+            known = any(spec.get("key") == [("timestamp", 1)] for spec in info.values())
+            self._time_index[collection] = known
+        return known
+
+    async def _read_by_time(
+        self, collection: str, reads: Mapping[str, Sequence[Window]]
+    ) -> AsyncIterator[tuple[str, list[int]]]:
+        tails = {symbol: ranges[-1] for symbol, ranges in reads.items() if ranges}
+        if not tails:
+            return
+        # Earlier ranges first: they lie before their symbol's tail.
+        for symbol in sorted(tails):
+            for r in reads[symbol][:-1]:
+                async for stamps in self._sorted(collection, _window_filter(symbol, r)):
+                    yield symbol, stamps
+        lo = min(t.start_ms for t in tails.values())
+        hi = max(t.end_ms for t in tails.values())
+        cursor = (
+            self._db[collection]
+            .find(
+                {"timestamp": {"$gte": to_dt(lo), "$lt": to_dt(hi)}},
+                {"_id": 0, "symbol": 1, "timestamp": 1},
+            )
+            .sort("timestamp", 1)
+            .batch_size(BATCH)
+        )
+        while docs := await cursor.to_list(BATCH):
+            out: dict[str, list[int]] = {}
+            for d in docs:
+                tail = tails.get(d.get("symbol"))  # type: ignore[arg-type]
+                if tail is None or "timestamp" not in d:
+                    continue  # a symbol not audited here shares the collection
+                t = to_ms(d["timestamp"])
+                if tail.start_ms <= t < tail.end_ms:
+                    out.setdefault(d["symbol"], []).append(t)
+            for symbol, stamps in out.items():
+                yield symbol, stamps
+
+    async def _read_by_symbol(
+        self, collection: str, reads: Mapping[str, Sequence[Window]]
+    ) -> AsyncIterator[tuple[str, list[int]]]:
+        by_range: dict[tuple[int, int], list[str]] = {}
+        for name, ranges in reads.items():
+            for r in ranges:
+                by_range.setdefault((r.start_ms, r.end_ms), []).append(name)
+        if not by_range:
+            return
+        clauses = [
+            {
+                "symbol": {"$in": symbols} if len(symbols) > 1 else symbols[0],
+                "timestamp": {"$gte": to_dt(start), "$lt": to_dt(end)},
+            }
+            for (start, end), symbols in by_range.items()
+        ]
+        query = clauses[0] if len(clauses) == 1 else {"$or": clauses}
+        cursor = (
+            self._db[collection]
+            .find(query, {"_id": 0, "symbol": 1, "timestamp": 1})
+            .sort([("symbol", 1), ("timestamp", 1)])
+            .batch_size(BATCH)
+        )
+        symbol: str | None = None
+        stamps: list[int] = []
         while True:
             docs = await cursor.to_list(BATCH)
             if not docs:
-                return
-            yield [to_ms(d["timestamp"]) for d in docs if "timestamp" in d]
+                break
+            for d in docs:
+                if "timestamp" not in d:
+                    continue
+                if d["symbol"] != symbol:
+                    if stamps and symbol is not None:
+                        yield symbol, stamps
+                    symbol, stamps = d["symbol"], []
+                stamps.append(to_ms(d["timestamp"]))
+            if symbol is not None and stamps:
+                yield symbol, stamps
+                stamps = []
+        if symbol is not None and stamps:
+            yield symbol, stamps
 
     async def duplicate_groups(
         self, symbol: str, timeframe: str, window: Window, version_field: str | None

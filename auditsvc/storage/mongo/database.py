@@ -15,7 +15,11 @@ LEASES = "leader_election"
 # One fence document per election, written only by fenced batches and new leaders.
 FENCES = "leader_fence"
 CYCLES = "audit_cycles"
+# A cycle's series reports, in parts of at most REPORT_PART reports each.
+CYCLE_REPORTS = "audit_cycle_reports"
 SERIES = "audit_series"
+# Per series, what its last default-window audit settled (incremental cycles).
+SETTLED = "audit_settled"
 GAPS = "audit_gaps"
 BACKFILLS = "backfill_requests"
 ARCHIVE = "duplicate_archive"
@@ -92,8 +96,12 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("started_at", DESCENDING)], name="by_start"),
         # last_success_ms: the newest succeeded cycle.
         IndexModel([("succeeded", ASCENDING), ("started_at", DESCENDING)], name="by_outcome"),
-        # Each cycle document holds every series report: keep two weeks of them.
+        # Keep two weeks of cycles (their reports expire with them, below).
         IndexModel([("finished_at", ASCENDING)], expireAfterSeconds=CYCLE_TTL_S, name="cycle_ttl"),
+    ],
+    CYCLE_REPORTS: [
+        IndexModel([("cycle_id", ASCENDING), ("part", ASCENDING)], name="by_cycle_part"),
+        IndexModel([("finished_at", ASCENDING)], expireAfterSeconds=CYCLE_TTL_S, name="report_ttl"),
     ],
     SERIES: [IndexModel([("computed_at", ASCENDING)], name="by_computed")],
     GAPS: [
@@ -132,11 +140,36 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
+COLLECTIONS = (
+    LEASES,
+    CYCLES,
+    CYCLE_REPORTS,
+    SERIES,
+    SETTLED,
+    GAPS,
+    BACKFILLS,
+    ARCHIVE,
+    AUDIT_LOG,
+    REQUESTS,
+)
+
+
 async def ensure_indexes(database: Database) -> list[str]:
     """Idempotent; returns ``collection.index`` names that now exist."""
     made: list[str] = []
     existing = set(await database.db.list_collection_names())
-    for name in (LEASES, FENCES, CYCLES, SERIES, GAPS, BACKFILLS, ARCHIVE, AUDIT_LOG, REQUESTS):
+    for name in (
+        LEASES,
+        FENCES,
+        CYCLES,
+        CYCLE_REPORTS,
+        SERIES,
+        GAPS,
+        BACKFILLS,
+        ARCHIVE,
+        AUDIT_LOG,
+        REQUESTS,
+    ):
         if name not in existing:
             try:
                 await database.db.create_collection(name)
@@ -153,4 +186,11 @@ async def ensure_candle_index(database: Database, collection: str) -> str:
     name = await database.db[collection].create_index(
         [("symbol", ASCENDING), ("timestamp", ASCENDING)], name="symbol_timestamp"
     )
+    return f"{collection}.{name}"
+
+
+async def ensure_time_index(database: Database, collection: str) -> str:
+    """A ``{timestamp: 1}`` index: lets one time-range query read the window's tail of
+    every symbol sharing ``collection`` (see MongoCandleStore.read_many)."""
+    name = await database.db[collection].create_index([("timestamp", ASCENDING)], name="timestamp")
     return f"{collection}.{name}"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from auditsvc.domain.records import Cycle, GapRecord, ScoreRecord, SeriesReport
+from auditsvc.domain.records import Cycle, CycleSummary, GapRecord, ScoreRecord, SeriesReport
 from auditsvc.domain.series_state import SeriesState
 from auditsvc.domain.values import HealthScore, Severity
 from auditsvc.storage.mongo.database import to_dt, to_ms
@@ -59,6 +60,7 @@ _REPORT_INTS = (
     "misaligned_candles",
     "backfills_requested",
     "backfills_skipped",
+    "gaps_not_stored",
 )
 
 
@@ -88,7 +90,8 @@ def report_record(d: dict[str, Any]) -> SeriesReport:
 
 
 def cycle_doc(c: Cycle) -> dict[str, Any]:
-    return {
+    """The cycle's header: its reports are stored apart, in parts (``reports_doc``)."""
+    doc: dict[str, Any] = {
         "_id": c.cycle_id,
         "started_at": to_dt(c.started_ms),
         "finished_at": to_dt(c.finished_ms),
@@ -97,12 +100,16 @@ def cycle_doc(c: Cycle) -> dict[str, Any]:
         "trigger": c.trigger,
         "succeeded": c.succeeded,
         "error": c.error,
-        "series": [report_doc(r) for r in c.series],
         "historical": c.historical,
     }
+    if c.summary is not None:
+        doc["summary"] = summary_doc(c.summary)
+    return doc
 
 
-def cycle_record(d: dict[str, Any]) -> Cycle:
+def cycle_record(d: dict[str, Any], series: tuple[SeriesReport, ...] = ()) -> Cycle:
+    """``series``: the reports read from the parts; cycles stored before parts existed
+    hold theirs in the header."""
     return Cycle(
         cycle_id=d["_id"],
         started_ms=to_ms(d["started_at"]),
@@ -112,7 +119,44 @@ def cycle_record(d: dict[str, Any]) -> Cycle:
         trigger=d.get("trigger", ""),
         succeeded=bool(d.get("succeeded", True)),
         error=d.get("error", ""),
-        series=tuple(report_record(r) for r in d.get("series", [])),
+        series=series or tuple(report_record(r) for r in d.get("series", [])),
+        summary=summary_record(d["summary"]) if d.get("summary") else None,
+    )
+
+
+def reports_doc(
+    cycle_id: str, finished_ms: int, part: int, reports: Sequence[SeriesReport]
+) -> dict[str, Any]:
+    """One part of a cycle's reports; parts keep each document and write bounded."""
+    return {
+        "_id": f"{cycle_id}|{part:06d}",
+        "cycle_id": cycle_id,
+        "part": part,
+        # Expires with its cycle (same TTL index on finished_at).
+        "finished_at": to_dt(finished_ms),
+        "series": [report_doc(r) for r in reports],
+    }
+
+
+def summary_doc(s: CycleSummary) -> dict[str, Any]:
+    return {
+        "series_count": s.series_count,
+        "states": [[None if st is None else st.value, n] for st, n in s.states],
+        "open_gaps": s.open_gaps,
+        "min_quality": s.min_quality,
+        "median_quality": s.median_quality,
+        "worst": [score_doc(w) for w in s.worst],
+    }
+
+
+def summary_record(d: dict[str, Any]) -> CycleSummary:
+    return CycleSummary(
+        series_count=int(d["series_count"]),
+        states=tuple((SeriesState(st) if st else None, int(n)) for st, n in d["states"]),
+        open_gaps=int(d["open_gaps"]),
+        min_quality=float(d["min_quality"]),
+        median_quality=float(d["median_quality"]),
+        worst=tuple(score_record(w) for w in d["worst"]),
     )
 
 

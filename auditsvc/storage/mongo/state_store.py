@@ -25,7 +25,16 @@ from auditsvc.domain.records import (
     SeriesReport,
 )
 from auditsvc.storage.mongo import documents as codec
-from auditsvc.storage.mongo.database import CYCLES, GAPS, REQUESTS, SERIES, Database, to_dt, to_ms
+from auditsvc.storage.mongo.database import (
+    CYCLE_REPORTS,
+    CYCLES,
+    GAPS,
+    REQUESTS,
+    SERIES,
+    Database,
+    to_dt,
+    to_ms,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,18 +100,52 @@ class MongoStateStore:
             {"_id": f"{report.symbol}|{report.timeframe}"}, doc, upsert=True, session=session
         )
 
+    async def save_gaps(
+        self, gaps: Sequence[GapRecord], cycle_id: str, epoch: int, session: Any = None
+    ) -> None:
+        if gaps:
+            ops = [_gap_upsert(codec.gap_doc(g, cycle_id, epoch)) for g in gaps]
+            await self._db[GAPS].bulk_write(ops, ordered=False, session=session)
+
     async def save_cycle(self, cycle: Cycle, session: Any = None) -> None:
         await self._db[CYCLES].replace_one(
             {"_id": cycle.cycle_id}, codec.cycle_doc(cycle), upsert=True, session=session
         )
 
+    async def save_cycle_reports(
+        self,
+        cycle_id: str,
+        finished_ms: int,
+        part: int,
+        reports: Sequence[SeriesReport],
+        session: Any = None,
+    ) -> None:
+        doc = codec.reports_doc(cycle_id, finished_ms, part, reports)
+        await self._db[CYCLE_REPORTS].replace_one(
+            {"_id": doc["_id"]}, doc, upsert=True, session=session
+        )
+
     async def get_cycle(self, cycle_id: str) -> Cycle | None:
         doc = await self._db[CYCLES].find_one({"_id": cycle_id})
-        return None if doc is None else codec.cycle_record(doc)
+        return None if doc is None else await self._with_reports(doc)
 
-    async def last_cycle(self) -> Cycle | None:
-        docs = await self._db[CYCLES].find().sort("started_at", -1).limit(1).to_list(1)
-        return codec.cycle_record(docs[0]) if docs else None
+    async def last_cycle(self, with_series: bool = True) -> Cycle | None:
+        """The newest stored cycle; without its reports (one small read) unless asked."""
+        # Cycles stored before reports moved to parts hold them in the header.
+        projection = None if with_series else {"series": 0}
+        docs = (
+            await self._db[CYCLES].find({}, projection).sort("started_at", -1).limit(1).to_list(1)
+        )
+        if not docs:
+            return None
+        return await self._with_reports(docs[0]) if with_series else codec.cycle_record(docs[0])
+
+    async def _with_reports(self, doc: dict[str, Any]) -> Cycle:
+        parts = self._db[CYCLE_REPORTS].find({"cycle_id": doc["_id"]}).sort("part", 1)
+        series = tuple(
+            codec.report_record(r) for part in await parts.to_list(None) for r in part["series"]
+        )
+        return codec.cycle_record(doc, series)
 
     async def last_success_ms(self) -> int | None:
         """When the newest successful *scheduled* cycle finished. RunAudit cycles do not

@@ -42,6 +42,12 @@ class CycleStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CYCLE_STATUS_UNSPECIFIED: _ClassVar[CycleStatus]
     CYCLE_STATUS_SUCCEEDED: _ClassVar[CycleStatus]
     CYCLE_STATUS_FAILED: _ClassVar[CycleStatus]
+
+class StatusView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STATUS_VIEW_UNSPECIFIED: _ClassVar[StatusView]
+    STATUS_VIEW_BASIC: _ClassVar[StatusView]
+    STATUS_VIEW_FULL: _ClassVar[StatusView]
 ROLE_UNSPECIFIED: Role
 ROLE_LEADER: Role
 ROLE_FOLLOWER: Role
@@ -60,6 +66,9 @@ SERIES_STATE_NO_DATA: SeriesState
 CYCLE_STATUS_UNSPECIFIED: CycleStatus
 CYCLE_STATUS_SUCCEEDED: CycleStatus
 CYCLE_STATUS_FAILED: CycleStatus
+STATUS_VIEW_UNSPECIFIED: StatusView
+STATUS_VIEW_BASIC: StatusView
+STATUS_VIEW_FULL: StatusView
 
 class GetLeaderRequest(_message.Message):
     __slots__ = ()
@@ -82,11 +91,37 @@ class GetLeaderResponse(_message.Message):
     def __init__(self, leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., epoch: _Optional[int] = ..., is_self: _Optional[bool] = ..., elected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("view",)
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    view: StatusView
+    def __init__(self, view: _Optional[_Union[StatusView, str]] = ...) -> None: ...
+
+class SeriesStateCount(_message.Message):
+    __slots__ = ("state", "count")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    state: SeriesState
+    count: int
+    def __init__(self, state: _Optional[_Union[SeriesState, str]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class StatusSummary(_message.Message):
+    __slots__ = ("series_count", "states", "open_gaps", "min_quality", "median_quality", "worst_series")
+    SERIES_COUNT_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    OPEN_GAPS_FIELD_NUMBER: _ClassVar[int]
+    MIN_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    WORST_SERIES_FIELD_NUMBER: _ClassVar[int]
+    series_count: int
+    states: _containers.RepeatedCompositeFieldContainer[SeriesStateCount]
+    open_gaps: int
+    min_quality: float
+    median_quality: float
+    worst_series: _containers.RepeatedCompositeFieldContainer[HealthScore]
+    def __init__(self, series_count: _Optional[int] = ..., states: _Optional[_Iterable[_Union[SeriesStateCount, _Mapping]]] = ..., open_gaps: _Optional[int] = ..., min_quality: _Optional[float] = ..., median_quality: _Optional[float] = ..., worst_series: _Optional[_Iterable[_Union[HealthScore, _Mapping]]] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("replica_id", "role", "auditor_enabled", "last_cycle", "next_cycle_at", "series_count", "version", "database_reachable", "leader_id", "epoch")
+    __slots__ = ("replica_id", "role", "auditor_enabled", "last_cycle", "next_cycle_at", "series_count", "version", "database_reachable", "leader_id", "epoch", "summary")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     AUDITOR_ENABLED_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +132,7 @@ class GetStatusResponse(_message.Message):
     DATABASE_REACHABLE_FIELD_NUMBER: _ClassVar[int]
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     role: Role
     auditor_enabled: bool
@@ -107,7 +143,8 @@ class GetStatusResponse(_message.Message):
     database_reachable: bool
     leader_id: str
     epoch: int
-    def __init__(self, replica_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., auditor_enabled: _Optional[bool] = ..., last_cycle: _Optional[_Union[AuditCycle, _Mapping]] = ..., next_cycle_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series_count: _Optional[int] = ..., version: _Optional[str] = ..., database_reachable: _Optional[bool] = ..., leader_id: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+    summary: StatusSummary
+    def __init__(self, replica_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., auditor_enabled: _Optional[bool] = ..., last_cycle: _Optional[_Union[AuditCycle, _Mapping]] = ..., next_cycle_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series_count: _Optional[int] = ..., version: _Optional[str] = ..., database_reachable: _Optional[bool] = ..., leader_id: _Optional[str] = ..., epoch: _Optional[int] = ..., summary: _Optional[_Union[StatusSummary, _Mapping]] = ...) -> None: ...
 
 class RunAuditRequest(_message.Message):
     __slots__ = ("symbols", "timeframes", "start_time", "end_time", "request_id")
@@ -154,7 +191,7 @@ class AuditCycle(_message.Message):
     def __init__(self, cycle_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., served_by: _Optional[str] = ..., epoch: _Optional[int] = ..., series: _Optional[_Iterable[_Union[SeriesReport, _Mapping]]] = ..., status: _Optional[_Union[CycleStatus, str]] = ..., error: _Optional[str] = ..., trigger: _Optional[str] = ..., historical: _Optional[bool] = ...) -> None: ...
 
 class SeriesReport(_message.Message):
-    __slots__ = ("symbol", "timeframe", "window_start", "window_end", "expected_candles", "present_candles", "missing_candles", "gap_count", "duplicate_groups", "surplus_documents", "misaligned_candles", "backfills_requested", "health", "backfills_skipped", "historical")
+    __slots__ = ("symbol", "timeframe", "window_start", "window_end", "expected_candles", "present_candles", "missing_candles", "gap_count", "duplicate_groups", "surplus_documents", "misaligned_candles", "backfills_requested", "health", "backfills_skipped", "historical", "gaps_not_stored")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
     WINDOW_START_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +207,7 @@ class SeriesReport(_message.Message):
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     BACKFILLS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     HISTORICAL_FIELD_NUMBER: _ClassVar[int]
+    GAPS_NOT_STORED_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     timeframe: str
     window_start: _timestamp_pb2.Timestamp
@@ -185,7 +223,8 @@ class SeriesReport(_message.Message):
     health: HealthScore
     backfills_skipped: int
     historical: bool
-    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_candles: _Optional[int] = ..., present_candles: _Optional[int] = ..., missing_candles: _Optional[int] = ..., gap_count: _Optional[int] = ..., duplicate_groups: _Optional[int] = ..., surplus_documents: _Optional[int] = ..., misaligned_candles: _Optional[int] = ..., backfills_requested: _Optional[int] = ..., health: _Optional[_Union[HealthScore, _Mapping]] = ..., backfills_skipped: _Optional[int] = ..., historical: _Optional[bool] = ...) -> None: ...
+    gaps_not_stored: int
+    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_candles: _Optional[int] = ..., present_candles: _Optional[int] = ..., missing_candles: _Optional[int] = ..., gap_count: _Optional[int] = ..., duplicate_groups: _Optional[int] = ..., surplus_documents: _Optional[int] = ..., misaligned_candles: _Optional[int] = ..., backfills_requested: _Optional[int] = ..., health: _Optional[_Union[HealthScore, _Mapping]] = ..., backfills_skipped: _Optional[int] = ..., historical: _Optional[bool] = ..., gaps_not_stored: _Optional[int] = ...) -> None: ...
 
 class HealthScore(_message.Message):
     __slots__ = ("symbol", "timeframe", "quality", "completeness", "consistency", "freshness", "gap_count", "duplicate_groups", "computed_at", "cycle_id", "state", "last_candle_open", "late_candles")

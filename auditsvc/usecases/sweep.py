@@ -1,0 +1,221 @@
+"""Default-window cycles at exchange scale: batched reads, incremental scans,
+batched writes. The auditor hands a cycle's selection here when it audits the
+default window (a scheduled cycle, or RunAudit without times).
+
+* **Groups.** Series sharing a candle collection, timeframe and window form a
+  group. Under ``klines_{timeframe}`` (no ``{symbol}``) that is every symbol of
+  a timeframe; with ``{symbol}`` in the template every group is one series.
+* **One read per group.** Each series gets a plan (:mod:`auditsvc.domain.settled`):
+  the whole window, or only its settled gaps and the tail after the recheck
+  horizon. ONE query reads every range of the group, ordered by symbol, and its
+  documents are scanned as they stream (memory: the group's scanners, not its
+  candles).
+* **Bounded writes.** Results are written CHUNK series at a time: the chunk's
+  gaps in fenced batches of at most GAP_BATCH, then its scores, reports and
+  settled records in one fenced batch of three bulk operations. No transaction
+  grows with the number of series or with a series' history.
+
+Guarantee: the reports are those of a full scan of each window (the settled
+module's contract); only their cost differs. Limits: a change older than
+AUDIT_RECHECK and outside every open gap is seen at the next full scan, at most
+AUDIT_FULL_SCAN_EVERY cycles later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from auditsvc.domain.records import GapRecord, ScoreRecord, SeriesReport
+from auditsvc.domain.scoring import score
+from auditsvc.domain.series_state import window_state
+from auditsvc.domain.settled import IncrementalScan, Plan, Settled, plan, settle
+from auditsvc.domain.timeframes import Timeframe
+from auditsvc.domain.values import Gap, SeriesScan, Window
+from auditsvc.ops.clock import Clock
+from auditsvc.ops.metrics import Metrics
+from auditsvc.ops.settings import AuditSettings
+from auditsvc.storage.interfaces import CandleStore, Fence, SettledStore, StateStore
+
+# Series per fenced write batch.
+CHUNK = 500
+# Gap records per fenced write batch (about 0.3 KB each in BSON).
+GAP_BATCH = 250
+
+Backfill = Callable[[str, Timeframe, Gap, int], Awaitable[tuple[str, int, int]]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Group:
+    """Series of one collection, timeframe and window, read with one query."""
+
+    collection: str
+    tf: Timeframe
+    window: Window
+    symbols: tuple[str, ...]
+
+
+def groups(candles: CandleStore, selection: Sequence[tuple[str, Timeframe, Window]]) -> list[Group]:
+    """The selection by collection, timeframe and window; symbols keep their order."""
+    found: dict[tuple[str, str, Window], tuple[Timeframe, list[str]]] = {}
+    for symbol, tf, window in selection:
+        key = (candles.collection(symbol, tf.name), tf.name, window)
+        found.setdefault(key, (tf, []))[1].append(symbol)
+    return [
+        Group(collection, tf, window, tuple(symbols))
+        for (collection, _, window), (tf, symbols) in found.items()
+    ]
+
+
+class Sweep:
+    def __init__(
+        self,
+        audit: AuditSettings,
+        clock: Clock,
+        candles: CandleStore,
+        state: StateStore,
+        settled: SettledStore,
+        fence: Fence,
+        metrics: Metrics,
+        backfill: Backfill,
+    ) -> None:
+        self._audit = audit
+        self._clock = clock
+        self._candles = candles
+        self._state = state
+        self._settled = settled
+        self._fence = fence
+        self._metrics = metrics
+        self._backfill = backfill
+
+    async def group(self, g: Group, cycle_id: str, epoch: int) -> list[SeriesReport]:
+        """Audits one group and stores its results; returns its reports in symbol order."""
+        known = await self._settled.load(g.tf.name, g.symbols)
+        recheck_ms = round(self._audit.recheck * 1000)
+        plans = {
+            s: plan(g.tf, g.window, known.get(s), recheck_ms, self._audit.full_scan_every)
+            for s in g.symbols
+        }
+        cap = self._audit.max_gaps_per_series
+        scans = {s: IncrementalScan(g.tf, p, cap) for s, p in plans.items()}
+        reads = {s: p.reads for s, p in plans.items()}
+        async for symbol, stamps in self._candles.read_many(g.collection, reads):
+            scan = scans.get(symbol)
+            if scan is not None:
+                scan.feed(stamps)
+        reports: list[SeriesReport] = []
+        for first in range(0, len(g.symbols), CHUNK):
+            chunk = g.symbols[first : first + CHUNK]
+            reports += await self._conclude_chunk(g, chunk, scans, plans, cycle_id, epoch)
+        return reports
+
+    async def _conclude_chunk(
+        self,
+        g: Group,
+        symbols: Sequence[str],
+        scans: dict[str, IncrementalScan],
+        plans: dict[str, Plan],
+        cycle_id: str,
+        epoch: int,
+    ) -> list[SeriesReport]:
+        reports: list[SeriesReport] = []
+        gaps: list[GapRecord] = []
+        records: dict[str, Settled | None] = {}
+        for symbol in symbols:
+            found = scans.pop(symbol).finish()
+            report, series_gaps = await self._conclude(
+                symbol, g.tf, g.window, found, cycle_id, epoch
+            )
+            reports.append(report)
+            gaps += series_gaps
+            records[symbol] = settle(found, plans[symbol])
+            self._count(symbol, g.tf, found, plans[symbol])
+        for first in range(0, len(gaps), GAP_BATCH):
+            part = gaps[first : first + GAP_BATCH]
+            await self._fence.write_fenced(
+                epoch, functools.partial(self._state.save_gaps, part, cycle_id, epoch)
+            )
+        await self._fence.write_fenced(
+            epoch, functools.partial(self._save, reports, records, cycle_id, epoch)
+        )
+        return reports
+
+    async def _save(
+        self,
+        reports: list[SeriesReport],
+        records: dict[str, Settled | None],
+        cycle_id: str,
+        epoch: int,
+        session: Any,
+    ) -> None:
+        await self._settled.save_chunk(
+            reports, records, cycle_id=cycle_id, epoch=epoch, session=session
+        )
+
+    def _count(self, symbol: str, tf: Timeframe, found: SeriesScan, p: Plan) -> None:
+        self._metrics.series_scans.labels("full" if p.full else "incremental").inc()
+        labels = (symbol, tf.name)
+        self._metrics.gaps_detected.labels(*labels).inc(found.gap_count)
+        self._metrics.duplicates_detected.labels(*labels).inc(len(found.duplicates))
+
+    async def _conclude(
+        self,
+        symbol: str,
+        tf: Timeframe,
+        window: Window,
+        found: SeriesScan,
+        cycle_id: str,
+        epoch: int,
+    ) -> tuple[SeriesReport, list[GapRecord]]:
+        """The series' report and gap records, backfills requested as a cycle does."""
+        health = score(found, tf)
+        now = self._clock.now_ms()
+        gaps: list[GapRecord] = []
+        requested = skipped = 0
+        for gap in found.gaps:
+            backfill_id, new, capped = await self._backfill(symbol, tf, gap, epoch)
+            requested += new
+            skipped += capped
+            gaps.append(
+                GapRecord(
+                    symbol,
+                    tf.name,
+                    gap.start_ms,
+                    gap.end_ms,
+                    gap.missing_candles,
+                    gap.severity,
+                    now,
+                    backfill_id,
+                )
+            )
+        grace_ms = round(self._audit.ingest_grace * 1000)
+        live = window_state(tf, window.end_ms, found.newest_ms, now, grace_ms)
+        record = ScoreRecord(symbol, tf.name, health, now, cycle_id)
+        if live is not None:
+            record = dataclasses.replace(
+                record,
+                state=live.state,
+                last_candle_ms=live.last_candle_ms,
+                late_candles=live.late_candles,
+            )
+        self._metrics.health_score.labels(symbol, tf.name).set(health.quality)
+        report = SeriesReport(
+            symbol=symbol,
+            timeframe=tf.name,
+            window_start_ms=window.start_ms,
+            window_end_ms=window.end_ms,
+            expected_candles=found.expected_candles,
+            present_candles=found.present_candles,
+            missing_candles=found.missing_candles,
+            gap_count=found.gap_count,
+            gaps_not_stored=found.dropped_gaps,
+            duplicate_groups=len(found.duplicates),
+            surplus_documents=found.surplus_documents,
+            misaligned_candles=found.misaligned_candles,
+            backfills_requested=requested,
+            backfills_skipped=skipped,
+            health=record,
+        )
+        return report, gaps

@@ -1,0 +1,228 @@
+"""Incremental default-window cycles against SecantusDB, over the wire.
+
+A RunAudit without times reads only each series' open gaps and the tail after the
+recheck horizon; its reports must equal a full scan's. The live tail is off: its
+scores would race the reports compared."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from auditpb.v1 import audit_pb2 as pb
+from auditsvc.leadership.term import Standalone
+from auditsvc.ops.clock import SystemClock
+from auditsvc.ops.metrics import Metrics
+from auditsvc.storage.mongo import (
+    MongoBackfillStore,
+    MongoCandleStore,
+    MongoLeadershipStore,
+    MongoStateStore,
+    connect,
+)
+from auditsvc.storage.mongo.database import GAPS, SETTLED, ensure_time_index, to_dt
+from auditsvc.storage.mongo.settled_store import MongoSettledStore
+from auditsvc.usecases.auditing import Auditor
+
+TIMEOUT = 60.0
+M = 60_000
+SLOTS = 180  # AUDIT_LOOKBACK of 3 h in 1m slots
+ENV = {
+    "LIVE_MODE": "off",
+    "AUDIT_TIMEFRAMES": "1m",
+    "AUDIT_LOOKBACK": str(SLOTS * 60),
+    "AUDIT_RECHECK": "1800",
+    "AUDIT_INGEST_GRACE": "0",
+}
+
+
+def window_end() -> int:
+    return int(time.time() * 1000) // M * M
+
+
+async def seed(db: Any, collection: str, symbol: str, end: int, skip: set[int]) -> None:
+    """1m candles for the SLOTS + 10 slots before ``end``, except slot numbers in ``skip``
+    (0 is the oldest), plus a few slots ahead so a minute boundary changes nothing."""
+    docs = [
+        {"symbol": symbol, "timestamp": to_dt(end - (SLOTS + 10 - i) * M)}
+        for i in range(SLOTS + 13)
+        if i not in skip
+    ]
+    await asyncio.wait_for(db[collection].insert_many(docs), TIMEOUT)
+
+
+def comparable(report: pb.SeriesReport) -> tuple[Any, ...]:
+    return (
+        report.symbol,
+        report.window_start.ToMilliseconds(),
+        report.window_end.ToMilliseconds(),
+        report.expected_candles,
+        report.present_candles,
+        report.gap_count,
+        report.duplicate_groups,
+        report.misaligned_candles,
+    )
+
+
+async def audit(replica: Any, **kwargs: Any) -> pb.AuditCycle:
+    reply = await replica.stub.RunAudit(pb.RunAuditRequest(**kwargs), timeout=TIMEOUT)
+    return reply.cycle
+
+
+async def full_scan(replica: Any, cycle: pb.AuditCycle) -> list[tuple[Any, ...]]:
+    """The same windows audited with explicit times: always a full scan."""
+    first = cycle.series[0]
+    again = await audit(replica, start_time=first.window_start, end_time=first.window_end)
+    return [comparable(r) for r in again.series]
+
+
+class TestIncrementalCycles:
+    """Default-window RunAudits are incremental and still equal a full scan."""
+
+    async def test_fresh_deletion_in_recheck_horizon(
+        self, make_settings: Any, start_replica: Any
+    ) -> None:
+        """A candle deleted 10 minutes back (inside AUDIT_RECHECK) is a gap at the next cycle."""
+        replica = await start_replica(make_settings(AUDIT_SYMBOLS="BTCUSDT", **ENV))
+        db = replica.app.database.db
+        end = window_end()
+        await seed(db, "candles_BTCUSDT_1m", "BTCUSDT", end, set())
+        first = await audit(replica)
+        assert first.series[0].gap_count == 0
+        gone = to_dt(first.series[0].window_end.ToMilliseconds() - 10 * M)
+        await db["candles_BTCUSDT_1m"].delete_one({"timestamp": gone})
+        second = await audit(replica)
+        settled = await db[SETTLED].find_one({"_id": "BTCUSDT|1m"})
+        assert settled is not None and settled["since_full"] == 1  # it was incremental
+        (report,) = second.series
+        assert report.gap_count == 1
+        assert await db[GAPS].count_documents({"start_time": gone}) == 1
+        assert [comparable(r) for r in second.series] == await full_scan(replica, second)
+
+    async def test_backfilled_old_gap_disappears(
+        self, make_settings: Any, start_replica: Any
+    ) -> None:
+        """A gap two hours back, far before the recheck horizon, shrinks as a backfill fills
+        part of it and goes once the rest is filled."""
+        replica = await start_replica(make_settings(AUDIT_SYMBOLS="BTCUSDT", **ENV))
+        db = replica.app.database.db
+        end = window_end()
+        await seed(db, "candles_BTCUSDT_1m", "BTCUSDT", end, {60, 61, 62})
+        first = await audit(replica)
+        assert first.series[0].gap_count == 1
+        assert await db[GAPS].count_documents({}) == 1
+        filled = [
+            {"symbol": "BTCUSDT", "timestamp": to_dt(end - (SLOTS + 10 - i) * M)}
+            for i in (60, 61, 62)
+        ]
+        await db["candles_BTCUSDT_1m"].insert_many(filled[:2])
+        partial = await audit(replica)
+        assert (partial.series[0].gap_count, partial.series[0].missing_candles) == (1, 1)
+        await db["candles_BTCUSDT_1m"].insert_many(filled[2:])
+        second = await audit(replica)
+        settled = await db[SETTLED].find_one({"_id": "BTCUSDT|1m"})
+        assert settled is not None and settled["since_full"] == 2
+        assert second.series[0].gap_count == 0
+        assert await db[GAPS].count_documents({}) == 0
+        assert [comparable(r) for r in second.series] == await full_scan(replica, second)
+
+    @pytest.mark.parametrize("time_index", [False, True])
+    async def test_shared_collection_batched(
+        self, make_settings: Any, start_replica: Any, time_index: bool
+    ) -> None:
+        """Symbols sharing klines_{timeframe}, read by symbol or (with a timestamp index) by
+        time: reports equal a full scan, cycle after cycle."""
+        symbols = [f"S{i}USDT" for i in range(6)]
+        replica = await start_replica(
+            make_settings(
+                AUDIT_SYMBOLS=",".join(symbols),
+                CANDLE_COLLECTION_TEMPLATE="klines_{timeframe}",
+                AUDIT_FULL_SCAN_EVERY="3",
+                **ENV,
+            )
+        )
+        db = replica.app.database.db
+        end = window_end()
+        for i, symbol in enumerate(symbols):
+            await seed(db, "klines_1m", symbol, end, {10 * i, 10 * i + 1, SLOTS - i})
+        await db["klines_1m"].insert_one({"symbol": "NOTAUDITED", "timestamp": to_dt(end - M)})
+        if time_index:
+            await ensure_time_index(replica.app.database, "klines_1m")
+        for n in range(4):
+            cycle = await audit(replica)
+            assert [comparable(r) for r in cycle.series] == await full_scan(replica, cycle)
+            assert [r.symbol for r in cycle.series] == symbols
+            if n == 0:  # a backfill of S1USDT's old gap, seen by the incremental cycle
+                old = [to_dt(end - (SLOTS + 10 - k) * M) for k in (10, 11)]
+                await db["klines_1m"].insert_many(
+                    [{"symbol": symbols[1], "timestamp": t} for t in old]
+                )
+        kinds = {
+            sample.labels["kind"]: sample.value
+            for metric in replica.app.metrics.registry.collect()
+            if metric.name == "data_manager_audit_series_scans"
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        }
+        assert kinds["incremental"] > 0
+        assert kinds["full"] > 0
+
+
+class CountingCandles(MongoCandleStore):
+    """The real candle store, counting the queries a cycle makes."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.many = 0
+        self.single = 0
+
+    def read_many(self, *args: Any) -> Any:
+        self.many += 1
+        return super().read_many(*args)
+
+    def timestamps(self, *args: Any) -> Any:
+        self.single += 1
+        return super().timestamps(*args)
+
+
+class TestBatchedReads:
+    """Symbols sharing a collection are read with one query per cycle, not one per series."""
+
+    async def test_one_query_per_collection(self, make_settings: Any) -> None:
+        """Six symbols in klines_1m: one read_many per default-window cycle, no per-series read."""
+        symbols = [f"S{i}USDT" for i in range(6)]
+        settings = make_settings(
+            AUDIT_SYMBOLS=",".join(symbols), CANDLE_COLLECTION_TEMPLATE="klines_{timeframe}", **ENV
+        )
+        database = connect(settings.mongo.uri, settings.mongo.database, 2000)
+        try:
+            end = window_end()
+            for symbol in symbols:
+                await seed(database.db, "klines_1m", symbol, end, {20})
+            candles = CountingCandles(database, settings.audit.collection_template)
+            clock = SystemClock()
+            audits = Auditor(
+                settings.audit,
+                settings.backfill,
+                settings.server.replica_id,
+                clock,
+                candles,
+                MongoStateStore(database),
+                MongoBackfillStore(database),
+                MongoLeadershipStore(database, settings.election.name, settings.server.replica_id),
+                Standalone(settings.server.replica_id, "127.0.0.1:0", clock.now_ms()),
+                Metrics(),
+                settled=MongoSettledStore(database),
+            )
+            for expected in (1, 2):
+                selection = audits.select((), (), None, None)
+                cycle = await asyncio.wait_for(
+                    audits.run_cycle(selection, trigger="rpc", default_window=True), TIMEOUT
+                )
+                assert [r.gap_count for r in cycle.series] == [1] * len(symbols)
+                assert (candles.many, candles.single) == (expected, 0)
+        finally:
+            await database.close()
