@@ -96,12 +96,17 @@ class Cycle:
     error: str = ""
     # None for cycles stored before summaries existed.
     summary: CycleSummary | None = None
+    # What ``historical`` was when stored, for a cycle read without its series
+    # (GetStatus BASIC); ignored while the series are present.
+    stored_historical: bool = False
 
     @property
     def historical(self) -> bool:
         """Every series of the cycle is a report (see SeriesReport.historical), so the
         cycle changed no live score."""
-        return bool(self.series) and all(r.historical for r in self.series)
+        if not self.series:
+            return self.stored_historical
+        return all(r.historical for r in self.series)
 
 
 @dataclass(frozen=True, slots=True)

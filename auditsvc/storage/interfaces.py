@@ -144,7 +144,13 @@ class StateStore(Protocol):
     ) -> None: ...
 
     async def save_gaps(
-        self, gaps: Sequence[GapRecord], cycle_id: str, epoch: int, session: Any = None
+        self,
+        gaps: Sequence[GapRecord],
+        cycle_id: str,
+        epoch: int,
+        session: Any = None,
+        *,
+        historical: bool = False,
     ) -> None:
         """Upserts one batch of a cycle's gaps (keyed by series + start). The cycle's
         ``save_series`` then removes the series' gaps this cycle did not write."""

@@ -314,7 +314,7 @@ class AuditService:
         if last is None:
             last = self.auditor.last_cycle
             if last is not None and not full:
-                last = dataclasses.replace(last, series=())
+                last = dataclasses.replace(last, series=(), stored_historical=last.historical)
         term = self._leadership.term()
         return Status(
             replica_id=self._replica_id,

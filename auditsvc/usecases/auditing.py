@@ -350,7 +350,10 @@ class Auditor:
         for first in range(0, len(gaps), GAP_BATCH):
             part = gaps[first : first + GAP_BATCH]
             await self._fence.write_fenced(
-                epoch, functools.partial(self._state.save_gaps, part, cycle_id, epoch)
+                epoch,
+                functools.partial(
+                    self._state.save_gaps, part, cycle_id, epoch, historical=historical
+                ),
             )
         await self._fence.write_fenced(
             epoch,

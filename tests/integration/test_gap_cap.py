@@ -32,10 +32,16 @@ class RecordingState(MongoStateStore):
         self.batches: list[int] = []
 
     async def save_gaps(
-        self, gaps: Sequence[GapRecord], cycle_id: str, epoch: int, session: Any = None
+        self,
+        gaps: Sequence[GapRecord],
+        cycle_id: str,
+        epoch: int,
+        session: Any = None,
+        *,
+        historical: bool = False,
     ) -> None:
         self.batches.append(len(gaps))
-        await super().save_gaps(gaps, cycle_id, epoch, session)
+        await super().save_gaps(gaps, cycle_id, epoch, session, historical=historical)
 
 
 @pytest.fixture

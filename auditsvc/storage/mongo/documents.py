@@ -121,6 +121,7 @@ def cycle_record(d: dict[str, Any], series: tuple[SeriesReport, ...] = ()) -> Cy
         error=d.get("error", ""),
         series=series or tuple(report_record(r) for r in d.get("series", [])),
         summary=summary_record(d["summary"]) if d.get("summary") else None,
+        stored_historical=bool(d.get("historical", False)),
     )
 
 

@@ -86,13 +86,19 @@ class MongoSettledStore:
         if any(r.timeframe != timeframe or r.window_end_ms != window_end for r in reports):
             raise ValueError("a chunk holds one timeframe and one window end")
         symbols = [r.symbol for r in reports]
-        # Gaps starting at or after the window's end are the live tail's (see save_series).
+        # Gaps starting at or after the window's end are the live tail's, and a report's
+        # gaps before the window stay listed (the same rule as save_series).
+        window_start = min(r.window_start_ms for r in reports)
         await self._db[GAPS].delete_many(
             {
                 "timeframe": timeframe,
                 "symbol": {"$in": symbols},
                 "cycle_id": {"$ne": cycle_id},
                 "start_time": {"$lt": to_dt(window_end)},
+                "$or": [
+                    {"start_time": {"$gte": to_dt(window_start)}},
+                    {"historical": {"$ne": True}},
+                ],
             },
             session=session,
         )

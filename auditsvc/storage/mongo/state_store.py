@@ -101,10 +101,20 @@ class MongoStateStore:
         )
 
     async def save_gaps(
-        self, gaps: Sequence[GapRecord], cycle_id: str, epoch: int, session: Any = None
+        self,
+        gaps: Sequence[GapRecord],
+        cycle_id: str,
+        epoch: int,
+        session: Any = None,
+        *,
+        historical: bool = False,
     ) -> None:
+        """Upserts one batch of gaps; a report's are tagged ``historical`` (see save_series)."""
         if gaps:
-            ops = [_gap_upsert(codec.gap_doc(g, cycle_id, epoch)) for g in gaps]
+            ops = [
+                _gap_upsert({**codec.gap_doc(g, cycle_id, epoch), "historical": historical})
+                for g in gaps
+            ]
             await self._db[GAPS].bulk_write(ops, ordered=False, session=session)
 
     async def save_cycle(self, cycle: Cycle, session: Any = None) -> None:
