@@ -2,7 +2,7 @@
 
 Each batch takes the next archive entries of the request not yet restored
 (one cursor over the ``by_key`` index), inserts their documents with one unordered
-bulk insert per collection, and marks them restored (through ``by_key``).
+bulk insert per collection, and marks them restored (by each entry's ``_id``).
 
 Guarantees: idempotent and resumable. A document already present (restored
 before, or never really gone) is counted as present, not duplicated; an entry
@@ -69,20 +69,17 @@ async def restore(
             break
         by_collection: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for entry in entries:
-            by_collection[entry["collection"]].append(entry["document"])
+            by_collection[entry["collection"]].append(entry)
         now = dt.datetime.now(dt.UTC)
-        for collection, docs in by_collection.items():
+        for collection, batch in by_collection.items():
+            docs = [entry["document"] for entry in batch]
             inserted = await _insert(db[collection], docs)
             restored += inserted
             present += len(docs) - inserted
-            # One equality per entry on the by_key index: servers that cannot
-            # walk a compound index for $in in an update would scan the archive.
+            # One equality on the primary key per entry: every server walks _id for
+            # it, where a compound key or $in in an update may become a scan.
             marks = [
-                UpdateOne(
-                    {"request_id": request_id, "collection": collection, "document._id": d["_id"]},
-                    {"$set": {"restored_at": now}},
-                )
-                for d in docs
+                UpdateOne({"_id": entry["_id"]}, {"$set": {"restored_at": now}}) for entry in batch
             ]
             await db[ARCHIVE].bulk_write(marks, ordered=False)
         took = time.monotonic() - started
