@@ -15,7 +15,6 @@ twice at once. Inside a cycle, AUDIT_CONCURRENCY series run at a time.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import uuid
@@ -34,13 +33,9 @@ from auditsvc.domain.records import (
     SCHEDULED,
     BackfillRequest,
     Cycle,
-    GapRecord,
-    ScoreRecord,
     SeriesReport,
 )
 from auditsvc.domain.scanner import SeriesScanner
-from auditsvc.domain.scoring import score
-from auditsvc.domain.series_state import window_state
 from auditsvc.domain.summary import summarize
 from auditsvc.domain.timeframes import Timeframe, default_window, parse_timeframe
 from auditsvc.domain.values import Gap, Severity, Window
@@ -49,7 +44,7 @@ from auditsvc.ops.clock import Clock
 from auditsvc.ops.metrics import Metrics
 from auditsvc.ops.settings import AuditSettings, BackfillSettings
 from auditsvc.storage.interfaces import BackfillStore, CandleStore, Fence, SettledStore, StateStore
-from auditsvc.usecases.sweep import GAP_BATCH, Group, Sweep, groups
+from auditsvc.usecases.sweep import GAP_BATCH, Group, Sweep, conclude, groups
 
 log = logging.getLogger(__name__)
 
@@ -296,54 +291,19 @@ class Auditor:
         async for batch in self._candles.timestamps(symbol, tf.name, window):
             scanner.feed(batch)
         found = scanner.finish()
-        health = score(found, tf)
-        now = self._clock.now_ms()
-        gaps: list[GapRecord] = []
-        requested = skipped = 0
-        for gap in found.gaps:
-            backfill_id, new, capped = await self._maybe_backfill(symbol, tf, gap, epoch)
-            requested += new
-            skipped += capped
-            gaps.append(
-                GapRecord(
-                    symbol,
-                    tf.name,
-                    gap.start_ms,
-                    gap.end_ms,
-                    gap.missing_candles,
-                    gap.severity,
-                    now,
-                    backfill_id,
-                )
-            )
-        grace_ms = round(self._audit.ingest_grace * 1000)
-        live = window_state(tf, window.end_ms, found.newest_ms, now, grace_ms)
-        record = ScoreRecord(symbol, tf.name, health, now, cycle_id)
-        if live is not None:
-            record = dataclasses.replace(
-                record,
-                state=live.state,
-                last_candle_ms=live.last_candle_ms,
-                late_candles=live.late_candles,
-            )
-        report = SeriesReport(
-            symbol=symbol,
-            timeframe=tf.name,
-            window_start_ms=window.start_ms,
-            window_end_ms=window.end_ms,
-            expected_candles=found.expected_candles,
-            present_candles=found.present_candles,
-            missing_candles=found.missing_candles,
-            gap_count=found.gap_count,
-            gaps_not_stored=found.dropped_gaps,
-            duplicate_groups=len(found.duplicates),
-            surplus_documents=found.surplus_documents,
-            misaligned_candles=found.misaligned_candles,
-            backfills_requested=requested,
-            backfills_skipped=skipped,
-            health=record,
+        report, gaps = await conclude(
+            self._audit,
+            self._maybe_backfill,
+            self._clock.now_ms(),
+            symbol,
+            tf,
+            window,
+            found,
+            cycle_id,
+            epoch,
             historical=historical,
         )
+        health = report.health.score
         # Gaps in fenced batches of GAP_BATCH, so no transaction grows with the
         # series' history; the series record last, which drops the gaps this
         # cycle did not write.

@@ -170,52 +170,84 @@ class Sweep:
         epoch: int,
     ) -> tuple[SeriesReport, list[GapRecord]]:
         """The series' report and gap records, backfills requested as a cycle does."""
-        health = score(found, tf)
-        now = self._clock.now_ms()
-        gaps: list[GapRecord] = []
-        requested = skipped = 0
-        for gap in found.gaps:
-            backfill_id, new, capped = await self._backfill(symbol, tf, gap, epoch)
-            requested += new
-            skipped += capped
-            gaps.append(
-                GapRecord(
-                    symbol,
-                    tf.name,
-                    gap.start_ms,
-                    gap.end_ms,
-                    gap.missing_candles,
-                    gap.severity,
-                    now,
-                    backfill_id,
-                )
-            )
-        grace_ms = round(self._audit.ingest_grace * 1000)
-        live = window_state(tf, window.end_ms, found.newest_ms, now, grace_ms)
-        record = ScoreRecord(symbol, tf.name, health, now, cycle_id)
-        if live is not None:
-            record = dataclasses.replace(
-                record,
-                state=live.state,
-                last_candle_ms=live.last_candle_ms,
-                late_candles=live.late_candles,
-            )
-        self._metrics.health_score.labels(symbol, tf.name).set(health.quality)
-        report = SeriesReport(
-            symbol=symbol,
-            timeframe=tf.name,
-            window_start_ms=window.start_ms,
-            window_end_ms=window.end_ms,
-            expected_candles=found.expected_candles,
-            present_candles=found.present_candles,
-            missing_candles=found.missing_candles,
-            gap_count=found.gap_count,
-            gaps_not_stored=found.dropped_gaps,
-            duplicate_groups=len(found.duplicates),
-            surplus_documents=found.surplus_documents,
-            misaligned_candles=found.misaligned_candles,
-            backfills_requested=requested,
-            backfills_skipped=skipped,
-            health=record,
+        report, gaps = await conclude(
+            self._audit,
+            self._backfill,
+            self._clock.now_ms(),
+            symbol,
+            tf,
+            window,
+            found,
+            cycle_id,
+            epoch,
         )
+        self._metrics.health_score.labels(symbol, tf.name).set(report.health.score.quality)
         return report, gaps
+
+
+async def conclude(
+    audit: AuditSettings,
+    backfill: Backfill,
+    now: int,
+    symbol: str,
+    tf: Timeframe,
+    window: Window,
+    found: SeriesScan,
+    cycle_id: str,
+    epoch: int,
+    *,
+    historical: bool = False,
+) -> tuple[SeriesReport, list[GapRecord]]:
+    """A scanned series' report and gap records, with backfills requested for its gaps.
+
+    The one place a scan becomes a report, for full scans (``Auditor``) and the
+    incremental sweep alike; storing them is the caller's.
+    """
+    health = score(found, tf)
+    gaps: list[GapRecord] = []
+    requested = skipped = 0
+    for gap in found.gaps:
+        backfill_id, new, capped = await backfill(symbol, tf, gap, epoch)
+        requested += new
+        skipped += capped
+        gaps.append(
+            GapRecord(
+                symbol,
+                tf.name,
+                gap.start_ms,
+                gap.end_ms,
+                gap.missing_candles,
+                gap.severity,
+                now,
+                backfill_id,
+            )
+        )
+    grace_ms = round(audit.ingest_grace * 1000)
+    live = window_state(tf, window.end_ms, found.newest_ms, now, grace_ms)
+    record = ScoreRecord(symbol, tf.name, health, now, cycle_id)
+    if live is not None:
+        record = dataclasses.replace(
+            record,
+            state=live.state,
+            last_candle_ms=live.last_candle_ms,
+            late_candles=live.late_candles,
+        )
+    report = SeriesReport(
+        symbol=symbol,
+        timeframe=tf.name,
+        window_start_ms=window.start_ms,
+        window_end_ms=window.end_ms,
+        expected_candles=found.expected_candles,
+        present_candles=found.present_candles,
+        missing_candles=found.missing_candles,
+        gap_count=found.gap_count,
+        gaps_not_stored=found.dropped_gaps,
+        duplicate_groups=len(found.duplicates),
+        surplus_documents=found.surplus_documents,
+        misaligned_candles=found.misaligned_candles,
+        backfills_requested=requested,
+        backfills_skipped=skipped,
+        health=record,
+        historical=historical,
+    )
+    return report, gaps
