@@ -32,14 +32,22 @@ def election_env(ctx: Context, symbol: str) -> dict[str, str]:
     }
 
 
-async def seed_tiny(ctx: Context, database: str, symbol: str) -> pb.RunAuditRequest:
-    """A tiny demo series (60 x 1m) and the RunAudit request covering it."""
+async def seed_tiny(
+    ctx: Context, database: str, symbol: str, *, live: bool = False
+) -> pb.RunAuditRequest:
+    """A tiny demo series (60 x 1m) and the RunAudit request covering it.
+
+    ``live``: the series ends now and the request gives only ``start_time``, so the
+    audit is live and its score reaches StreamHealthScores; otherwise the series
+    ends at a fixed past instant and the audit is a report (no stream message).
+    """
     col = f"candles_{symbol}_{TIMEFRAME}"
     db = ctx.client[database]
-    await seed.seed_series(db, col, symbol, TIMEFRAME, seed.FIXED_END_MS, SLOTS)
+    end_ms = int(time.time() * 1000) if live else seed.FIXED_END_MS
+    await seed.seed_series(db, col, symbol, TIMEFRAME, end_ms, SLOTS)
     await seed.index(db, col)
-    start, end = seed.window(seed.FIXED_END_MS, TIMEFRAME, SLOTS)
-    return audit_request([symbol], TIMEFRAME, start, end)
+    start, end = seed.window(end_ms, TIMEFRAME, SLOTS)
+    return audit_request([symbol], TIMEFRAME, start, None if live else end)
 
 
 async def start(ctx: Context, database: str, names: list[str], symbol: str) -> list[Replica]:

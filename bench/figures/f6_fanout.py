@@ -82,7 +82,8 @@ async def subscribe(stub: Any, idx: int, subs: Subscribers, first: asyncio.Event
 async def run(ctx: Context) -> dict[str, Any]:
     sz = ctx.sizes
     name = ctx.database("fanout")
-    req = await cluster.seed_tiny(ctx, name, SYMBOL)
+    # A live audit: only those reach the stream (a historical window is a report).
+    req = await cluster.seed_tiny(ctx, name, SYMBOL, live=True)
     replicas = await cluster.start(ctx, name, ["fo1", "fo2"], SYMBOL)
     leader = await cluster.leader_of(replicas, cluster.settle_time(ctx))
     follower = next(r for r in replicas if r is not leader)
