@@ -43,7 +43,9 @@ def _fingerprint(path: Path) -> tuple[int, int] | None:
 def test_tiny_run_reports_every_figure(tmp_path: Path) -> None:
     before = {p: _fingerprint(p) for p in PROTECTED}
     doc = tmp_path / "PERFORMANCE.md"
-    doc.write_text("# Prose kept\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\n\nAfter.\n")
+    doc.write_text(
+        "# Prose kept\n\n<!-- bench:start -->\nSTALE-BLOCK\n<!-- bench:end -->\n\nAfter.\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--tiny", "--output", str(tmp_path), "--doc", str(doc)],
@@ -72,7 +74,7 @@ def test_tiny_run_reports_every_figure(tmp_path: Path) -> None:
 
     text = doc.read_text()
     assert text.startswith("# Prose kept") and text.rstrip().endswith("After.")
-    assert "old" not in text
+    assert "STALE-BLOCK" not in text  # ("old" is in "cold cycle")
     for figure in results["figures"].values():
         assert figure["title"] in text
     assert {p: _fingerprint(p) for p in PROTECTED} == before
