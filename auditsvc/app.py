@@ -311,7 +311,10 @@ class App:
         self.metrics.set_leading(False)
         log.info("shutting down: leadership released")
         self.service.closing.set()
-        await _bounded("drain RPCs", self.server.stop(left()), left() + _STEP_FLOOR)
+        # In-flight calls get at least a floor to finish even when earlier steps used the
+        # budget: a call cut by the server's stop reads CANCELLED, which clients do not retry.
+        drain = max(left(), 2 * _STEP_FLOOR)
+        await _bounded("drain RPCs", self.server.stop(drain), drain + _STEP_FLOOR)
         log.info("shutting down: RPCs drained")
         await _bounded("stop request work", self.service.close(), left())
         await _bounded("close forwarding channels", self.forwarder.close(), left())

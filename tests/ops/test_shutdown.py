@@ -154,7 +154,7 @@ async def open_score_stream(leader: ReplicaProcess, chan: grpc.aio.Channel) -> A
     # historical range is a report, which never reaches the stream).
     await leader.stub.RunAudit(pb.RunAuditRequest(symbols=["ETHUSDT"]), timeout=TIMEOUT)
     stream = pb_grpc.AuditServiceStub(chan).StreamHealthScores(
-        pb.StreamHealthScoresRequest(), timeout=60
+        pb.StreamHealthScoresRequest(symbols=["ETHUSDT"]), timeout=60
     )
     first = await asyncio.wait_for(stream.read(), timeout=TIMEOUT)
     assert first.score.symbol == "ETHUSDT"
