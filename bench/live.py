@@ -79,7 +79,9 @@ class Feed:
         """``seconds`` closed slots per active symbol, so each starts LIVE."""
         last = now_ms() // SEC * SEC - SEC
         docs = [candle(s, last - i * SEC) for s in self.active for i in range(seconds)]
+        # The indexes `auditsvc setup-db` makes for symbols sharing a collection.
         await self.coll.create_index([("symbol", 1), ("timestamp", 1)])
+        await self.coll.create_index([("timestamp", 1)])
         for i in range(0, len(docs), 10_000):
             await self.coll.insert_many(docs[i : i + 10_000], ordered=False)
         self.newest = dict.fromkeys(self.active, last)

@@ -211,12 +211,18 @@ class LiveTail:
                 # Slack: symbols a couple of slots behind the newest still share the range query.
                 slot = max(self._series[k].nominal_ms for k in members.values())
                 floor = top - 2 * slot - self._grace
+            recent_newest: list[int] = []
             for sym, key in members.items():
                 newest = self._newest.get(key)
                 if newest is not None and newest >= floor and top is not None:
                     recent.append(sym)
+                    recent_newest.append(newest)
                 else:
                     lagging[sym] = newest
+            # Read from the oldest recent symbol's newest candle, not from the slack
+            # floor: everything after it is new to some recent symbol, while the
+            # slack would re-read grace + 2 slots of every insert (12 s of 1s candles).
+            floor = min(recent_newest, default=floor)
             for sym, t in await self._feed.poll(coll, floor, recent, lagging):
                 if sym in members:
                     await self._seen(members[sym], t, epoch)

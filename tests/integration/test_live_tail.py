@@ -155,10 +155,18 @@ class TestLiveGaps:
     async def test_gap_detected_live_then_reconciled(
         self, make_settings: Any, start_replica: Any, feeder: Feeder
     ) -> None:
-        """Skipping 3 slots stores a detected_live gap; RunAudit leaves exactly one copy."""
+        """Skipping 3 slots stores a detected_live gap; RunAudit leaves exactly one copy.
+
+        Two symbols share the collection and it has the ``{timestamp: 1}`` index
+        setup-db makes, so the poll reads both with one time-range query.
+        """
+        await feeder.coll.create_index([("timestamp", 1)])
         await feeder.backfill("BTCUSDT", 150)
+        await feeder.backfill("ETHUSDT", 150)
+        feeder.symbols.add("ETHUSDT")
         replica = await start_replica(live_settings(make_settings, "poll"))
         await eventually(lambda: in_state(replica, "BTCUSDT", pb.SERIES_STATE_LIVE), TIMEOUT)
+        await eventually(lambda: in_state(replica, "ETHUSDT", pb.SERIES_STATE_LIVE), TIMEOUT)
         last = feeder.newest["BTCUSDT"]
         await feeder.coll.insert_one(candle("BTCUSDT", last + 4 * SEC))
         feeder.newest["BTCUSDT"] = last + 4 * SEC

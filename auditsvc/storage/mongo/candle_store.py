@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from auditsvc.domain.values import CandleRef, Window
-from auditsvc.storage.mongo.database import Database, to_dt, to_ms
+from auditsvc.storage.mongo.database import Database, TimeIndexes, to_dt, to_ms
 
 BATCH = 20_000
 
@@ -27,7 +27,7 @@ class MongoCandleStore:
     def __init__(self, database: Database, template: str) -> None:
         self._db = database.db
         self._template = template
-        self._time_index: dict[str, bool] = {}
+        self._time_index = TimeIndexes(database)
 
     def collection(self, symbol: str, timeframe: str) -> str:
         return self._template.format(symbol=symbol, timeframe=timeframe)
@@ -64,21 +64,12 @@ class MongoCandleStore:
         without it, one query with a ``$in`` per shared range serves them all from
         the ``(symbol, timestamp)`` index.
         """
-        if len(reads) > 1 and await self._has_time_index(collection):
+        if len(reads) > 1 and await self._time_index.has(collection):
             async for item in self._read_by_time(collection, reads):
                 yield item
         else:
             async for item in self._read_by_symbol(collection, reads):
                 yield item
-
-    async def _has_time_index(self, collection: str) -> bool:
-        """Whether the collection has a ``{timestamp: 1}`` index (looked up once)."""
-        known = self._time_index.get(collection)
-        if known is None:
-            info = await self._db[collection].index_information()
-            known = any(spec.get("key") == [("timestamp", 1)] for spec in info.values())
-            self._time_index[collection] = known
-        return known
 
     async def _read_by_time(
         self, collection: str, reads: Mapping[str, Sequence[Window]]

@@ -194,3 +194,23 @@ async def ensure_time_index(database: Database, collection: str) -> str:
     every symbol sharing ``collection`` (see MongoCandleStore.read_many)."""
     name = await database.db[collection].create_index([("timestamp", ASCENDING)], name="timestamp")
     return f"{collection}.{name}"
+
+
+class TimeIndexes:
+    """Which candle collections have a ``{timestamp: 1}`` index, looked up once each.
+
+    A collection whose index is added after the first lookup is treated as
+    unindexed until the process restarts (reads stay correct, only costlier).
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._db = database.db
+        self._known: dict[str, bool] = {}
+
+    async def has(self, collection: str) -> bool:
+        known = self._known.get(collection)
+        if known is None:
+            info = await self._db[collection].index_information()
+            known = any(spec.get("key") == [("timestamp", 1)] for spec in info.values())
+            self._known[collection] = known
+        return known

@@ -1,10 +1,11 @@
 """The live tail's database side: newest candles (polled or watched) and the
 scores and gaps it stores.
 
-Polling uses the ``(symbol, timestamp)`` index each candle collection has
-(``setup-db`` creates it): one query per collection, whatever the number of
+Polling reads each candle collection with one query, whatever the number of
 symbols sharing it, matching only candles newer than those already seen, so
-its cost follows the insert rate, not the window length.
+its cost follows the insert rate, not the window length. It uses the
+``{timestamp: 1}`` index where the collection has one (``setup-db`` creates it
+for shared collections), else the ``(symbol, timestamp)`` index.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pymongo import UpdateOne
 
 from auditsvc.domain.records import GapRecord, ScoreRecord
 from auditsvc.storage.mongo import documents as codec
-from auditsvc.storage.mongo.database import GAPS, SERIES, Database, to_dt, to_ms
+from auditsvc.storage.mongo.database import GAPS, SERIES, Database, TimeIndexes, to_dt, to_ms
 
 _WATCHED = ("insert", "replace", "update")
 
@@ -25,6 +26,7 @@ class MongoCandleFeed:
     def __init__(self, database: Database) -> None:
         self._database = database
         self._db = database.db
+        self._time_index = TimeIndexes(database)
 
     async def newest(self, collection: str, symbol: str) -> int | None:
         doc = await self._db[collection].find_one(
@@ -35,19 +37,43 @@ class MongoCandleFeed:
     async def poll(
         self, collection: str, floor_ms: int, recent: Sequence[str], lagging: dict[str, int | None]
     ) -> list[tuple[str, int]]:
+        """(symbol, open time) of candles newer than those seen, ascending per symbol.
+
+        ``recent`` symbols are those whose newest seen candle is at or after
+        ``floor_ms``: one query per collection reads what arrived after the floor.
+        With a ``{timestamp: 1}`` index (``setup-db`` makes one when symbols share
+        a collection) that query is a range on time alone, filtered here; without
+        it, a ``$in`` on the ``(symbol, timestamp)`` index. Each ``lagging`` symbol
+        (stalled, or never seen) gets its own indexed query.
+        """
         branches: list[dict[str, Any]] = []
-        if recent:
-            branches.append(
-                {"symbol": {"$in": list(recent)}, "timestamp": {"$gt": to_dt(floor_ms)}}
-            )
         for symbol, newest in lagging.items():
             clause: dict[str, Any] = {"symbol": symbol}
             if newest is not None:
                 clause["timestamp"] = {"$gt": to_dt(newest)}
             branches.append(clause)
+        found: list[tuple[str, int]] = []
+        if len(recent) > 1 and await self._time_index.has(collection):
+            wanted = set(recent)
+            found = [
+                (sym, t)
+                for sym, t in await self._read(collection, {"timestamp": {"$gt": to_dt(floor_ms)}})
+                if sym in wanted
+            ]
+            for clause in branches:
+                found += await self._read(collection, clause)
+            return found
+        if recent:
+            branches.append(
+                {"symbol": {"$in": list(recent)}, "timestamp": {"$gt": to_dt(floor_ms)}}
+            )
         if not branches:
             return []
-        query = branches[0] if len(branches) == 1 else {"$or": branches}
+        return await self._read(
+            collection, branches[0] if len(branches) == 1 else {"$or": branches}
+        )
+
+    async def _read(self, collection: str, query: dict[str, Any]) -> list[tuple[str, int]]:
         docs = await (
             self._db[collection]
             .find(query, {"_id": 0, "symbol": 1, "timestamp": 1})
