@@ -434,7 +434,7 @@ class LeaderElector:
         if leading:
             self._metrics.renew_failures.inc()
             if self._clock.monotonic() - self._renewed_at >= self._cfg.renew_deadline:
-                self._step_down("renew deadline passed")
+                self._step_down(self._deadline_reason())
 
     def _recovered(self) -> None:
         if self._failures:
@@ -459,6 +459,14 @@ class LeaderElector:
         log.info("started leading", extra={"epoch": epoch})
         self._call("on_started_leading", self._callbacks.on_started_leading, term)
 
+    def _deadline_reason(self) -> str:
+        """Why the renew deadline passed, in the words a caller whose work it
+        cancels needs: the database, not a lease internals' name."""
+        d = self._cfg.renew_deadline
+        if self._failures:
+            return f"database unreachable: no lease renewal succeeded for {d:g}s"
+        return f"database too slow: no lease renewal answered within {d:g}s"
+
     def _step_down(self, reason: str, level: int = logging.WARNING) -> None:
         """Ends the current term, if any: synchronous, so nothing can delay it."""
         term = self._term
@@ -470,7 +478,7 @@ class LeaderElector:
             watchdog.cancel()
             self._dying.add(watchdog)
             watchdog.add_done_callback(self._dying.discard)
-        term.end()
+        term.end(reason)
         self._metrics.set_leading(False)
         self._metrics.transitions.labels("stopped").inc()
         log.log(level, "stopped leading: %s", reason, extra={"epoch": term.epoch})
@@ -481,9 +489,7 @@ class LeaderElector:
         while self._term is term:
             remaining = self._renewed_at + self._cfg.renew_deadline - self._clock.monotonic()
             if remaining <= 0:
-                self._step_down(
-                    f"no successful renewal for {self._cfg.renew_deadline:g}s (renew deadline)"
-                )
+                self._step_down(self._deadline_reason())
                 return
             await asyncio.sleep(remaining)
 

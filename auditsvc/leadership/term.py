@@ -24,17 +24,20 @@ class Term:
         self.epoch = epoch
         self._tasks: set[asyncio.Task[object]] = set()
         self._ended = False
+        self.reason = ""
         self.ended_event = asyncio.Event()
 
     @property
     def active(self) -> bool:
         return not self._ended
 
-    def end(self) -> None:
-        """Idempotent: cancels every guarded task."""
+    def end(self, reason: str = "") -> None:
+        """Idempotent: cancels every guarded task. ``reason`` (why the term ended)
+        reaches the callers whose work is cancelled."""
         if self._ended:
             return
         self._ended = True
+        self.reason = reason
         self.ended_event.set()
         for task in list(self._tasks):
             task.cancel()
@@ -49,7 +52,10 @@ class Term:
             yield
         except asyncio.CancelledError:
             if self._ended:
-                raise Cancelled(f"leadership at epoch {self.epoch} ended; work cancelled") from None
+                why = f" ({self.reason})" if self.reason else ""
+                raise Cancelled(
+                    f"leadership at epoch {self.epoch} ended{why}; work cancelled"
+                ) from None
             raise
         finally:
             self._tasks.discard(task)

@@ -223,3 +223,45 @@ class TestManyDocuments:
             )
             == REMOVED
         )
+
+
+class TestDatabaseLostMidRemoval:
+    """The database dies while a removal runs: the caller is told the database is
+    unreachable (not "write conflicts", which would send an operator to killAllSessions),
+    and once it is back nothing is lost."""
+
+    @pytest.mark.timeout(180)
+    async def test_reported_as_unreachable_and_nothing_lost(self, db, handle, tmp_path):
+        """UNAVAILABLE naming the database; every removed document is in the archive."""
+        slots = 1_500
+        docs = await _seed(handle, slots, copies=2)
+        replica = ReplicaProcess("r1", db.uri, "rm", tmp_path, **ENV)
+        replica.start()
+        try:
+            await one_leader([replica], within=15)
+            call = asyncio.ensure_future(
+                replica.stub.ResolveDuplicates(_request("lost", slots), timeout=120)
+            )
+
+            async def some_archived() -> bool:
+                archived = await handle.db["duplicate_archive"].count_documents(
+                    {"request_id": "lost"}
+                )
+                return archived > 0 or call.done()
+
+            await eventually(some_archived, within=60)
+            assert not call.done(), "the removal finished before the database could be lost"
+            db.stop()
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await asyncio.wait_for(call, 120)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value
+            assert "database unreachable" in (err.value.details() or ""), err.value.details()
+        finally:
+            await replica.close()
+        db.start()
+        remaining = await handle.db[COLLECTION].count_documents({})
+        archived = await handle.db["duplicate_archive"].count_documents({"request_id": "lost"})
+        assert remaining + archived >= len(docs)
+        assert remaining >= slots  # no slot emptied
+        left = await handle.db[COLLECTION].find({}, {"timestamp": 1, "_id": 0}).to_list(None)
+        assert len({d["timestamp"] for d in left}) == slots
