@@ -8,8 +8,9 @@ the same 20 groups took 0.19 s on a small archive and 1.1 s on a large one.
 Guarantees: ``size`` always lies in ``[minimum, maximum]``. After a batch
 slower than the target, the next is smaller in proportion (at most halved per
 step, so one outlier does not collapse it); after a full batch faster than
-half the target, the next is doubled. A batch that was not full says nothing
-about larger ones, so it never grows the size.
+80% of the target, the next is larger in proportion (at most doubled). A
+batch that was not full says nothing about larger ones, so it never grows the
+size.
 
 Limit: the bound is on what was measured, so the first batch after a sudden
 slow-down can still take longer than the target; only later ones shrink.
@@ -18,6 +19,8 @@ slow-down can still take longer than the target; only later ones shrink.
 from __future__ import annotations
 
 TARGET_SECONDS = 0.25
+# A full batch faster than this share of the target grows the next one.
+_GROW_BELOW = 0.8
 
 
 class AdaptiveBatch:
@@ -42,6 +45,9 @@ class AdaptiveBatch:
         if seconds > self.target_seconds:
             factor = max(0.5, self.target_seconds / seconds)
             self.size = max(self.minimum, min(self.size - 1, int(self.size * factor)))
-        elif items >= self.size and seconds < self.target_seconds / 2:
-            self.size = min(self.maximum, self.size * 2)
+        elif items >= self.size and seconds < self.target_seconds * _GROW_BELOW:
+            # In proportion, at most doubled: sizes settle where a batch takes about
+            # the target, not below half of it, where per-batch overhead dominates.
+            factor = min(2.0, self.target_seconds / max(seconds, 1e-9))
+            self.size = min(self.maximum, max(self.size + 1, int(self.size * factor)))
         return self.size

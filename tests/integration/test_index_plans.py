@@ -25,7 +25,8 @@ NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 # (collection, filter, sort, limit) exactly as the stores issue them.
 # A str in the sort position is a hint instead.
 QUERIES: list[tuple[str, dict[str, Any], dict[str, int] | str | None, int]] = [
-    # MongoDuplicateStore.archive (upsert filter) and .delete (archive check)
+    # MongoDuplicateStore.archive (upsert filter) and .delete (archive check); restore
+    # marks entries restored by this same filter (never by the sub-document _id)
     (ARCHIVE, {"request_id": "r", "collection": "c", "document._id": IDS[0]}, None, 0),
     (ARCHIVE, {"request_id": "r", "collection": "c", "document._id": {"$in": IDS}}, None, 0),
     # restore: known(), the next pending entries, then marking them restored

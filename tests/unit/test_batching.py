@@ -31,6 +31,12 @@ class TestAdaptiveBatch:
         sizes = [sizer.record(sizer.size, 0.01) for _ in range(5)]
         assert sizes == [40, 80, 100, 100, 100]
 
+    def test_somewhat_fast_batch_grows_in_proportion(self) -> None:
+        """A full batch at half the target grows the next toward the target (x2 at most)."""
+        sizer = AdaptiveBatch(initial=30, maximum=500, target_seconds=0.1)
+        assert sizer.record(30, 0.075) == 40
+        assert sizer.record(40, 0.01) == 80
+
     def test_partial_or_on_target_batches_keep_the_size(self) -> None:
         """A short last batch, or one near the target, leaves the size alone."""
         sizer = AdaptiveBatch(initial=20, target_seconds=0.25)
