@@ -11,9 +11,10 @@ default window (a scheduled cycle, or RunAudit without times).
   documents are scanned as they stream (memory: the group's scanners, not its
   candles).
 * **Bounded writes.** Results are written CHUNK series at a time: the chunk's
-  gaps in fenced batches of at most GAP_BATCH, then its scores, reports and
-  settled records in one fenced batch of three bulk operations. No transaction
-  grows with the number of series or with a series' history.
+  gaps in fenced batches of at most GAP_BATCH, then its scores with their
+  settled records (one document per series) in one fenced batch of two bulk
+  operations; the reports go to the cycle's parts. No transaction grows with
+  the number of series or with a series' history.
 
 Guarantee: the reports are those of a full scan of each window (the settled
 module's contract); only their cost differs. Limits: a change older than

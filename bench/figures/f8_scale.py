@@ -31,7 +31,7 @@ import time
 from typing import Any
 
 from auditpb.v1 import audit_pb2 as pb
-from auditsvc.storage.mongo.database import SETTLED, to_dt
+from auditsvc.storage.mongo.database import SERIES, to_dt
 from bench import seed
 from bench.context import Context
 from bench.figures.common import result, timed_audit, verdict_at_most
@@ -89,7 +89,7 @@ async def cycles(
 ) -> dict[str, Any]:
     """A fresh replica over ``symbols``: its cold cycle, then ``trials`` steady ones."""
     # No settled record from an earlier size: the cold cycle reads every series in full.
-    await ctx.client[database][SETTLED].delete_many({})
+    await ctx.client[database][SERIES].delete_many({})
     replica = await ctx.replica(
         name,
         database,

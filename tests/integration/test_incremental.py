@@ -23,7 +23,7 @@ from auditsvc.storage.mongo import (
     MongoStateStore,
     connect,
 )
-from auditsvc.storage.mongo.database import GAPS, SETTLED, ensure_time_index, to_dt
+from auditsvc.storage.mongo.database import GAPS, SERIES, ensure_time_index, to_dt
 from auditsvc.storage.mongo.settled_store import MongoSettledStore
 from auditsvc.usecases.auditing import Auditor
 
@@ -95,8 +95,8 @@ class TestIncrementalCycles:
         gone = to_dt(first.series[0].window_end.ToMilliseconds() - 10 * M)
         await db["candles_BTCUSDT_1m"].delete_one({"timestamp": gone})
         second = await audit(replica)
-        settled = await db[SETTLED].find_one({"_id": "BTCUSDT|1m"})
-        assert settled is not None and settled["since_full"] == 1  # it was incremental
+        series = await db[SERIES].find_one({"_id": "BTCUSDT|1m"})
+        assert series is not None and series["settled"]["since_full"] == 1  # it was incremental
         (report,) = second.series
         assert report.gap_count == 1
         assert await db[GAPS].count_documents({"start_time": gone}) == 1
@@ -123,8 +123,8 @@ class TestIncrementalCycles:
         assert (partial.series[0].gap_count, partial.series[0].missing_candles) == (1, 1)
         await db["candles_BTCUSDT_1m"].insert_many(filled[2:])
         second = await audit(replica)
-        settled = await db[SETTLED].find_one({"_id": "BTCUSDT|1m"})
-        assert settled is not None and settled["since_full"] == 2
+        series = await db[SERIES].find_one({"_id": "BTCUSDT|1m"})
+        assert series is not None and series["settled"]["since_full"] == 2
         assert second.series[0].gap_count == 0
         assert await db[GAPS].count_documents({}) == 0
         assert [comparable(r) for r in second.series] == await full_scan(replica, second)

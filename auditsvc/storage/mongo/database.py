@@ -17,9 +17,9 @@ FENCES = "leader_fence"
 CYCLES = "audit_cycles"
 # A cycle's series reports, in parts of at most REPORT_PART reports each.
 CYCLE_REPORTS = "audit_cycle_reports"
+# Per series: its score, and (field ``settled``) what its last default-window
+# audit settled, for incremental cycles.
 SERIES = "audit_series"
-# Per series, what its last default-window audit settled (incremental cycles).
-SETTLED = "audit_settled"
 GAPS = "audit_gaps"
 BACKFILLS = "backfill_requests"
 ARCHIVE = "duplicate_archive"
@@ -145,7 +145,6 @@ COLLECTIONS = (
     CYCLES,
     CYCLE_REPORTS,
     SERIES,
-    SETTLED,
     GAPS,
     BACKFILLS,
     ARCHIVE,

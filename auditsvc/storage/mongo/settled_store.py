@@ -1,10 +1,11 @@
 """The results of default-window cycles, many series per write: each series'
-settled record (``audit_settled``), its score and report (``audit_series``) and
-the removal of gaps the cycle no longer found (``audit_gaps``).
+score with its settled record (one ``audit_series`` document, field ``settled``)
+and the removal of gaps the cycle no longer found (``audit_gaps``).
 
-One call writes a bounded chunk of series (the caller's chunk size) with three
+One call writes a bounded chunk of series (the caller's chunk size) with two
 bulk operations, so a cycle's cost in round trips and transaction size is per
-chunk, not per series.
+chunk, not per series; each series is ONE document write, the floor of a cycle
+that stores a score per series (the report is in the cycle's parts, not here).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pymongo import DeleteOne, ReplaceOne
+from pymongo import ReplaceOne
 
 from auditsvc.domain.records import SeriesReport
 from auditsvc.domain.settled import Settled
 from auditsvc.domain.values import DuplicateSlot, Gap, Window
 from auditsvc.storage.mongo import documents as codec
-from auditsvc.storage.mongo.database import GAPS, SERIES, SETTLED, Database, to_dt
+from auditsvc.storage.mongo.database import GAPS, SERIES, Database, to_dt
 
 # Series looked up by _id; more read the timeframe's records in one pass.
 _LOOKUP_LIMIT = 1000
@@ -28,18 +29,14 @@ def _key(symbol: str, timeframe: str) -> str:
     return f"{symbol}|{timeframe}"
 
 
-def settled_doc(symbol: str, timeframe: str, s: Settled, epoch: int) -> dict[str, Any]:
+def settled_doc(s: Settled) -> dict[str, Any]:
     # Plain ms integers and arrays: compact, and only this module reads them.
     return {
-        "_id": _key(symbol, timeframe),
-        "symbol": symbol,
-        "timeframe": timeframe,
         "window": [s.window.start_ms, s.window.end_ms],
         "gaps": [[g.start_ms, g.end_ms, g.missing_candles] for g in s.gaps],
         "duplicates": [[d.timestamp_ms, d.count] for d in s.duplicates],
         "misaligned": list(s.misaligned),
         "since_full": s.since_full,
-        "epoch": epoch,
     }
 
 
@@ -60,13 +57,17 @@ class MongoSettledStore:
     async def load(self, timeframe: str, symbols: Sequence[str]) -> dict[str, Settled]:
         """The settled records of these series (one query); absent ones are missing."""
         if len(symbols) > _LOOKUP_LIMIT:
-            # Many series: one pass over the timeframe's records beats a huge $in.
+            # Many series: one pass over the timeframe's documents beats a huge $in.
             query: dict[str, Any] = {"timeframe": timeframe}
         else:
             query = {"_id": {"$in": [_key(s, timeframe) for s in symbols]}}
         wanted = set(symbols)
-        docs = await self._db[SETTLED].find(query).to_list(None)
-        return {d["symbol"]: settled_record(d) for d in docs if d["symbol"] in wanted}
+        docs = await self._db[SERIES].find(query, {"symbol": 1, "settled": 1}).to_list(None)
+        return {
+            d["symbol"]: settled_record(d["settled"])
+            for d in docs
+            if d.get("settled") and d.get("symbol") in wanted
+        }
 
     async def save_chunk(
         self,
@@ -77,8 +78,8 @@ class MongoSettledStore:
         epoch: int,
         session: Any = None,
     ) -> None:
-        """Stores the series of one chunk (same timeframe and window end): their score and
-        report, their settled record (removed when None) and drops their gaps this cycle
+        """Stores the series of one chunk (same timeframe and window end): their score
+        with their settled record (dropped when None), and drops their gaps this cycle
         did not write (``save_gaps`` wrote the others before)."""
         if not reports:
             return
@@ -102,21 +103,11 @@ class MongoSettledStore:
             },
             session=session,
         )
-        series_ops = [
-            ReplaceOne(
-                {"_id": _key(r.symbol, r.timeframe)},
-                {**codec.score_doc(r.health), "report": codec.report_doc(r), "epoch": epoch},
-                upsert=True,
-            )
-            for r in reports
-        ]
-        await self._db[SERIES].bulk_write(series_ops, ordered=False, session=session)
-        settled_ops: list[Any] = []
+        series_ops = []
         for r in reports:
+            doc = {**codec.score_doc(r.health), "epoch": epoch}
             record = settled.get(r.symbol)
-            if record is None:
-                settled_ops.append(DeleteOne({"_id": _key(r.symbol, r.timeframe)}))
-            else:
-                doc = settled_doc(r.symbol, r.timeframe, record, epoch)
-                settled_ops.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
-        await self._db[SETTLED].bulk_write(settled_ops, ordered=False, session=session)
+            if record is not None:  # None: no record, the next audit is a full scan
+                doc["settled"] = settled_doc(record)
+            series_ops.append(ReplaceOne({"_id": _key(r.symbol, r.timeframe)}, doc, upsert=True))
+        await self._db[SERIES].bulk_write(series_ops, ordered=False, session=session)

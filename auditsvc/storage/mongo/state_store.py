@@ -91,13 +91,14 @@ class MongoStateStore:
         await self._db[GAPS].delete_many(stale, session=session)
         if report.historical:
             return
-        doc = {
-            **codec.score_doc(report.health),
-            "report": codec.report_doc(report),
-            "epoch": epoch,
-        }
-        await self._db[SERIES].replace_one(
-            {"_id": f"{report.symbol}|{report.timeframe}"}, doc, upsert=True, session=session
+        # $set, not a replace: the series' settled record (written by default-window
+        # cycles) still holds, since no audit changes documents. The report itself
+        # lives in the cycle's parts; 0.1.0 also kept a copy here, removed on write.
+        await self._db[SERIES].update_one(
+            {"_id": f"{report.symbol}|{report.timeframe}"},
+            {"$set": {**codec.score_doc(report.health), "epoch": epoch}, "$unset": {"report": ""}},
+            upsert=True,
+            session=session,
         )
 
     async def save_gaps(
