@@ -256,17 +256,17 @@ class DuplicateStore(Protocol):
 class CandleFeed(Protocol):
     """What the live tail reads: the newest candles, at a cost proportional to inserts."""
 
-    async def newest(self, collection: str, symbol: str) -> int | None:
-        """Open time (ms) of the series' newest candle, None when it has none."""
+    async def newest(self, collection: str, symbols: Sequence[str]) -> dict[str, int | None]:
+        """Open time (ms) of each symbol's newest candle, None when it has none."""
         ...
 
     async def poll(
         self, collection: str, floor_ms: int, recent: Sequence[str], lagging: dict[str, int | None]
     ) -> list[tuple[str, int]]:
-        """(symbol, open ms) of candles newer than what was seen, in one query.
+        """(symbol, open ms) of candles newer than what was seen, ascending per symbol.
 
-        ``recent`` symbols match timestamps above ``floor_ms``; each ``lagging``
-        symbol matches timestamps above its own newest (any, when None).
+        ``recent`` symbols match timestamps above ``floor_ms``, in one query; each
+        ``lagging`` symbol matches timestamps above its own newest (any, when None).
         """
         ...
 

@@ -41,6 +41,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from auditsvc.domain.errors import Cancelled, Fenced, NotLeader, Unavailable
+from auditsvc.domain.poll_plan import plan_poll
 from auditsvc.domain.records import GapRecord, ScoreRecord
 from auditsvc.domain.series_state import (
     LiveState,
@@ -141,8 +142,9 @@ class LiveTail:
     async def _lead(self, term: Term) -> None:
         mode = await self._choose_mode()
         for coll, members in self._collections.items():
+            newest = await self._feed.newest(coll, list(members))
             for sym, key in members.items():
-                self._newest[key] = await self._feed.newest(coll, sym)
+                self._newest[key] = newest.get(sym)
         self._stored.clear()
         keys = list(self._series)
         for i in range(0, len(keys), _STORE_BATCH):
@@ -202,28 +204,11 @@ class LiveTail:
 
     async def _poll(self, epoch: int) -> None:
         for coll, members in self._collections.items():
-            recent: list[str] = []
-            lagging: dict[str, int | None] = {}
-            known = [self._newest.get(k) for k in members.values()]
-            top = max((t for t in known if t is not None), default=None)
-            floor = 0
-            if top is not None:
-                # Slack: symbols a couple of slots behind the newest still share the range query.
-                slot = max(self._series[k].nominal_ms for k in members.values())
-                floor = top - 2 * slot - self._grace
-            recent_newest: list[int] = []
-            for sym, key in members.items():
-                newest = self._newest.get(key)
-                if newest is not None and newest >= floor and top is not None:
-                    recent.append(sym)
-                    recent_newest.append(newest)
-                else:
-                    lagging[sym] = newest
-            # Read from the oldest recent symbol's newest candle, not from the slack
-            # floor: everything after it is new to some recent symbol, while the
-            # slack would re-read grace + 2 slots of every insert (12 s of 1s candles).
-            floor = min(recent_newest, default=floor)
-            for sym, t in await self._feed.poll(coll, floor, recent, lagging):
+            slot = max(self._series[k].nominal_ms for k in members.values())
+            p = plan_poll(
+                {sym: self._newest.get(key) for sym, key in members.items()}, slot, self._grace
+            )
+            for sym, t in await self._feed.poll(coll, p.floor_ms, p.recent, p.lagging):
                 if sym in members:
                     await self._seen(members[sym], t, epoch)
 

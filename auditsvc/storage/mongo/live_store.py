@@ -10,6 +10,7 @@ for shared collections), else the ``(symbol, timestamp)`` index.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -20,6 +21,11 @@ from auditsvc.storage.mongo import documents as codec
 from auditsvc.storage.mongo.database import GAPS, SERIES, Database, TimeIndexes, to_dt, to_ms
 
 _WATCHED = ("insert", "replace", "update")
+# Documents per reply of a poll: one round trip for a second of a thousand 1s
+# series (the server's default first batch is 101 documents).
+_POLL_BATCH = 10_000
+# Per-symbol reads in flight at once (a new leader's first look, stalled symbols).
+_CONCURRENCY = 16
 
 
 class MongoCandleFeed:
@@ -28,11 +34,21 @@ class MongoCandleFeed:
         self._db = database.db
         self._time_index = TimeIndexes(database)
 
-    async def newest(self, collection: str, symbol: str) -> int | None:
-        doc = await self._db[collection].find_one(
-            {"symbol": symbol}, {"_id": 0, "timestamp": 1}, sort=[("timestamp", -1)]
-        )
-        return None if doc is None or "timestamp" not in doc else to_ms(doc["timestamp"])
+    async def newest(self, collection: str, symbols: Sequence[str]) -> dict[str, int | None]:
+        """One indexed find per symbol, _CONCURRENCY at a time: done one after another,
+        the first values are stale by the time the last arrive (seconds, at a thousand
+        symbols), and every symbol then looks behind the others."""
+        gate = asyncio.Semaphore(_CONCURRENCY)
+
+        async def one(symbol: str) -> int | None:
+            async with gate:
+                doc = await self._db[collection].find_one(
+                    {"symbol": symbol}, {"_id": 0, "timestamp": 1}, sort=[("timestamp", -1)]
+                )
+            return None if doc is None or "timestamp" not in doc else to_ms(doc["timestamp"])
+
+        found = await asyncio.gather(*(one(s) for s in symbols))
+        return dict(zip(symbols, found, strict=True))
 
     async def poll(
         self, collection: str, floor_ms: int, recent: Sequence[str], lagging: dict[str, int | None]
@@ -52,16 +68,18 @@ class MongoCandleFeed:
             if newest is not None:
                 clause["timestamp"] = {"$gt": to_dt(newest)}
             branches.append(clause)
-        found: list[tuple[str, int]] = []
         if len(recent) > 1 and await self._time_index.has(collection):
             wanted = set(recent)
-            found = [
-                (sym, t)
-                for sym, t in await self._read(collection, {"timestamp": {"$gt": to_dt(floor_ms)}})
-                if sym in wanted
-            ]
-            for clause in branches:
-                found += await self._read(collection, clause)
+            by_time = await self._read(collection, {"timestamp": {"$gt": to_dt(floor_ms)}})
+            found = [(sym, t) for sym, t in by_time if sym in wanted]
+            gate = asyncio.Semaphore(_CONCURRENCY)
+
+            async def one(clause: dict[str, Any]) -> list[tuple[str, int]]:
+                async with gate:
+                    return await self._read(collection, clause)
+
+            for part in await asyncio.gather(*(one(c) for c in branches)):
+                found += part
             return found
         if recent:
             branches.append(
@@ -78,6 +96,7 @@ class MongoCandleFeed:
             self._db[collection]
             .find(query, {"_id": 0, "symbol": 1, "timestamp": 1})
             .sort("timestamp", 1)
+            .batch_size(_POLL_BATCH)
             .to_list(None)
         )
         return [(d["symbol"], to_ms(d["timestamp"])) for d in docs if "timestamp" in d]
