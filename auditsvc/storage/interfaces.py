@@ -35,11 +35,12 @@ class CandleStore(Protocol):
     ) -> AsyncIterator[list[CandleRef]]: ...
 
     def read_many(
-        self, collection: str, reads: Mapping[str, Sequence[Window]]
+        self, collection: str, reads: Mapping[str, Sequence[Window]], slot_ms: int
     ) -> AsyncIterator[tuple[str, list[int]]]:
         """(symbol, timestamps) inside each symbol's ranges, for many symbols with as
         few queries as the indexes allow; each symbol's timestamps ascend across its
-        batches, and batches of different symbols may interleave."""
+        batches, and batches of different symbols may interleave. ``slot_ms``: the
+        series' slot length (what a range may hold per symbol)."""
         ...
 
 

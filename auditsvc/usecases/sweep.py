@@ -102,7 +102,7 @@ class Sweep:
         cap = self._audit.max_gaps_per_series
         scans = {s: IncrementalScan(g.tf, p, cap) for s, p in plans.items()}
         reads = {s: p.reads for s, p in plans.items()}
-        async for symbol, stamps in self._candles.read_many(g.collection, reads):
+        async for symbol, stamps in self._candles.read_many(g.collection, reads, g.tf.nominal_ms):
             scan = scans.get(symbol)
             if scan is not None:
                 scan.feed(stamps)

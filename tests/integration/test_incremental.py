@@ -188,8 +188,64 @@ class CountingCandles(MongoCandleStore):
         return super().timestamps(*args)
 
 
+class TimeReadSpy(MongoCandleStore):
+    """The real candle store, counting its shared time-range reads."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.by_time = 0
+
+    def _read_by_time(self, *args: Any) -> Any:
+        self.by_time += 1
+        return super()._read_by_time(*args)
+
+
 class TestBatchedReads:
     """Symbols sharing a collection are read with one query per cycle, not one per series."""
+
+    @pytest.mark.parametrize(("others", "by_time"), [(0, 1), (40, 0)])
+    async def test_time_read_only_when_the_range_is_mostly_ours(
+        self, make_settings: Any, others: int, by_time: int
+    ) -> None:
+        """3 audited symbols alone in klines_1m share one time-range read; beside 40
+        symbols not audited, each is read on its own (the shared read would return
+        all 43), with the same reports."""
+        audited = ["A1USDT", "A2USDT", "A3USDT"]
+        settings = make_settings(
+            AUDIT_SYMBOLS=",".join(audited), CANDLE_COLLECTION_TEMPLATE="klines_{timeframe}", **ENV
+        )
+        database = connect(settings.mongo.uri, settings.mongo.database, 2000)
+        try:
+            end = window_end()
+            for symbol in audited:
+                await seed(database.db, "klines_1m", symbol, end, {20, 21})
+            for i in range(others):
+                await seed(database.db, "klines_1m", f"OTHER{i}", end, set())
+            await ensure_time_index(database, "klines_1m")
+            candles = TimeReadSpy(database, settings.audit.collection_template)
+            clock = SystemClock()
+            audits = Auditor(
+                settings.audit,
+                settings.backfill,
+                settings.server.replica_id,
+                clock,
+                candles,
+                MongoStateStore(database),
+                MongoBackfillStore(database),
+                MongoLeadershipStore(database, settings.election.name, settings.server.replica_id),
+                Standalone(settings.server.replica_id, "127.0.0.1:0", clock.now_ms()),
+                Metrics(),
+                settled=MongoSettledStore(database),
+            )
+            selection = audits.select((), (), None, None)
+            cycle = await asyncio.wait_for(
+                audits.run_cycle(selection, trigger="rpc", default_window=True), TIMEOUT
+            )
+            assert [r.symbol for r in cycle.series] == audited
+            assert [(r.gap_count, r.missing_candles) for r in cycle.series] == [(1, 2)] * 3
+            assert candles.by_time == by_time
+        finally:
+            await database.close()
 
     async def test_one_query_per_collection(self, make_settings: Any) -> None:
         """Six symbols in klines_1m: one read_many per default-window cycle, no per-series read."""

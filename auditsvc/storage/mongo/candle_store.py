@@ -14,6 +14,10 @@ from auditsvc.domain.values import CandleRef, Window
 from auditsvc.storage.mongo.database import Database, TimeIndexes, to_dt, to_ms
 
 BATCH = 20_000
+# A shared time-range read is used while the range holds at most this many times
+# what the audited symbols could hold there (plus a little slack: duplicates).
+_SHARE_FACTOR = 4
+_SHARE_SLACK = 1_000
 
 
 def _window_filter(symbol: str, window: Window) -> dict[str, Any]:
@@ -52,7 +56,7 @@ class MongoCandleStore:
             yield [to_ms(d["timestamp"]) for d in docs if "timestamp" in d]
 
     async def read_many(
-        self, collection: str, reads: Mapping[str, Sequence[Window]]
+        self, collection: str, reads: Mapping[str, Sequence[Window]], slot_ms: int
     ) -> AsyncIterator[tuple[str, list[int]]]:
         """(symbol, timestamps) inside each symbol's ranges, for many symbols at once.
 
@@ -63,13 +67,42 @@ class MongoCandleStore:
         collection and earlier ranges (open gaps) by one indexed query each;
         without it, one query with a ``$in`` per shared range serves them all from
         the ``(symbol, timestamp)`` index.
+
+        The time-range read returns every symbol of the collection, audited or
+        not. When the collection holds far more in that range than these symbols
+        can (counted first, up to a bound: ``_SHARE_FACTOR`` times what they could
+        hold), each symbol is read with its own indexed query instead: auditing 480
+        of 30,000 symbols must not read all 30,000.
         """
         if len(reads) > 1 and await self._time_index.has(collection):
-            async for item in self._read_by_time(collection, reads):
-                yield item
-        else:
-            async for item in self._read_by_symbol(collection, reads):
-                yield item
+            if await self._mostly_ours(collection, reads, slot_ms):
+                async for item in self._read_by_time(collection, reads):
+                    yield item
+                return
+            for symbol in sorted(reads):
+                for r in reads[symbol]:
+                    async for stamps in self._sorted(collection, _window_filter(symbol, r)):
+                        yield symbol, stamps
+            return
+        async for item in self._read_by_symbol(collection, reads):
+            yield item
+
+    async def _mostly_ours(
+        self, collection: str, reads: Mapping[str, Sequence[Window]], slot_ms: int
+    ) -> bool:
+        """Whether the tails' time range holds at most _SHARE_FACTOR times the documents
+        the read symbols could have there (one count, stopped at that bound)."""
+        tails = [ranges[-1] for ranges in reads.values() if ranges]
+        if not tails:
+            return True
+        lo = min(t.start_ms for t in tails)
+        hi = max(t.end_ms for t in tails)
+        possible = len(tails) * (-(-(hi - lo) // max(slot_ms, 1)))
+        bound = _SHARE_FACTOR * possible + _SHARE_SLACK
+        found = await self._db[collection].count_documents(
+            {"timestamp": {"$gte": to_dt(lo), "$lt": to_dt(hi)}}, limit=bound
+        )
+        return bool(found < bound)
 
     async def _read_by_time(
         self, collection: str, reads: Mapping[str, Sequence[Window]]
