@@ -276,7 +276,7 @@ class CandleFeed(Protocol):
         ...
 
     def watch(self, collections: Sequence[str]) -> AsyncIterator[tuple[str, str, int]]:
-        """(collection, symbol, open ms) of each candle inserted, replaced or updated."""
+        """(collection, symbol, open ms) of each candle inserted or replaced."""
         ...
 
 

@@ -20,7 +20,7 @@ from auditsvc.domain.records import GapRecord, ScoreRecord
 from auditsvc.storage.mongo import documents as codec
 from auditsvc.storage.mongo.database import GAPS, SERIES, Database, TimeIndexes, to_dt, to_ms
 
-_WATCHED = ("insert", "replace", "update")
+_WATCHED = ("insert", "replace")
 # Documents per reply of a poll: one round trip for a second of a thousand 1s
 # series (the server's default first batch is 101 documents).
 _POLL_BATCH = 10_000
@@ -118,7 +118,12 @@ class MongoCandleFeed:
                 }
             }
         ]
-        async with await self._db.watch(pipeline, full_document="updateLookup") as stream:
+        # No updateLookup: inserts and replaces carry their document, and a lookup
+        # per event is a read per insert (SecantusDB scanned the collection for
+        # each: a 10,000-document restore starved the leader's lease renewals).
+        # An update of an existing candle cannot make a newer one; an upsert that
+        # creates one is an insert event.
+        async with await self._db.watch(pipeline) as stream:
             async for change in stream:
                 doc = change.get("fullDocument") or {}
                 if "symbol" in doc and "timestamp" in doc:
