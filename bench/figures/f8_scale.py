@@ -1,9 +1,10 @@
 """8. Exchange scale: steady-state cycles over 480 to 30,000 series, incremental
 versus full, and GetStatus's size.
 
-Scaled for SecantusDB (it scans about 25,000 candles/s): every series is a
-complete ``1m`` series in ONE collection (``CANDLE_COLLECTION_TEMPLATE=
-bench_scale_{timeframe}``) with a window of ``scale_slots`` candles (default 24,
+Scaled for SecantusDB (it scans about 25,000 candles/s): at each size every
+series is a complete ``1m`` series in ONE collection (``CANDLE_COLLECTION_TEMPLATE=
+bench_scale_{timeframe}``, a database per size holding just that size's
+symbols) with a window of ``scale_slots`` candles (default 24,
 so 720,000 documents at 30,000 series) and AUDIT_RECHECK=``scale_recheck``
 (default 300 s, 5 slots). A cycle is RunAudit with no selection and no window,
 i.e. what the scheduler runs (the live tail is off, so only cycles are timed).
@@ -123,21 +124,33 @@ async def cycles(
 async def run(ctx: Context) -> dict[str, Any]:
     sz = ctx.sizes
     sizes = sorted(sz.scale_series)
-    name = ctx.database("scale")
-    db = ctx.client[name]
     collection = f"bench_scale_{TIMEFRAME}"
     symbols = [f"S{i:05d}" for i in range(max(sizes[-1], sz.ratio_series, sz.status_series))]
-    began = time.perf_counter()
-    feed = Feed(db, collection, symbols[: sizes[-1]], sz.scale_slots)
-    seeded = await feed.top_up()
-    await seed.index(db, collection)
-    await time_index(db, collection)
-    seed_s = time.perf_counter() - began
     window = {"AUDIT_LOOKBACK": str(sz.scale_slots * 60), "AUDIT_RECHECK": str(sz.scale_recheck)}
     rows = {}
+    seeded = 0
+    seed_s = 0.0
+
+    async def sized(label: str, n: int) -> dict[str, Any]:
+        # Each size in a collection of its own that holds exactly its symbols: a
+        # shared collection holding 30,000 symbols while 480 are audited measures
+        # reading other symbols' candles, not the cost of 480 series.
+        nonlocal seeded, seed_s
+        name = ctx.database(f"scale_{label}")
+        db = ctx.client[name]
+        began = time.perf_counter()
+        feed = Feed(db, collection, symbols[:n], sz.scale_slots)
+        seeded += await feed.top_up()
+        await seed.index(db, collection)
+        await time_index(db, collection)
+        seed_s += time.perf_counter() - began
+        row = await cycles(ctx, f"scale{label}", name, feed, symbols[:n], **window)
+        await ctx.client.drop_database(name)
+        return row
+
     for n in sizes:
-        rows[n] = await cycles(ctx, f"scale{n}", name, feed, symbols[:n], **window)
-    small = await cycles(ctx, "status", name, feed, symbols[: sz.status_series], **window)
+        rows[n] = await sized(str(n), n)
+    small = await sized("status", sz.status_series)
     flat = rows[sizes[-1]]["steady_per_series_ms"] / rows[sizes[0]]["steady_per_series_ms"]
 
     # Incremental vs full: longer series in their own collection.
