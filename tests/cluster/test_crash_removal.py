@@ -20,7 +20,14 @@ from auditsvc.storage.mongo.database import connect, to_dt
 from tests.cluster.harness import ReplicaProcess, one_leader
 from tests.support import BIN, SecantusDB, process_env, replica_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # killAllSessions and killed replicas make the server drop the test client's
+    # pooled connections; PyMongo then discards one without closing its socket,
+    # and the ResourceWarning from its garbage collection failed this module twice
+    # (2 of about 10 runs, under load). The driver's, not the service's: scoped here.
+    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
+]
 
 END_MS = 1_767_225_600_000
 GROUPS = 90  # several batches of BATCH_GROUPS
