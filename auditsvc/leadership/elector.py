@@ -465,7 +465,9 @@ class LeaderElector:
         d = self._cfg.renew_deadline
         if self._failures:
             return f"database unreachable: no lease renewal succeeded for {d:g}s"
-        return f"database too slow: no lease renewal answered within {d:g}s"
+        # No answer at all: a renewal still in flight when the database died, or
+        # a database too loaded to answer; from here the two look the same.
+        return f"database unreachable or too slow: no lease renewal answered within {d:g}s"
 
     def _step_down(self, reason: str, level: int = logging.WARNING) -> None:
         """Ends the current term, if any: synchronous, so nothing can delay it."""
