@@ -136,7 +136,19 @@ async def leader(db: SecantusDB, tmp_path: Path) -> AsyncIterator[ReplicaProcess
             status = await replica.status()
             return status.role == pb.ROLE_LEADER and status.database_reachable
 
-        await eventually(leading, within=15, interval=0.1)
+        async def stably_leading() -> bool:
+            # Leading for 2 s without a break: at heartbeat 0.3 s a renewal that
+            # times out while the new leader takes office (its live tail's first
+            # look) can cost it the first term for a moment, and these tests need
+            # a leader that stays one.
+            until = time.monotonic() + 2.0
+            while time.monotonic() < until:
+                if not await leading():
+                    return False
+                await asyncio.sleep(0.1)
+            return True
+
+        await eventually(stably_leading, within=30, interval=0.1)
         yield replica
     finally:
         await replica.close()
