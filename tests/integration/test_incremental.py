@@ -188,6 +188,24 @@ class CountingCandles(MongoCandleStore):
         return super().timestamps(*args)
 
 
+def standalone_auditor(settings: Any, database: Any, candles: MongoCandleStore) -> Auditor:
+    """The real Auditor on real stores, leading alone (epoch 0), reading through ``candles``."""
+    clock = SystemClock()
+    return Auditor(
+        settings.audit,
+        settings.backfill,
+        settings.server.replica_id,
+        clock,
+        candles,
+        MongoStateStore(database),
+        MongoBackfillStore(database),
+        MongoLeadershipStore(database, settings.election.name, settings.server.replica_id),
+        Standalone(settings.server.replica_id, "127.0.0.1:0", clock.now_ms()),
+        Metrics(),
+        settled=MongoSettledStore(database),
+    )
+
+
 class TimeReadSpy(MongoCandleStore):
     """The real candle store, counting its shared time-range reads."""
 
@@ -223,20 +241,7 @@ class TestBatchedReads:
                 await seed(database.db, "klines_1m", f"OTHER{i}", end, set())
             await ensure_time_index(database, "klines_1m")
             candles = TimeReadSpy(database, settings.audit.collection_template)
-            clock = SystemClock()
-            audits = Auditor(
-                settings.audit,
-                settings.backfill,
-                settings.server.replica_id,
-                clock,
-                candles,
-                MongoStateStore(database),
-                MongoBackfillStore(database),
-                MongoLeadershipStore(database, settings.election.name, settings.server.replica_id),
-                Standalone(settings.server.replica_id, "127.0.0.1:0", clock.now_ms()),
-                Metrics(),
-                settled=MongoSettledStore(database),
-            )
+            audits = standalone_auditor(settings, database, candles)
             selection = audits.select((), (), None, None)
             cycle = await asyncio.wait_for(
                 audits.run_cycle(selection, trigger="rpc", default_window=True), TIMEOUT
@@ -259,20 +264,7 @@ class TestBatchedReads:
             for symbol in symbols:
                 await seed(database.db, "klines_1m", symbol, end, {20})
             candles = CountingCandles(database, settings.audit.collection_template)
-            clock = SystemClock()
-            audits = Auditor(
-                settings.audit,
-                settings.backfill,
-                settings.server.replica_id,
-                clock,
-                candles,
-                MongoStateStore(database),
-                MongoBackfillStore(database),
-                MongoLeadershipStore(database, settings.election.name, settings.server.replica_id),
-                Standalone(settings.server.replica_id, "127.0.0.1:0", clock.now_ms()),
-                Metrics(),
-                settled=MongoSettledStore(database),
-            )
+            audits = standalone_auditor(settings, database, candles)
             for expected in (1, 2):
                 selection = audits.select((), (), None, None)
                 cycle = await asyncio.wait_for(
