@@ -166,7 +166,10 @@ class OpsSettings:
 
 
 def _symbols(env: _Env, name: str) -> tuple[str, ...]:
-    return env.symbols(name)
+    return env.symbols(name, SYMBOLS_FILE)
+
+
+SYMBOLS_FILE = "AUDIT_SYMBOLS_FILE"
 
 
 def _timeframes(env: _Env, name: str) -> tuple[str, ...]:
@@ -192,6 +195,14 @@ class AuditSettings:
     )
     symbols: tuple[str, ...] = setting(
         "AUDIT_SYMBOLS", "BTCUSDT,ETHUSDT", "Comma list of symbols to audit.", _symbols
+    )
+    # Read by the AUDIT_SYMBOLS parser: an exchange's symbols outgrow one environment
+    # string (Linux caps it at 128 KiB, about 18,000 symbols).
+    symbols_file: str | None = setting(
+        SYMBOLS_FILE,
+        "",
+        "File of symbols (commas or lines); replaces AUDIT_SYMBOLS, which must be empty.",
+        _path,
     )
     timeframes: tuple[str, ...] = setting(
         "AUDIT_TIMEFRAMES", "1m,1h", "Comma list of timeframes to audit.", _timeframes
@@ -452,6 +463,17 @@ def variables_table() -> str:
     return "\n".join(rows)
 
 
+def _symbol_list(name: str, text: str) -> tuple[str, ...]:
+    """Comma-separated symbols, deduplicated in order; blanks ignored."""
+    items = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    if not items:
+        raise ConfigError(name, "must list at least one symbol, e.g. BTCUSDT,ETHUSDT")
+    for item in items:
+        if not item.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise ConfigError(name, f"got {item[:64]!r}; accepted: letters, digits, - _ .")
+    return items
+
+
 class _Env:
     """Typed readers that raise ConfigError naming the variable."""
 
@@ -504,14 +526,18 @@ class _Env:
         accepted = tuple(s.value for s in Strategy)
         return Strategy(self.choice(name, accepted))
 
-    def symbols(self, name: str) -> tuple[str, ...]:
-        items = tuple(dict.fromkeys(s.strip() for s in self.raw(name).split(",") if s.strip()))
-        if not items:
-            raise ConfigError(name, "must list at least one symbol, e.g. BTCUSDT,ETHUSDT")
-        for item in items:
-            if not item.replace("-", "").replace("_", "").replace(".", "").isalnum():
-                raise ConfigError(name, f"got {item!r}; accepted: letters, digits, - _ .")
-        return items
+    def symbols(self, name: str, file_name: str) -> tuple[str, ...]:
+        """The symbols of ``name``, or of the file ``file_name`` names (one, not both)."""
+        path = self.path(file_name)
+        if path is None:
+            return _symbol_list(name, self.raw(name))
+        if self._environ.get(name, "").strip():
+            raise ConfigError(file_name, f'set {name} or {file_name}, not both ({name}="")')
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(file_name, f"cannot read {path!r}: {exc}") from None
+        return _symbol_list(file_name, text.replace("\n", ","))
 
     def timeframes(self, name: str) -> tuple[str, ...]:
         items = tuple(dict.fromkeys(s.strip() for s in self.raw(name).split(",") if s.strip()))

@@ -91,10 +91,14 @@ async def cycles(
     """A fresh replica over ``symbols``: its cold cycle, then ``trials`` steady ones."""
     # No settled record from an earlier size: the cold cycle reads every series in full.
     await ctx.client[database][SERIES].delete_many({})
+    # A file, as an exchange's list would be: 30,000 symbols outgrow one environment string.
+    listing = ctx.work_dir / f"{name}-symbols.txt"
+    listing.write_text("\n".join(symbols) + "\n")
     replica = await ctx.replica(
         name,
         database,
-        AUDIT_SYMBOLS=",".join(symbols),
+        AUDIT_SYMBOLS="",
+        AUDIT_SYMBOLS_FILE=str(listing),
         AUDIT_TIMEFRAMES=TIMEFRAME,
         CANDLE_COLLECTION_TEMPLATE="bench_scale_{timeframe}",
         AUDIT_MIN_CANDLES="1",

@@ -207,15 +207,20 @@ def standalone_auditor(settings: Any, database: Any, candles: MongoCandleStore) 
 
 
 class TimeReadSpy(MongoCandleStore):
-    """The real candle store, counting its shared time-range reads."""
+    """The real candle store, counting its shared time-range reads and its counts."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.by_time = 0
+        self.counts = 0
 
     def _read_by_time(self, *args: Any) -> Any:
         self.by_time += 1
         return super()._read_by_time(*args)
+
+    async def _mostly_ours(self, *args: Any) -> bool:
+        self.counts += 1
+        return await super()._mostly_ours(*args)
 
 
 class TestBatchedReads:
@@ -249,6 +254,48 @@ class TestBatchedReads:
             assert [r.symbol for r in cycle.series] == audited
             assert [(r.gap_count, r.missing_candles) for r in cycle.series] == [(1, 2)] * 3
             assert candles.by_time == by_time
+        finally:
+            await database.close()
+
+    async def test_count_only_until_a_time_read_proves_the_range_ours(
+        self, make_settings: Any
+    ) -> None:
+        """Steady cycles over symbols alone in their collection read by time without
+        counting first. Once other symbols crowd the range, one cycle still reads by
+        time (and sees it), the next counts and reads each symbol on its own, and the
+        reports never change."""
+        audited = ["A1USDT", "A2USDT", "A3USDT"]
+        settings = make_settings(
+            AUDIT_SYMBOLS=",".join(audited), CANDLE_COLLECTION_TEMPLATE="klines_{timeframe}", **ENV
+        )
+        database = connect(settings.mongo.uri, settings.mongo.database, 2000)
+        try:
+            end = window_end()
+            for symbol in audited:
+                await seed(database.db, "klines_1m", symbol, end, {20, 21})
+            await ensure_time_index(database, "klines_1m")
+            candles = TimeReadSpy(database, settings.audit.collection_template)
+            audits = standalone_auditor(settings, database, candles)
+
+            async def cycle() -> tuple[int, int]:
+                selection = audits.select((), (), None, None)
+                done = await asyncio.wait_for(
+                    audits.run_cycle(selection, trigger="rpc", default_window=True), TIMEOUT
+                )
+                assert [(r.gap_count, r.missing_candles) for r in done.series] == [(1, 2)] * 3
+                return candles.counts, candles.by_time
+
+            assert await cycle() == (1, 1)
+            assert await cycle() == (1, 2)
+            others = [
+                {"symbol": f"OTHER{i}", "timestamp": to_dt(end - k * M)}
+                for i in range(80)
+                for k in range(1, SLOTS + 1)
+            ]
+            await asyncio.wait_for(database.db["klines_1m"].insert_many(others), TIMEOUT)
+            assert await cycle() == (1, 3)
+            assert await cycle() == (2, 3)
+            assert await cycle() == (3, 3)
         finally:
             await database.close()
 

@@ -45,6 +45,7 @@ class TestFromEnv:
             ({"AUDIT_INTERVAL": "nan"}, "AUDIT_INTERVAL"),
             ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
             ({"GRPC_TLS_CERT_FILE": "/nonexistent.pem"}, "GRPC_TLS_CERT_FILE"),
+            ({"AUDIT_SYMBOLS_FILE": "/nonexistent.txt"}, "AUDIT_SYMBOLS_FILE"),
         ],
     )
     def test_bad_value_names_the_variable(self, env, variable):
@@ -58,6 +59,37 @@ class TestFromEnv:
         """1M is a month and 1m a minute; both are accepted and kept apart."""
         s = Settings.from_env({"AUDIT_TIMEFRAMES": "1m,1M"})
         assert s.audit.timeframes == ("1m", "1M")
+
+    def test_symbols_file_replaces_the_list(self, tmp_path):
+        """AUDIT_SYMBOLS_FILE takes commas or lines, blanks and repeats dropped, in order;
+        30,000 symbols are more than one environment string may hold."""
+        path = tmp_path / "symbols.txt"
+        symbols = [f"S{i:05d}USDT" for i in range(30_000)]
+        path.write_text("\n".join(symbols[:10]) + "\n\n" + ",".join(symbols[10:]) + ",S00000USDT\n")
+        s = Settings.from_env({"AUDIT_SYMBOLS": "", "AUDIT_SYMBOLS_FILE": str(path)})
+        assert s.audit.symbols == tuple(symbols)
+        assert len(",".join(symbols)) > 128 * 1024
+
+    @pytest.mark.parametrize(
+        ("text", "extra", "message"),
+        [
+            ("BTCUSDT", {"AUDIT_SYMBOLS": "ETHUSDT"}, "not both"),
+            ("\n , \n", {}, "at least one symbol"),
+            ("BTCUSDT\nBTC USDT", {}, "'BTC USDT'"),
+            (b"\xff\xfe", {}, "cannot read"),
+        ],
+    )
+    def test_bad_symbols_file_names_the_file_variable(self, tmp_path, text, extra, message):
+        """Both lists set, an empty file, a bad symbol or unreadable bytes name the file."""
+        path = tmp_path / "symbols.txt"
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            Settings.from_env({"AUDIT_SYMBOLS_FILE": str(path), **extra})
+        assert err.value.variable == "AUDIT_SYMBOLS_FILE"
+        assert message in str(err.value)
 
     def test_token_is_not_in_repr(self):
         """The API token never shows up in the settings' repr."""

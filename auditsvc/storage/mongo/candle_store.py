@@ -27,11 +27,32 @@ def _window_filter(symbol: str, window: Window) -> dict[str, Any]:
     }
 
 
+def _tail_range(reads: Mapping[str, Sequence[Window]]) -> tuple[int, int]:
+    """The time range spanning every symbol's last range (empty: (0, 0))."""
+    tails = [ranges[-1] for ranges in reads.values() if ranges]
+    if not tails:
+        return 0, 0
+    return min(t.start_ms for t in tails), max(t.end_ms for t in tails)
+
+
+def _share_bound(reads: Mapping[str, Sequence[Window]], slot_ms: int) -> int:
+    """Documents in the tails' range above which a shared time-range read is mostly
+    other symbols': _SHARE_FACTOR times what the read symbols could hold, plus slack."""
+    lo, hi = _tail_range(reads)
+    tails = sum(1 for ranges in reads.values() if ranges)
+    possible = tails * (-(-(hi - lo) // max(slot_ms, 1)))
+    return _SHARE_FACTOR * possible + _SHARE_SLACK
+
+
 class MongoCandleStore:
     def __init__(self, database: Database, template: str) -> None:
         self._db = database.db
         self._template = template
         self._time_index = TimeIndexes(database)
+        # Collections whose last shared time-range read was mostly the read symbols'
+        # documents: the next one skips the count (on some servers the count reads
+        # the whole range too, doubling a steady cycle's read).
+        self._mostly_ours_last: dict[str, bool] = {}
 
     def collection(self, symbol: str, timeframe: str) -> str:
         return self._template.format(symbol=symbol, timeframe=timeframe)
@@ -72,11 +93,16 @@ class MongoCandleStore:
         not. When the collection holds far more in that range than these symbols
         can (counted first, up to a bound: ``_SHARE_FACTOR`` times what they could
         hold), each symbol is read with its own indexed query instead: auditing 480
-        of 30,000 symbols must not read all 30,000.
+        of 30,000 symbols must not read all 30,000. The count is skipped while the
+        collection's last time-range read stayed under that bound; a read that went
+        over it makes the next call count again (one costly read, then corrected).
         """
         if len(reads) > 1 and await self._time_index.has(collection):
-            if await self._mostly_ours(collection, reads, slot_ms):
-                async for item in self._read_by_time(collection, reads):
+            bound = _share_bound(reads, slot_ms)
+            if self._mostly_ours_last.get(collection) or await self._mostly_ours(
+                collection, reads, bound
+            ):
+                async for item in self._read_by_time(collection, reads, bound):
                     yield item
                 return
             for symbol in sorted(reads):
@@ -88,24 +114,20 @@ class MongoCandleStore:
             yield item
 
     async def _mostly_ours(
-        self, collection: str, reads: Mapping[str, Sequence[Window]], slot_ms: int
+        self, collection: str, reads: Mapping[str, Sequence[Window]], bound: int
     ) -> bool:
-        """Whether the tails' time range holds at most _SHARE_FACTOR times the documents
-        the read symbols could have there (one count, stopped at that bound)."""
-        tails = [ranges[-1] for ranges in reads.values() if ranges]
-        if not tails:
+        """Whether the tails' time range holds fewer than ``bound`` documents (one
+        count, stopped at the bound)."""
+        lo, hi = _tail_range(reads)
+        if lo >= hi:
             return True
-        lo = min(t.start_ms for t in tails)
-        hi = max(t.end_ms for t in tails)
-        possible = len(tails) * (-(-(hi - lo) // max(slot_ms, 1)))
-        bound = _SHARE_FACTOR * possible + _SHARE_SLACK
         found = await self._db[collection].count_documents(
             {"timestamp": {"$gte": to_dt(lo), "$lt": to_dt(hi)}}, limit=bound
         )
         return bool(found < bound)
 
     async def _read_by_time(
-        self, collection: str, reads: Mapping[str, Sequence[Window]]
+        self, collection: str, reads: Mapping[str, Sequence[Window]], bound: int
     ) -> AsyncIterator[tuple[str, list[int]]]:
         tails = {symbol: ranges[-1] for symbol, ranges in reads.items() if ranges}
         if not tails:
@@ -115,8 +137,7 @@ class MongoCandleStore:
             for r in reads[symbol][:-1]:
                 async for stamps in self._sorted(collection, _window_filter(symbol, r)):
                     yield symbol, stamps
-        lo = min(t.start_ms for t in tails.values())
-        hi = max(t.end_ms for t in tails.values())
+        lo, hi = _tail_range(reads)
         cursor = (
             self._db[collection]
             .find(
@@ -126,7 +147,9 @@ class MongoCandleStore:
             .sort("timestamp", 1)
             .batch_size(BATCH)
         )
+        returned = 0
         while docs := await cursor.to_list(BATCH):
+            returned += len(docs)
             out: dict[str, list[int]] = {}
             for d in docs:
                 tail = tails.get(d.get("symbol"))  # type: ignore[arg-type]
@@ -137,6 +160,7 @@ class MongoCandleStore:
                     out.setdefault(d["symbol"], []).append(t)
             for symbol, stamps in out.items():
                 yield symbol, stamps
+        self._mostly_ours_last[collection] = returned < bound
 
     async def _read_by_symbol(
         self, collection: str, reads: Mapping[str, Sequence[Window]]
