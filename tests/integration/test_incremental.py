@@ -21,6 +21,7 @@ from auditsvc.storage.mongo import (
     MongoCandleStore,
     MongoLeadershipStore,
     MongoStateStore,
+    candle_store,
     connect,
 )
 from auditsvc.storage.mongo.database import GAPS, SERIES, ensure_time_index, to_dt
@@ -207,16 +208,16 @@ def standalone_auditor(settings: Any, database: Any, candles: MongoCandleStore) 
 
 
 class TimeReadSpy(MongoCandleStore):
-    """The real candle store, counting its shared time-range reads and its counts."""
+    """The real candle store, counting its slices read by time and its counts."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.by_time = 0
         self.counts = 0
 
-    def _read_by_time(self, *args: Any) -> Any:
+    def _slice(self, *args: Any) -> Any:
         self.by_time += 1
-        return super()._read_by_time(*args)
+        return super()._slice(*args)
 
     async def _mostly_ours(self, *args: Any) -> bool:
         self.counts += 1
@@ -296,6 +297,42 @@ class TestBatchedReads:
             assert await cycle() == (1, 3)
             assert await cycle() == (2, 3)
             assert await cycle() == (3, 3)
+        finally:
+            await database.close()
+
+    async def test_slices_switch_to_per_symbol_reads_where_others_crowd_in(
+        self, make_settings: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A window read by time in slices (50 slots each here): the first slice is
+        counted, the next two are read without counting; the third holds 80 other
+        symbols' candles, so the fourth is counted, found crowded, and the rest of
+        each tail is read per symbol. Every report is still the full scan's."""
+        monkeypatch.setattr(candle_store, "_SLICE_DOCS", 150)
+        audited = ["A1USDT", "A2USDT", "A3USDT"]
+        settings = make_settings(
+            AUDIT_SYMBOLS=",".join(audited), CANDLE_COLLECTION_TEMPLATE="klines_{timeframe}", **ENV
+        )
+        database = connect(settings.mongo.uri, settings.mongo.database, 2000)
+        try:
+            end = window_end()
+            for symbol in audited:
+                await seed(database.db, "klines_1m", symbol, end, {20, 21, 170})
+            others = [
+                {"symbol": f"OTHER{i}", "timestamp": to_dt(end - k * M)}
+                for i in range(80)
+                for k in range(1, 61)
+            ]
+            await asyncio.wait_for(database.db["klines_1m"].insert_many(others), TIMEOUT)
+            await ensure_time_index(database, "klines_1m")
+            candles = TimeReadSpy(database, settings.audit.collection_template)
+            audits = standalone_auditor(settings, database, candles)
+            selection = audits.select((), (), None, None)
+            cycle = await asyncio.wait_for(
+                audits.run_cycle(selection, trigger="rpc", default_window=True), TIMEOUT
+            )
+            assert [(r.gap_count, r.missing_candles) for r in cycle.series] == [(2, 3)] * 3
+            assert [r.present_candles for r in cycle.series] == [SLOTS - 3] * 3
+            assert (candles.counts, candles.by_time) == (2, 3)
         finally:
             await database.close()
 

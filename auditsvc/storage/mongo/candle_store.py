@@ -18,6 +18,9 @@ BATCH = 20_000
 # what the audited symbols could hold there (plus a little slack: duplicates).
 _SHARE_FACTOR = 4
 _SHARE_SLACK = 1_000
+# Documents of the read symbols one time-range query covers, about: a cold cycle
+# over 30,000 series must not be one query that the server sorts whole.
+_SLICE_DOCS = 20_000
 
 
 def _window_filter(symbol: str, window: Window) -> dict[str, Any]:
@@ -27,21 +30,18 @@ def _window_filter(symbol: str, window: Window) -> dict[str, Any]:
     }
 
 
-def _tail_range(reads: Mapping[str, Sequence[Window]]) -> tuple[int, int]:
-    """The time range spanning every symbol's last range (empty: (0, 0))."""
-    tails = [ranges[-1] for ranges in reads.values() if ranges]
-    if not tails:
-        return 0, 0
-    return min(t.start_ms for t in tails), max(t.end_ms for t in tails)
-
-
-def _share_bound(reads: Mapping[str, Sequence[Window]], slot_ms: int) -> int:
-    """Documents in the tails' range above which a shared time-range read is mostly
-    other symbols': _SHARE_FACTOR times what the read symbols could hold, plus slack."""
-    lo, hi = _tail_range(reads)
-    tails = sum(1 for ranges in reads.values() if ranges)
-    possible = tails * (-(-(hi - lo) // max(slot_ms, 1)))
-    return _SHARE_FACTOR * possible + _SHARE_SLACK
+def _sift(docs: Sequence[Mapping[str, Any]], tails: Mapping[str, Window]) -> dict[str, list[int]]:
+    """The times of ``docs`` inside their symbol's tail, by symbol (others dropped:
+    symbols not audited here share the collection)."""
+    out: dict[str, list[int]] = {}
+    for d in docs:
+        tail = tails.get(d.get("symbol"))  # type: ignore[arg-type]
+        if tail is None or "timestamp" not in d:
+            continue
+        t = to_ms(d["timestamp"])
+        if tail.start_ms <= t < tail.end_ms:
+            out.setdefault(d["symbol"], []).append(t)
+    return out
 
 
 class MongoCandleStore:
@@ -49,9 +49,9 @@ class MongoCandleStore:
         self._db = database.db
         self._template = template
         self._time_index = TimeIndexes(database)
-        # Collections whose last shared time-range read was mostly the read symbols'
-        # documents: the next one skips the count (on some servers the count reads
-        # the whole range too, doubling a steady cycle's read).
+        # Collections whose last slice read by time was mostly the read symbols'
+        # documents: the next slice skips the count (on some servers a count reads
+        # its whole range too, doubling a steady cycle's read).
         self._mostly_ours_last: dict[str, bool] = {}
 
     def collection(self, symbol: str, timeframe: str) -> str:
@@ -84,50 +84,38 @@ class MongoCandleStore:
         Each symbol's timestamps ascend across its batches; batches of different
         symbols may interleave. With a ``{timestamp: 1}`` index on the collection
         (``setup-db`` makes one when symbols share collections) the symbols' last
-        ranges (the window's tail) are read by ONE time-range query over the
-        collection and earlier ranges (open gaps) by one indexed query each;
-        without it, one query with a ``$in`` per shared range serves them all from
-        the ``(symbol, timestamp)`` index.
+        ranges (the window's tail) are read by time-range queries over the
+        collection, one per slice of about ``_SLICE_DOCS`` of their documents (so
+        no single query's work grows with the number of series), and earlier
+        ranges (open gaps) by one indexed query each; without the index, one query
+        with a ``$in`` per shared range serves them all from the ``(symbol,
+        timestamp)`` index.
 
-        The time-range read returns every symbol of the collection, audited or
-        not. When the collection holds far more in that range than these symbols
-        can (counted first, up to a bound: ``_SHARE_FACTOR`` times what they could
-        hold), each symbol is read with its own indexed query instead: auditing 480
-        of 30,000 symbols must not read all 30,000. The count is skipped while the
-        collection's last time-range read stayed under that bound; a read that went
-        over it makes the next call count again (one costly read, then corrected).
+        A time-range read returns every symbol of the collection, audited or not.
+        Before a slice is read by time it is counted (up to a bound:
+        ``_SHARE_FACTOR`` times what these symbols could hold there); when it holds
+        more, the rest of each symbol's tail is read with its own indexed query:
+        auditing 480 of 30,000 symbols must not read all 30,000. The count is
+        skipped while the collection's last slice read by time stayed under its
+        bound; one that went over makes the next slice count again.
         """
         if len(reads) > 1 and await self._time_index.has(collection):
-            bound = _share_bound(reads, slot_ms)
-            if self._mostly_ours_last.get(collection) or await self._mostly_ours(
-                collection, reads, bound
-            ):
-                async for item in self._read_by_time(collection, reads, bound):
-                    yield item
-                return
-            for symbol in sorted(reads):
-                for r in reads[symbol]:
-                    async for stamps in self._sorted(collection, _window_filter(symbol, r)):
-                        yield symbol, stamps
+            async for item in self._read_by_time(collection, reads, slot_ms):
+                yield item
             return
         async for item in self._read_by_symbol(collection, reads):
             yield item
 
-    async def _mostly_ours(
-        self, collection: str, reads: Mapping[str, Sequence[Window]], bound: int
-    ) -> bool:
-        """Whether the tails' time range holds fewer than ``bound`` documents (one
-        count, stopped at the bound)."""
-        lo, hi = _tail_range(reads)
-        if lo >= hi:
-            return True
+    async def _mostly_ours(self, collection: str, start: int, end: int, bound: int) -> bool:
+        """Whether [start, end) holds fewer than ``bound`` documents (one count,
+        stopped at the bound)."""
         found = await self._db[collection].count_documents(
-            {"timestamp": {"$gte": to_dt(lo), "$lt": to_dt(hi)}}, limit=bound
+            {"timestamp": {"$gte": to_dt(start), "$lt": to_dt(end)}}, limit=bound
         )
         return bool(found < bound)
 
     async def _read_by_time(
-        self, collection: str, reads: Mapping[str, Sequence[Window]], bound: int
+        self, collection: str, reads: Mapping[str, Sequence[Window]], slot_ms: int
     ) -> AsyncIterator[tuple[str, list[int]]]:
         tails = {symbol: ranges[-1] for symbol, ranges in reads.items() if ranges}
         if not tails:
@@ -137,30 +125,45 @@ class MongoCandleStore:
             for r in reads[symbol][:-1]:
                 async for stamps in self._sorted(collection, _window_filter(symbol, r)):
                     yield symbol, stamps
-        lo, hi = _tail_range(reads)
+        lo = min(t.start_ms for t in tails.values())
+        hi = max(t.end_ms for t in tails.values())
+        slot_ms = max(slot_ms, 1)
+        slots = max(1, _SLICE_DOCS // len(tails))
+        start = lo
+        while start < hi:
+            end = min(hi, start + slots * slot_ms)
+            bound = _SHARE_FACTOR * len(tails) * -(-(end - start) // slot_ms) + _SHARE_SLACK
+            known = self._mostly_ours_last.get(collection, False)
+            if not known and not await self._mostly_ours(collection, start, end, bound):
+                # Mostly other symbols' documents: the rest of each tail on its own.
+                for symbol in sorted(tails):
+                    rest = Window(max(start, tails[symbol].start_ms), tails[symbol].end_ms)
+                    if rest.start_ms < rest.end_ms:
+                        query = _window_filter(symbol, rest)
+                        async for stamps in self._sorted(collection, query):
+                            yield symbol, stamps
+                return
+            returned = 0
+            async for docs in self._slice(collection, start, end):
+                returned += len(docs)
+                for symbol, stamps in _sift(docs, tails).items():
+                    yield symbol, stamps
+            self._mostly_ours_last[collection] = returned < bound
+            start = end
+
+    async def _slice(self, collection: str, start: int, end: int) -> AsyncIterator[list[Any]]:
+        """Every document's symbol and time in [start, end), oldest first, in batches."""
         cursor = (
             self._db[collection]
             .find(
-                {"timestamp": {"$gte": to_dt(lo), "$lt": to_dt(hi)}},
+                {"timestamp": {"$gte": to_dt(start), "$lt": to_dt(end)}},
                 {"_id": 0, "symbol": 1, "timestamp": 1},
             )
             .sort("timestamp", 1)
             .batch_size(BATCH)
         )
-        returned = 0
         while docs := await cursor.to_list(BATCH):
-            returned += len(docs)
-            out: dict[str, list[int]] = {}
-            for d in docs:
-                tail = tails.get(d.get("symbol"))  # type: ignore[arg-type]
-                if tail is None or "timestamp" not in d:
-                    continue  # a symbol not audited here shares the collection
-                t = to_ms(d["timestamp"])
-                if tail.start_ms <= t < tail.end_ms:
-                    out.setdefault(d["symbol"], []).append(t)
-            for symbol, stamps in out.items():
-                yield symbol, stamps
-        self._mostly_ours_last[collection] = returned < bound
+            yield docs
 
     async def _read_by_symbol(
         self, collection: str, reads: Mapping[str, Sequence[Window]]
