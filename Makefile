@@ -51,7 +51,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 test: setup lint typecheck breaking
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --durations=20
 
 test-fast: setup
 	$(BIN)/pytest -q -m "not slow and not chaos"

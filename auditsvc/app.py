@@ -46,8 +46,8 @@ from auditsvc.storage.mongo.fence import MajorityUnavailable
 from auditsvc.storage.mongo.live_store import MongoCandleFeed, MongoLiveStore
 from auditsvc.storage.mongo.secret_store import deployment_secret
 from auditsvc.storage.mongo.settled_store import MongoSettledStore
-from auditsvc.transport.auth import AuthInterceptor
-from auditsvc.transport.forwarding import Forwarder, ForwardingInterceptor
+from auditsvc.transport.auth import AuthGate
+from auditsvc.transport.forwarding import Forwarder, ForwardingGate
 from auditsvc.transport.interceptors import CallInterceptor
 from auditsvc.transport.server import ALL_METHODS, MUTATING, SERVICE_NAME, Server, tls
 from auditsvc.transport.servicer import AuditServicer
@@ -182,15 +182,13 @@ class App:
         return LeaderElector(ElectionConfig.from_settings(s), self.leases, self.clock, self.metrics)
 
     def _interceptors(self) -> list[object]:
-        forwarding = ForwardingInterceptor(
-            MUTATING, self.leadership, self.forwarder, self._leader_address
-        )
-        chain: list[object] = [CallInterceptor(f"/{SERVICE_NAME}/", self.metrics)]
         token = self.settings.security.api_token
+        auth = None
         if token:
             protected = ALL_METHODS if self.settings.security.reads_require_token else MUTATING
-            chain.append(AuthInterceptor(token, protected))
-        return [*chain, forwarding]
+            auth = AuthGate(token, protected)
+        router = ForwardingGate(MUTATING, self.leadership, self.forwarder, self._leader_address)
+        return [CallInterceptor(f"/{SERVICE_NAME}/", self.metrics, auth=auth, router=router)]
 
     def _leader_address(self) -> str | None:
         return self.leadership.last_known_address() or None

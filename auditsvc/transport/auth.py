@@ -10,7 +10,6 @@ appears in a status message or a log line.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -20,12 +19,15 @@ from auditsvc.transport.status_table import unauthenticated
 _DETAILS = "missing or invalid bearer token (authorization metadata)"
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AuthGate:
+    """Checks the bearer token of protected methods. Not an interceptor of its own:
+    ``CallInterceptor`` asks it once per call, before any forwarding."""
+
     def __init__(self, token: str, protected: frozenset[str]) -> None:
         self._expected = f"Bearer {token}".encode()
         self._protected = protected
         # One refusing handler per method: built per call, each would be a new
-        # key in the outer interceptor's per-handler cache.
+        # key in the call interceptor's per-handler cache.
         self._denials: dict[str, Any] = {}
 
     def _allowed(self, metadata: Any) -> bool:
@@ -35,18 +37,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 return hmac.compare_digest(given, self._expected)
         return False
 
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], details: Any
-    ) -> Any:
-        if details.method not in self._protected or self._allowed(details.invocation_metadata):
-            return await continuation(details)
-        denial = self._denials.get(details.method)
-        if denial is not None:
-            return denial
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        denial = self._denials[details.method] = _denial(handler)
+    def allows(self, details: Any) -> bool:
+        """Whether the call may go on: its method is open, or its token is right."""
+        return details.method not in self._protected or self._allowed(details.invocation_metadata)
+
+    def denial(self, method: str, handler: Any) -> Any:
+        """A handler shaped like ``handler`` (the method's own) answering UNAUTHENTICATED."""
+        denial = self._denials.get(method)
+        if denial is None:
+            denial = self._denials[method] = _denial(handler)
         return denial
 
 

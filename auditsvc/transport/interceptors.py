@@ -1,14 +1,17 @@
-"""The outermost server interceptor: decoding guard and request metrics.
+"""The one server interceptor: decoding guard, request metrics, and the gates.
 
 A frame that is not a valid request message gets INVALID_ARGUMENT from us
-rather than UNKNOWN from grpc, and every unary call is counted and timed.
+rather than UNKNOWN from grpc, and every unary call is counted and timed. The
+bearer-token check and the follower's forwarding are gates this interceptor
+asks in turn, not interceptors of their own: each grpc.aio interceptor layer
+costs every call a coroutine, and reads (GetStatus) are the hot path.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -36,24 +39,55 @@ def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return decode
 
 
-class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Outermost, one layer for every call: requests that do not decode get
-    INVALID_ARGUMENT (not grpc's UNKNOWN), and unary calls are counted by method
-    and code and timed. Wrapped handlers are built once per method."""
+class Authenticator(Protocol):
+    def allows(self, details: Any) -> bool:
+        """Whether the call may go on."""
 
-    def __init__(self, service_prefix: str, metrics: Metrics) -> None:
+    def denial(self, method: str, handler: Any) -> Any:
+        """A handler shaped like ``handler`` that refuses the call."""
+
+
+class Router(Protocol):
+    def route(self, details: Any) -> Any:
+        """A handler serving the call elsewhere (raw bytes), or None to serve it here."""
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """The only interceptor, one layer for every call: the token check, then the
+    forwarding route, then the handler; requests that do not decode get
+    INVALID_ARGUMENT (not grpc's UNKNOWN), and unary calls are counted by method
+    and code and timed. Wrapped handlers are built once per handler, except the
+    per-call relays (they carry the call's leader and metadata)."""
+
+    def __init__(
+        self,
+        service_prefix: str,
+        metrics: Metrics,
+        *,
+        auth: Authenticator | None = None,
+        router: Router | None = None,
+    ) -> None:
         self._prefix = service_prefix
         self._metrics = metrics
+        self._auth = auth
+        self._router = router
         self._wrapped: dict[Any, Any] = {}
 
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], details: Any
     ) -> Any:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        if handler.request_deserializer is None:  # the follower's per-call raw relay
-            return self._wrap(handler, details.method)
+        if self._auth is not None and not self._auth.allows(details):
+            handler = await continuation(details)
+            if handler is None:
+                return None
+            handler = self._auth.denial(details.method, handler)  # refused: never forwarded
+        else:
+            routed = None if self._router is None else self._router.route(details)
+            if routed is not None:  # the follower's per-call raw relay or refusal
+                return self._wrap(routed, details.method)
+            handler = await continuation(details)
+            if handler is None:
+                return None
         wrapped = self._wrapped.get(handler)
         if wrapped is None:
             wrapped = self._wrapped[handler] = self._wrap(handler, details.method)

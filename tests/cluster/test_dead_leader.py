@@ -18,7 +18,8 @@ from auditclient import NoLeader, from_rpc_error
 from auditpb.v1 import audit_pb2 as pb
 from auditsvc.domain.values import Role
 from auditsvc.ops.metrics import Metrics
-from auditsvc.transport.forwarding import Forwarder, ForwardingInterceptor
+from auditsvc.transport.forwarding import Forwarder, ForwardingGate
+from auditsvc.transport.interceptors import CallInterceptor
 from auditsvc.transport.server import MUTATING, SERVICE_NAME
 from tests.cluster.harness import ReplicaProcess, one_leader
 from tests.support import SecantusDB, eventually, free_port
@@ -114,7 +115,8 @@ class TestExpiredLeaderIsNotNamed:
     async def test_no_trailer(self) -> None:
         """UNAVAILABLE NO_LEADER, and no x-audit-leader pointing at the lapsed leader."""
         forwarder = Forwarder("me", Metrics())
-        interceptor = ForwardingInterceptor(MUTATING, _Lapsed(), forwarder, lambda: None)  # type: ignore[arg-type]
+        gate = ForwardingGate(MUTATING, _Lapsed(), forwarder, lambda: None)  # type: ignore[arg-type]
+        interceptor = CallInterceptor(f"/{SERVICE_NAME}/", Metrics(), router=gate)
         server = grpc.aio.server(interceptors=[interceptor])
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
