@@ -229,11 +229,7 @@ def summary_pb(s: CycleSummary) -> pb.StatusSummary:
     )
 
 
-def status_pb(
-    s: Status, cycle: pb.AuditCycle | None = None, summary: pb.StatusSummary | None = None
-) -> pb.GetStatusResponse:
-    """``cycle`` and ``summary`` may be ``s.last_cycle``'s already converted (GetStatus
-    reuses them)."""
+def status_pb(s: Status) -> pb.GetStatusResponse:
     reply = pb.GetStatusResponse(
         replica_id=s.replica_id,
         role=_ROLES[s.role],
@@ -245,10 +241,8 @@ def status_pb(
         epoch=s.epoch,
     )
     if s.last_cycle is not None:
-        reply.last_cycle.CopyFrom(cycle if cycle is not None else cycle_pb(s.last_cycle))
-        if summary is not None:
-            reply.summary.CopyFrom(summary)
-        elif s.last_cycle.summary is not None:
+        reply.last_cycle.CopyFrom(cycle_pb(s.last_cycle))
+        if s.last_cycle.summary is not None:
             reply.summary.CopyFrom(summary_pb(s.last_cycle.summary))
     if s.next_cycle_ms is not None:
         reply.next_cycle_at.CopyFrom(ts(s.next_cycle_ms))

@@ -43,10 +43,11 @@ def _unary(
 class AuditServicer(pb_grpc.AuditServiceServicer):  # type: ignore[misc]
     def __init__(self, service: AuditService) -> None:
         self._service = service
-        # The last cycle and its message: GetStatus serves the same cycle many
-        # times between audits, and converting every series each time is waste.
-        # One per view (FULL or not).
-        self._cycle: dict[bool, tuple[object, pb.AuditCycle, pb.StatusSummary | None]] = {}
+        # The last reply per view (FULL or not): GetStatus answers the same cycle
+        # many times between audits, and building the reply each time is most of
+        # its cost. Reused while the cycle is the same object and nothing else in
+        # the status changed; the message is only ever serialized after that.
+        self._reply: dict[bool, tuple[object, tuple[object, ...], pb.GetStatusResponse]] = {}
 
     @_unary
     async def GetLeader(self, request: pb.GetLeaderRequest, context: Any) -> pb.GetLeaderResponse:
@@ -56,14 +57,24 @@ class AuditServicer(pb_grpc.AuditServiceServicer):  # type: ignore[misc]
     async def GetStatus(self, request: pb.GetStatusRequest, context: Any) -> pb.GetStatusResponse:
         full = convert.full_view(request)
         status = await self._service.status(full=full)
-        if status.last_cycle is None:
-            return convert.status_pb(status)
-        cached = self._cycle.get(full)
-        if cached is None or cached[0] is not status.last_cycle:
-            last = status.last_cycle
-            summary = None if last.summary is None else convert.summary_pb(last.summary)
-            cached = self._cycle[full] = (last, convert.cycle_pb(last), summary)
-        return convert.status_pb(status, cached[1], cached[2])
+        rest = (
+            status.replica_id,
+            status.role,
+            status.auditor_enabled,
+            status.next_cycle_ms,
+            status.series_count,
+            status.version,
+            status.database_reachable,
+            status.leader_id,
+            status.epoch,
+        )
+        cached = self._reply.get(full)
+        if cached is not None and cached[0] is status.last_cycle and cached[1] == rest:
+            return cached[2]
+        reply = convert.status_pb(status)
+        if status.last_cycle is not None:
+            self._reply[full] = (status.last_cycle, rest, reply)
+        return reply
 
     @_unary
     async def RunAudit(self, request: pb.RunAuditRequest, context: Any) -> pb.RunAuditResponse:
