@@ -111,7 +111,8 @@ async def _measure(ctx: Context, mode: str, n: int) -> tuple[float, float, int, 
             ready = await live.until_all_live(replica.stub, n, ALL_LIVE_WITHIN_S)
         except TimeoutError as exc:
             raise NotMeasured(f"{mode}, {n} series: {exc}") from None
-        await asyncio.sleep(WARMUP_S)
+        # Never longer than the measurement itself (the smoke test's tiny sizes).
+        await asyncio.sleep(min(WARMUP_S, ctx.sizes.live_cost_seconds))
         proc = psutil.Process(replica.pid)
         admin = ctx.client.admin
         before_cpu = proc.cpu_times()
