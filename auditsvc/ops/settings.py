@@ -197,7 +197,7 @@ class AuditSettings:
         "AUDIT_SYMBOLS", "BTCUSDT,ETHUSDT", "Comma list of symbols to audit.", _symbols
     )
     # Read by the AUDIT_SYMBOLS parser: an exchange's symbols outgrow one environment
-    # string (Linux caps it at 128 KiB, about 18,000 symbols).
+    # string (Linux caps it at 128 KiB, about 15,000 symbols of eight characters).
     symbols_file: str | None = setting(
         SYMBOLS_FILE,
         "",

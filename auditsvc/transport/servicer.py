@@ -4,6 +4,7 @@ reply. Errors go through the one table in ``auditsvc.transport.status_table``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -12,6 +13,7 @@ import grpc
 
 from auditpb.v1 import audit_pb2 as pb
 from auditpb.v1 import audit_pb2_grpc as pb_grpc
+from auditsvc.domain.records import Status
 from auditsvc.transport import convert
 from auditsvc.transport.status_table import problem_for
 from auditsvc.usecases.audit_service import AuditService
@@ -47,7 +49,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):  # type: ignore[misc]
         # many times between audits, and building the reply each time is most of
         # its cost. Reused while the cycle is the same object and nothing else in
         # the status changed; the message is only ever serialized after that.
-        self._reply: dict[bool, tuple[object, tuple[object, ...], pb.GetStatusResponse]] = {}
+        self._reply: dict[bool, tuple[object, Status, pb.GetStatusResponse]] = {}
 
     @_unary
     async def GetLeader(self, request: pb.GetLeaderRequest, context: Any) -> pb.GetLeaderResponse:
@@ -57,17 +59,8 @@ class AuditServicer(pb_grpc.AuditServiceServicer):  # type: ignore[misc]
     async def GetStatus(self, request: pb.GetStatusRequest, context: Any) -> pb.GetStatusResponse:
         full = convert.full_view(request)
         status = await self._service.status(full=full)
-        rest = (
-            status.replica_id,
-            status.role,
-            status.auditor_enabled,
-            status.next_cycle_ms,
-            status.series_count,
-            status.version,
-            status.database_reachable,
-            status.leader_id,
-            status.epoch,
-        )
+        # Everything but the cycle, compared by value; the cycle by identity.
+        rest = dataclasses.replace(status, last_cycle=None)
         cached = self._reply.get(full)
         if cached is not None and cached[0] is status.last_cycle and cached[1] == rest:
             return cached[2]
