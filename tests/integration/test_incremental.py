@@ -7,12 +7,15 @@ scores would race the reports compared."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from auditpb.v1 import audit_pb2 as pb
+from auditsvc.domain.records import Cycle
 from auditsvc.leadership.term import Standalone
 from auditsvc.ops.clock import SystemClock
 from auditsvc.ops.metrics import Metrics
@@ -224,6 +227,49 @@ class TimeReadSpy(MongoCandleStore):
         return await super()._mostly_ours(*args)
 
 
+AUDITED = ["A1USDT", "A2USDT", "A3USDT"]
+
+
+@contextlib.asynccontextmanager
+async def shared_klines(
+    make_settings: Any, skip: set[int]
+) -> AsyncIterator[tuple[Any, int, TimeReadSpy, Callable[[], Awaitable[Cycle]]]]:
+    """AUDITED in klines_1m with the time index, each missing the slots ``skip``:
+    yields the database, the window end, the spying candle store and a runner of
+    default-window cycles on it."""
+    settings = make_settings(
+        AUDIT_SYMBOLS=",".join(AUDITED), CANDLE_COLLECTION_TEMPLATE="klines_{timeframe}", **ENV
+    )
+    database = connect(settings.mongo.uri, settings.mongo.database, 2000)
+    try:
+        end = window_end()
+        for symbol in AUDITED:
+            await seed(database.db, "klines_1m", symbol, end, skip)
+        await ensure_time_index(database, "klines_1m")
+        candles = TimeReadSpy(database, settings.audit.collection_template)
+        audits = standalone_auditor(settings, database, candles)
+
+        async def cycle() -> Cycle:
+            selection = audits.select((), (), None, None)
+            return await asyncio.wait_for(
+                audits.run_cycle(selection, trigger="rpc", default_window=True), TIMEOUT
+            )
+
+        yield database.db, end, candles, cycle
+    finally:
+        await database.close()
+
+
+async def insert_others(db: Any, end: int, slots: int) -> None:
+    """80 symbols not audited, in klines_1m's last ``slots`` slots before ``end``."""
+    others = [
+        {"symbol": f"OTHER{i}", "timestamp": to_dt(end - k * M)}
+        for i in range(80)
+        for k in range(1, slots + 1)
+    ]
+    await asyncio.wait_for(db["klines_1m"].insert_many(others), TIMEOUT)
+
+
 class TestBatchedReads:
     """Symbols sharing a collection are read with one query per cycle, not one per series."""
 
@@ -234,29 +280,13 @@ class TestBatchedReads:
         """3 audited symbols alone in klines_1m share one time-range read; beside 40
         symbols not audited, each is read on its own (the shared read would return
         all 43), with the same reports."""
-        audited = ["A1USDT", "A2USDT", "A3USDT"]
-        settings = make_settings(
-            AUDIT_SYMBOLS=",".join(audited), CANDLE_COLLECTION_TEMPLATE="klines_{timeframe}", **ENV
-        )
-        database = connect(settings.mongo.uri, settings.mongo.database, 2000)
-        try:
-            end = window_end()
-            for symbol in audited:
-                await seed(database.db, "klines_1m", symbol, end, {20, 21})
+        async with shared_klines(make_settings, {20, 21}) as (db, end, candles, cycle):
             for i in range(others):
-                await seed(database.db, "klines_1m", f"OTHER{i}", end, set())
-            await ensure_time_index(database, "klines_1m")
-            candles = TimeReadSpy(database, settings.audit.collection_template)
-            audits = standalone_auditor(settings, database, candles)
-            selection = audits.select((), (), None, None)
-            cycle = await asyncio.wait_for(
-                audits.run_cycle(selection, trigger="rpc", default_window=True), TIMEOUT
-            )
-            assert [r.symbol for r in cycle.series] == audited
-            assert [(r.gap_count, r.missing_candles) for r in cycle.series] == [(1, 2)] * 3
+                await seed(db, "klines_1m", f"OTHER{i}", end, set())
+            done = await cycle()
+            assert [r.symbol for r in done.series] == AUDITED
+            assert [(r.gap_count, r.missing_candles) for r in done.series] == [(1, 2)] * 3
             assert candles.by_time == by_time
-        finally:
-            await database.close()
 
     async def test_count_only_until_a_time_read_proves_the_range_ours(
         self, make_settings: Any
@@ -265,40 +295,19 @@ class TestBatchedReads:
         counting first. Once other symbols crowd the range, one cycle still reads by
         time (and sees it), the next counts and reads each symbol on its own, and the
         reports never change."""
-        audited = ["A1USDT", "A2USDT", "A3USDT"]
-        settings = make_settings(
-            AUDIT_SYMBOLS=",".join(audited), CANDLE_COLLECTION_TEMPLATE="klines_{timeframe}", **ENV
-        )
-        database = connect(settings.mongo.uri, settings.mongo.database, 2000)
-        try:
-            end = window_end()
-            for symbol in audited:
-                await seed(database.db, "klines_1m", symbol, end, {20, 21})
-            await ensure_time_index(database, "klines_1m")
-            candles = TimeReadSpy(database, settings.audit.collection_template)
-            audits = standalone_auditor(settings, database, candles)
+        async with shared_klines(make_settings, {20, 21}) as (db, end, candles, cycle):
 
-            async def cycle() -> tuple[int, int]:
-                selection = audits.select((), (), None, None)
-                done = await asyncio.wait_for(
-                    audits.run_cycle(selection, trigger="rpc", default_window=True), TIMEOUT
-                )
+            async def counted() -> tuple[int, int]:
+                done = await cycle()
                 assert [(r.gap_count, r.missing_candles) for r in done.series] == [(1, 2)] * 3
                 return candles.counts, candles.by_time
 
-            assert await cycle() == (1, 1)
-            assert await cycle() == (1, 2)
-            others = [
-                {"symbol": f"OTHER{i}", "timestamp": to_dt(end - k * M)}
-                for i in range(80)
-                for k in range(1, SLOTS + 1)
-            ]
-            await asyncio.wait_for(database.db["klines_1m"].insert_many(others), TIMEOUT)
-            assert await cycle() == (1, 3)
-            assert await cycle() == (2, 3)
-            assert await cycle() == (3, 3)
-        finally:
-            await database.close()
+            assert await counted() == (1, 1)
+            assert await counted() == (1, 2)
+            await insert_others(db, end, SLOTS)
+            assert await counted() == (1, 3)
+            assert await counted() == (2, 3)
+            assert await counted() == (3, 3)
 
     async def test_slices_switch_to_per_symbol_reads_where_others_crowd_in(
         self, make_settings: Any, monkeypatch: pytest.MonkeyPatch
@@ -308,33 +317,12 @@ class TestBatchedReads:
         symbols' candles, so the fourth is counted, found crowded, and the rest of
         each tail is read per symbol. Every report is still the full scan's."""
         monkeypatch.setattr(candle_store, "_SLICE_DOCS", 150)
-        audited = ["A1USDT", "A2USDT", "A3USDT"]
-        settings = make_settings(
-            AUDIT_SYMBOLS=",".join(audited), CANDLE_COLLECTION_TEMPLATE="klines_{timeframe}", **ENV
-        )
-        database = connect(settings.mongo.uri, settings.mongo.database, 2000)
-        try:
-            end = window_end()
-            for symbol in audited:
-                await seed(database.db, "klines_1m", symbol, end, {20, 21, 170})
-            others = [
-                {"symbol": f"OTHER{i}", "timestamp": to_dt(end - k * M)}
-                for i in range(80)
-                for k in range(1, 61)
-            ]
-            await asyncio.wait_for(database.db["klines_1m"].insert_many(others), TIMEOUT)
-            await ensure_time_index(database, "klines_1m")
-            candles = TimeReadSpy(database, settings.audit.collection_template)
-            audits = standalone_auditor(settings, database, candles)
-            selection = audits.select((), (), None, None)
-            cycle = await asyncio.wait_for(
-                audits.run_cycle(selection, trigger="rpc", default_window=True), TIMEOUT
-            )
-            assert [(r.gap_count, r.missing_candles) for r in cycle.series] == [(2, 3)] * 3
-            assert [r.present_candles for r in cycle.series] == [SLOTS - 3] * 3
+        async with shared_klines(make_settings, {20, 21, 170}) as (db, end, candles, cycle):
+            await insert_others(db, end, 60)
+            done = await cycle()
+            assert [(r.gap_count, r.missing_candles) for r in done.series] == [(2, 3)] * 3
+            assert [r.present_candles for r in done.series] == [SLOTS - 3] * 3
             assert (candles.counts, candles.by_time) == (2, 3)
-        finally:
-            await database.close()
 
     async def test_one_query_per_collection(self, make_settings: Any) -> None:
         """Six symbols in klines_1m: one read_many per default-window cycle, no per-series read."""
