@@ -5,9 +5,11 @@ default window (a scheduled cycle, or RunAudit without times).
 * **Groups.** Series sharing a candle collection, timeframe and window form a
   group. Under ``klines_{timeframe}`` (no ``{symbol}``) that is every symbol of
   a timeframe; with ``{symbol}`` in the template every group is one series.
-* **One read per group.** Each series gets a plan (:mod:`auditsvc.domain.settled`):
-  the whole window, or only its settled gaps and the tail after the recheck
-  horizon. ONE query reads every range of the group, ordered by symbol, and its
+* **Reads per group, not per series.** Each series gets a plan
+  (:mod:`auditsvc.domain.settled`): the whole window, or only its settled gaps and
+  the tail after the recheck horizon. The group's ranges are read together
+  (``CandleStore.read_many``: by time in slices of bounded size over a shared
+  collection with a time index, else one query per set of ranges), and the
   documents are scanned as they stream (memory: the group's scanners, not its
   candles).
 * **Bounded writes.** Results are written CHUNK series at a time: the chunk's

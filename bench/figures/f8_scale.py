@@ -22,7 +22,8 @@ i.e. what the scheduler runs (the live tail is off, so only cycles are timed).
   cycles, plus a ``status_series`` (default 48) replica for the small end.
 
 The collection has the ``{timestamp: 1}`` index ``setup-db`` makes for shared
-collections, so a cycle reads every series' tail with one time-range query.
+collections, so a cycle reads every series' tail by time, in slices of about
+20,000 candles per query.
 Replicas run standalone (epoch 0): fenced writes are figure 7's business.
 """
 
@@ -77,7 +78,7 @@ class Feed:
 
 
 async def time_index(db: Any, collection: str) -> None:
-    """What ``setup-db`` adds when symbols share collections (one time-range read per cycle)."""
+    """What ``setup-db`` adds when symbols share collections (tails read by time)."""
     await db[collection].create_index([("timestamp", 1)], name="timestamp")
 
 

@@ -189,7 +189,7 @@ async def ensure_candle_index(database: Database, collection: str) -> str:
 
 
 async def ensure_time_index(database: Database, collection: str) -> str:
-    """A ``{timestamp: 1}`` index: lets one time-range query read the window's tail of
+    """A ``{timestamp: 1}`` index: lets time-range queries read the window's tail of
     every symbol sharing ``collection`` (see MongoCandleStore.read_many)."""
     name = await database.db[collection].create_index([("timestamp", ASCENDING)], name="timestamp")
     return f"{collection}.{name}"
