@@ -10,19 +10,13 @@ import pytest
 from pymongo.errors import AutoReconnect
 
 from auditsvc.domain.records import Cycle
-from auditsvc.leadership.term import Standalone
-from auditsvc.ops.clock import SystemClock
-from auditsvc.ops.metrics import Metrics
 from auditsvc.ops.settings import Settings
 from auditsvc.storage.mongo import (
-    MongoBackfillStore,
-    MongoCandleStore,
-    MongoLeadershipStore,
     MongoStateStore,
     connect,
 )
 from auditsvc.storage.mongo.database import CYCLES, Database
-from auditsvc.usecases.auditing import Auditor
+from tests.integration.standalone import standalone_auditor
 
 TIMEOUT = 30.0
 
@@ -51,22 +45,6 @@ async def database(make_settings: Callable[..., Settings]) -> AsyncIterator[Data
     await handle.close()
 
 
-def auditor(settings: Settings, database: Database, state: MongoStateStore) -> Auditor:
-    clock = SystemClock()
-    return Auditor(
-        settings.audit,
-        settings.backfill,
-        settings.server.replica_id,
-        clock,
-        MongoCandleStore(database, settings.audit.collection_template),
-        state,
-        MongoBackfillStore(database),
-        MongoLeadershipStore(database, settings.election.name, settings.server.replica_id),
-        Standalone(settings.server.replica_id, "127.0.0.1:0", clock.now_ms()),
-        Metrics(),
-    )
-
-
 class TestUnsavedFailures:
     """A failure while storing an earlier failed cycle keeps that record for later."""
 
@@ -76,7 +54,7 @@ class TestUnsavedFailures:
         """Two failed cycles while writes fail, then a good one: the first failure is stored."""
         settings = make_settings(AUDIT_SYMBOLS="BTCUSDT", AUDIT_TIMEFRAMES="1m")
         state = FlakyState(database)
-        audits = auditor(settings, database, state)
+        audits = standalone_auditor(settings, database, state=state, incremental=False)
         selection = audits.select((), (), None, None)
         state.down = True
         with pytest.raises(AutoReconnect):

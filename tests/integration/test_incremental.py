@@ -9,27 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
 
 from auditpb.v1 import audit_pb2 as pb
 from auditsvc.domain.records import Cycle
-from auditsvc.leadership.term import Standalone
-from auditsvc.ops.clock import SystemClock
-from auditsvc.ops.metrics import Metrics
 from auditsvc.storage.mongo import (
-    MongoBackfillStore,
     MongoCandleStore,
-    MongoLeadershipStore,
-    MongoStateStore,
     candle_store,
     connect,
 )
 from auditsvc.storage.mongo.database import GAPS, SERIES, ensure_time_index, to_dt
-from auditsvc.storage.mongo.settled_store import MongoSettledStore
-from auditsvc.usecases.auditing import Auditor
+from tests.integration.standalone import standalone_auditor
 
 TIMEOUT = 60.0
 M = 60_000
@@ -192,24 +185,6 @@ class CountingCandles(MongoCandleStore):
         return super().timestamps(*args)
 
 
-def standalone_auditor(settings: Any, database: Any, candles: MongoCandleStore) -> Auditor:
-    """The real Auditor on real stores, leading alone (epoch 0), reading through ``candles``."""
-    clock = SystemClock()
-    return Auditor(
-        settings.audit,
-        settings.backfill,
-        settings.server.replica_id,
-        clock,
-        candles,
-        MongoStateStore(database),
-        MongoBackfillStore(database),
-        MongoLeadershipStore(database, settings.election.name, settings.server.replica_id),
-        Standalone(settings.server.replica_id, "127.0.0.1:0", clock.now_ms()),
-        Metrics(),
-        settled=MongoSettledStore(database),
-    )
-
-
 class TimeReadSpy(MongoCandleStore):
     """The real candle store, counting its slices read by time and its counts."""
 
@@ -232,21 +207,26 @@ AUDITED = ["A1USDT", "A2USDT", "A3USDT"]
 
 @contextlib.asynccontextmanager
 async def shared_klines(
-    make_settings: Any, skip: set[int]
-) -> AsyncIterator[tuple[Any, int, TimeReadSpy, Callable[[], Awaitable[Cycle]]]]:
-    """AUDITED in klines_1m with the time index, each missing the slots ``skip``:
-    yields the database, the window end, the spying candle store and a runner of
-    default-window cycles on it."""
+    make_settings: Any,
+    skip: set[int],
+    symbols: Sequence[str] = AUDITED,
+    store: type[MongoCandleStore] = TimeReadSpy,
+    time_index: bool = True,
+) -> AsyncIterator[tuple[Any, int, Any, Callable[[], Awaitable[Cycle]]]]:
+    """``symbols`` in klines_1m (with the time index unless told not), each missing
+    the slots ``skip``: yields the database, the window end, the candle store (a
+    ``store``) and a runner of default-window cycles on it."""
     settings = make_settings(
-        AUDIT_SYMBOLS=",".join(AUDITED), CANDLE_COLLECTION_TEMPLATE="klines_{timeframe}", **ENV
+        AUDIT_SYMBOLS=",".join(symbols), CANDLE_COLLECTION_TEMPLATE="klines_{timeframe}", **ENV
     )
     database = connect(settings.mongo.uri, settings.mongo.database, 2000)
     try:
         end = window_end()
-        for symbol in AUDITED:
+        for symbol in symbols:
             await seed(database.db, "klines_1m", symbol, end, skip)
-        await ensure_time_index(database, "klines_1m")
-        candles = TimeReadSpy(database, settings.audit.collection_template)
+        if time_index:
+            await ensure_time_index(database, "klines_1m")
+        candles = store(database, settings.audit.collection_template)
         audits = standalone_auditor(settings, database, candles)
 
         async def cycle() -> Cycle:
@@ -327,22 +307,10 @@ class TestBatchedReads:
     async def test_one_query_per_collection(self, make_settings: Any) -> None:
         """Six symbols in klines_1m: one read_many per default-window cycle, no per-series read."""
         symbols = [f"S{i}USDT" for i in range(6)]
-        settings = make_settings(
-            AUDIT_SYMBOLS=",".join(symbols), CANDLE_COLLECTION_TEMPLATE="klines_{timeframe}", **ENV
-        )
-        database = connect(settings.mongo.uri, settings.mongo.database, 2000)
-        try:
-            end = window_end()
-            for symbol in symbols:
-                await seed(database.db, "klines_1m", symbol, end, {20})
-            candles = CountingCandles(database, settings.audit.collection_template)
-            audits = standalone_auditor(settings, database, candles)
+        async with shared_klines(
+            make_settings, {20}, symbols, CountingCandles, time_index=False
+        ) as (_, _, candles, cycle):
             for expected in (1, 2):
-                selection = audits.select((), (), None, None)
-                cycle = await asyncio.wait_for(
-                    audits.run_cycle(selection, trigger="rpc", default_window=True), TIMEOUT
-                )
-                assert [r.gap_count for r in cycle.series] == [1] * len(symbols)
+                done = await cycle()
+                assert [r.gap_count for r in done.series] == [1] * len(symbols)
                 assert (candles.many, candles.single) == (expected, 0)
-        finally:
-            await database.close()

@@ -1,0 +1,45 @@
+"""The real Auditor on real stores, leading alone (epoch 0), for tests that drive
+cycles in-process without an App."""
+
+from __future__ import annotations
+
+from auditsvc.leadership.term import Standalone
+from auditsvc.ops.clock import SystemClock
+from auditsvc.ops.metrics import Metrics
+from auditsvc.ops.settings import Settings
+from auditsvc.storage.mongo import (
+    MongoBackfillStore,
+    MongoCandleStore,
+    MongoLeadershipStore,
+    MongoStateStore,
+)
+from auditsvc.storage.mongo.database import Database
+from auditsvc.storage.mongo.settled_store import MongoSettledStore
+from auditsvc.usecases.auditing import Auditor
+
+
+def standalone_auditor(
+    settings: Settings,
+    database: Database,
+    candles: MongoCandleStore | None = None,
+    *,
+    state: MongoStateStore | None = None,
+    incremental: bool = True,
+) -> Auditor:
+    """Reads through ``candles`` and stores through ``state`` (the plain stores when
+    None); ``incremental``: default-window cycles go through the sweep (settled
+    records), else every series is audited on its own."""
+    clock = SystemClock()
+    return Auditor(
+        settings.audit,
+        settings.backfill,
+        settings.server.replica_id,
+        clock,
+        candles or MongoCandleStore(database, settings.audit.collection_template),
+        state or MongoStateStore(database),
+        MongoBackfillStore(database),
+        MongoLeadershipStore(database, settings.election.name, settings.server.replica_id),
+        Standalone(settings.server.replica_id, "127.0.0.1:0", clock.now_ms()),
+        Metrics(),
+        settled=MongoSettledStore(database) if incremental else None,
+    )
