@@ -14,7 +14,7 @@ from auditsvc.ops.settings import Settings
 from auditsvc.storage.mongo import MongoStateStore, connect
 from auditsvc.storage.mongo.database import GAPS, Database, to_dt
 from auditsvc.usecases import auditing
-from tests.integration.test_failed_cycles import auditor
+from tests.integration.standalone import standalone_auditor
 
 TIMEOUT = 30.0
 MIN = 60_000
@@ -69,7 +69,7 @@ class TestGapCap:
         docs = [{"symbol": "BTCUSDT", "timestamp": to_dt(T0 + i * MIN)} for i in range(0, SLOTS, 2)]
         await asyncio.wait_for(database.db["candles_BTCUSDT_1m"].insert_many(docs), TIMEOUT)
         state = RecordingState(database)
-        audits = auditor(settings, database, state)
+        audits = standalone_auditor(settings, database, state=state, incremental=False)
         selection = audits.select(["BTCUSDT"], ["1m"], T0, T0 + SLOTS * MIN)
         cycle = await asyncio.wait_for(audits.run_cycle(selection, trigger="rpc"), TIMEOUT)
         (report,) = cycle.series
