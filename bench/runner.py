@@ -53,6 +53,14 @@ async def run_figure(ctx: Context, figure: ModuleType, limit_s: float) -> dict[s
     return record
 
 
+def figure_limit(figure: ModuleType, limit_s: float | None, tiny: bool) -> float:
+    """``--timeout`` when given; else 60 s tiny, or the figure's own LIMIT_S (900 s
+    unless it says more: figure 8 at 30,000 series seeds and cycles for about 30 min)."""
+    if limit_s is not None:
+        return limit_s
+    return 60.0 if tiny else float(getattr(figure, "LIMIT_S", 900.0))
+
+
 def _reap(spies: list[subprocess.Popen[bytes]]) -> None:
     for spy in spies:
         try:
@@ -89,7 +97,7 @@ async def run(
     sizes: Sizes,
     work_dir: Path,
     only: tuple[str, ...],
-    limit_s: float,
+    limit_s: float | None,
     tiny: bool,
     service_root: Path | None = None,
     retryable_writes: str = "auto",
@@ -143,7 +151,7 @@ async def run(
                 figure=figure.KEY,
             )
             stack.push_async_callback(ctx.close)
-            record = await run_figure(ctx, figure, limit_s)
+            record = await run_figure(ctx, figure, figure_limit(figure, limit_s, tiny))
         figures[figure.KEY] = record
         outcome = record.get("summary") or f"not measured: {record.get('reason')}"
         log(f"[{i}/{len(chosen)}] {figure.TITLE}: {outcome} ({record['seconds']} s)")

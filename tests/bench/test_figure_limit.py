@@ -1,0 +1,24 @@
+"""Each figure's time limit: --timeout for all, else the figure's own, else 900 s."""
+
+from __future__ import annotations
+
+import types
+
+from bench.figures import f1_throughput, f8_scale
+from bench.runner import figure_limit
+
+
+def test_the_command_line_wins() -> None:
+    assert figure_limit(f8_scale, 120.0, tiny=False) == 120.0
+    assert figure_limit(f8_scale, 120.0, tiny=True) == 120.0
+
+
+def test_figures_default_to_900_s_unless_they_need_more() -> None:
+    assert figure_limit(f1_throughput, None, tiny=False) == 900.0
+    # Figure 8 at 30,000 series runs about 30 minutes: `make bench` must not cut it off.
+    assert figure_limit(f8_scale, None, tiny=False) >= 2400.0
+    assert figure_limit(types.ModuleType("bare"), None, tiny=False) == 900.0
+
+
+def test_tiny_runs_get_a_minute_per_figure() -> None:
+    assert figure_limit(f8_scale, None, tiny=True) == 60.0
