@@ -18,6 +18,11 @@ i.e. what the scheduler runs (the live tail is off, so only cycles are timed).
   AUDIT_RECHECK (3,600 s). Steady cycles of one replica are compared with those
   of a replica with AUDIT_FULL_SCAN_EVERY=1 (every cycle a full scan), same data
   and run.
+* **Write floor** (``bench/write_floor.py``): the cycle's own store call that
+  writes each series' score and settled record, timed alone over up to
+  ``FLOOR_SERIES`` series, against the same content as one document per 500
+  series. Times the number of series, it is the least a steady cycle can take
+  while every series stores a score every cycle.
 * **GetStatus**: the BASIC (default) and FULL reply sizes after each size's
   cycles, plus a ``status_series`` (default 48) replica for the small end.
 
@@ -33,11 +38,12 @@ import time
 from typing import Any
 
 from auditpb.v1 import audit_pb2 as pb
-from auditsvc.storage.mongo.database import SERIES, to_dt
+from auditsvc.storage.mongo.database import SERIES, connect, to_dt
 from bench import seed
 from bench.context import Context
 from bench.figures.common import result, timed_audit, verdict_at_most
 from bench.stats import median, rounded
+from bench.write_floor import write_floor
 
 KEY = "scale"
 TITLE = "Exchange scale (steady-state cycles, incremental, GetStatus size)"
@@ -48,6 +54,11 @@ TARGET = (
 TIMEFRAME = "1m"
 MIN = 60_000
 BASIC_LIMIT = 4096
+# The run's own time limit: at 30,000 series seeding takes about 4 min, the cold
+# cycle 2, and the figure about 30 min in all (2026-12-01).
+LIMIT_S = 3600.0
+# Series whose documents the write-floor probe rewrites (bench/write_floor.py).
+FLOOR_SERIES = 2000
 
 
 class Feed:
@@ -180,6 +191,13 @@ async def run(ctx: Context) -> dict[str, Any]:
     )
     inc_ratio = inc["steady_cycle_s"] / full["steady_cycle_s"]
 
+    # The per-series write every steady cycle makes, alone: the floor of a cycle.
+    floor_db = connect(ctx.service_uri, ctx.database("scale_floor"), 30_000)
+    try:
+        floor = await write_floor(floor_db, min(sizes[-1], FLOOR_SERIES))
+    finally:
+        await floor_db.close()
+
     largest = rows[sizes[-1]]
     basic_max = max(r["getstatus_basic_bytes"] for r in [*rows.values(), small])
     met = (
@@ -198,6 +216,9 @@ async def run(ctx: Context) -> dict[str, Any]:
             )
             + f"; incremental/full {inc_ratio:.2f} at {sz.ratio_series:,}x{sz.ratio_slots:,}"
             + f"; GetStatus BASIC ≤ {basic_max:,} B"
+            + f"; write floor {floor['series_document_ms']:.2f} ms/series "
+            + f"(≥ {floor['series_document_ms'] * sizes[-1] / 1000:.1f} s at {sizes[-1]:,}), "
+            + f"{floor['chunk_document_ms']:.3f} as one document per 500"
         ),
         verdict=verdict_at_most(0.0 if met else 2.0, 1.0),
         ratio=flat,
@@ -206,6 +227,7 @@ async def run(ctx: Context) -> dict[str, Any]:
             **{f"{n} series": r for n, r in rows.items()},
             f"{sz.status_series} series": small,
             "incremental_over_full": rounded(inc_ratio, 3),
+            "write_floor": floor,
             f"incremental, {sz.ratio_series} series x {sz.ratio_slots} candles": inc,
             f"full every cycle, {sz.ratio_series} series x {sz.ratio_slots} candles": full,
             "timeframe": TIMEFRAME,
