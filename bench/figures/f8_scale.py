@@ -56,7 +56,7 @@ MIN = 60_000
 BASIC_LIMIT = 4096
 # The run's own time limit: at 30,000 series seeding takes about 4 min, the cold
 # cycle 2, and the figure about 30 min in all (2026-12-01).
-LIMIT_S = 3600.0
+RUN_LIMIT_S = 3600.0
 # Series whose documents the write-floor probe rewrites (bench/write_floor.py).
 FLOOR_SERIES = 2000
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import types
 
-from bench.figures import f1_throughput, f8_scale
+from bench.figures import f1_throughput, f8_scale, f10_live_detection
 from bench.runner import figure_limit
 
 
@@ -22,3 +22,8 @@ def test_figures_default_to_900_s_unless_they_need_more() -> None:
 
 def test_tiny_runs_get_a_minute_per_figure() -> None:
     assert figure_limit(f8_scale, None, tiny=True) == 60.0
+
+
+def test_a_figure_threshold_is_not_taken_for_its_run_limit() -> None:
+    # Figure 10's LIMIT_S is its 1.5 s detection target, not how long it may run.
+    assert figure_limit(f10_live_detection, None, tiny=False) == 900.0
