@@ -55,7 +55,7 @@ async def run_figure(ctx: Context, figure: ModuleType, limit_s: float) -> dict[s
 
 def figure_limit(figure: ModuleType, limit_s: float | None, tiny: bool) -> float:
     """``--timeout`` when given; else 60 s tiny, or the figure's own RUN_LIMIT_S (900 s
-    unless it says more: figure 8 at 30,000 series seeds and cycles for about 30 min)."""
+    unless it says more, as figure 8 does for its 30,000 series)."""
     if limit_s is not None:
         return limit_s
     return 60.0 if tiny else float(getattr(figure, "RUN_LIMIT_S", 900.0))
