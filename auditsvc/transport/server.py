@@ -55,7 +55,7 @@ class _GenericOnly:
 
     The generated code also registers each method with grpc-core
     (``add_registered_method_handlers``). Together with a server interceptor
-    that cost server CPU per call: 350 against 318-323 µs for a trivial
+    that cost server CPU per call: 350 against 319-323 µs for a trivial
     GetStatus server, 420 against 350 µs for the replica (medians of 8
     alternating rounds at 50 in flight, 2026-12-01; docs/PERFORMANCE.md, figure
     4). Every method is still served; reflection and health are unchanged.
