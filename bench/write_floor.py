@@ -25,9 +25,9 @@ from auditsvc.domain.values import HealthScore, Window
 from auditsvc.storage.mongo import documents as codec
 from auditsvc.storage.mongo.database import Database, ensure_indexes
 from auditsvc.storage.mongo.settled_store import MongoSettledStore, settled_doc
+from auditsvc.usecases.sweep import CHUNK  # the cycle's series per store call
 from bench.stats import median, rounded
 
-CHUNK = 500
 SLOT = 60_000
 PERFECT = HealthScore(1.0, 1.0, 1.0, 1.0, 0, 0)
 
