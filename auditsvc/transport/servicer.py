@@ -4,7 +4,6 @@ reply. Errors go through the one table in ``auditsvc.transport.status_table``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -47,9 +46,9 @@ class AuditServicer(pb_grpc.AuditServiceServicer):  # type: ignore[misc]
         self._service = service
         # The last reply per view (FULL or not): GetStatus answers the same cycle
         # many times between audits, and building the reply each time is most of
-        # its cost. Reused while the cycle is the same object and nothing else in
-        # the status changed; the message is only ever serialized after that.
-        self._reply: dict[bool, tuple[object, Status, pb.GetStatusResponse]] = {}
+        # its cost. Reused while the status is equal (the reply is a function of
+        # it); the message is only ever serialized after that.
+        self._reply: dict[bool, tuple[Status, pb.GetStatusResponse]] = {}
 
     @_unary
     async def GetLeader(self, request: pb.GetLeaderRequest, context: Any) -> pb.GetLeaderResponse:
@@ -59,14 +58,14 @@ class AuditServicer(pb_grpc.AuditServiceServicer):  # type: ignore[misc]
     async def GetStatus(self, request: pb.GetStatusRequest, context: Any) -> pb.GetStatusResponse:
         full = convert.full_view(request)
         status = await self._service.status(full=full)
-        # Everything but the cycle, compared by value; the cycle by identity.
-        rest = dataclasses.replace(status, last_cycle=None)
+        # Status equality compares its fields as a tuple, which takes the unchanged
+        # cycle (the same object between reads) by identity, not report by report.
         cached = self._reply.get(full)
-        if cached is not None and cached[0] is status.last_cycle and cached[1] == rest:
-            return cached[2]
+        if cached is not None and cached[0] == status:
+            return cached[1]
         reply = convert.status_pb(status)
         if status.last_cycle is not None:
-            self._reply[full] = (status.last_cycle, rest, reply)
+            self._reply[full] = (status, reply)
         return reply
 
     @_unary
