@@ -36,6 +36,7 @@ class SeriesState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SERIES_STATE_LIVE: _ClassVar[SeriesState]
     SERIES_STATE_LATE: _ClassVar[SeriesState]
     SERIES_STATE_NO_DATA: _ClassVar[SeriesState]
+    SERIES_STATE_UNKNOWN: _ClassVar[SeriesState]
 
 class CycleStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -63,6 +64,7 @@ SERIES_STATE_UNSPECIFIED: SeriesState
 SERIES_STATE_LIVE: SeriesState
 SERIES_STATE_LATE: SeriesState
 SERIES_STATE_NO_DATA: SeriesState
+SERIES_STATE_UNKNOWN: SeriesState
 CYCLE_STATUS_UNSPECIFIED: CycleStatus
 CYCLE_STATUS_SUCCEEDED: CycleStatus
 CYCLE_STATUS_FAILED: CycleStatus
@@ -227,7 +229,7 @@ class SeriesReport(_message.Message):
     def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_candles: _Optional[int] = ..., present_candles: _Optional[int] = ..., missing_candles: _Optional[int] = ..., gap_count: _Optional[int] = ..., duplicate_groups: _Optional[int] = ..., surplus_documents: _Optional[int] = ..., misaligned_candles: _Optional[int] = ..., backfills_requested: _Optional[int] = ..., health: _Optional[_Union[HealthScore, _Mapping]] = ..., backfills_skipped: _Optional[int] = ..., historical: _Optional[bool] = ..., gaps_not_stored: _Optional[int] = ...) -> None: ...
 
 class HealthScore(_message.Message):
-    __slots__ = ("symbol", "timeframe", "quality", "completeness", "consistency", "freshness", "gap_count", "duplicate_groups", "computed_at", "cycle_id", "state", "last_candle_open", "late_candles")
+    __slots__ = ("symbol", "timeframe", "quality", "completeness", "consistency", "freshness", "gap_count", "duplicate_groups", "computed_at", "cycle_id", "state", "last_candle_open", "late_candles", "verdict_time")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
@@ -241,6 +243,7 @@ class HealthScore(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     LAST_CANDLE_OPEN_FIELD_NUMBER: _ClassVar[int]
     LATE_CANDLES_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_TIME_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     timeframe: str
     quality: float
@@ -254,7 +257,8 @@ class HealthScore(_message.Message):
     state: SeriesState
     last_candle_open: _timestamp_pb2.Timestamp
     late_candles: int
-    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., quality: _Optional[float] = ..., completeness: _Optional[float] = ..., consistency: _Optional[float] = ..., freshness: _Optional[float] = ..., gap_count: _Optional[int] = ..., duplicate_groups: _Optional[int] = ..., computed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cycle_id: _Optional[str] = ..., state: _Optional[_Union[SeriesState, str]] = ..., last_candle_open: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., late_candles: _Optional[int] = ...) -> None: ...
+    verdict_time: _timestamp_pb2.Timestamp
+    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., quality: _Optional[float] = ..., completeness: _Optional[float] = ..., consistency: _Optional[float] = ..., freshness: _Optional[float] = ..., gap_count: _Optional[int] = ..., duplicate_groups: _Optional[int] = ..., computed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cycle_id: _Optional[str] = ..., state: _Optional[_Union[SeriesState, str]] = ..., last_candle_open: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., late_candles: _Optional[int] = ..., verdict_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListHealthScoresRequest(_message.Message):
     __slots__ = ("symbols", "timeframes", "state", "page_size", "page_token")

@@ -102,7 +102,10 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListGaps(self, request, context):
-        """ListGaps pages through the gaps of the latest audit of each series.
+        """ListGaps pages through the missing ranges of every series: those the latest
+        cycle found, those the live tail found since (detected_live), and those a
+        historical RunAudit found before the default window (until an audit of
+        their range drops them).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -116,15 +119,18 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamHealthScores(self, request, context):
-        """StreamHealthScores sends the current scores, then every new one.
+        """StreamHealthScores sends the current scores of the configured series, then
+        every change, including the move to UNKNOWN when the leader's confirmation
+        goes stale and back when it resumes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListHealthScores(self, request, context):
-        """ListHealthScores pages through the stored scores, newest per series;
-        any replica serves it. A gate checks a series' state here before acting.
+        """ListHealthScores pages through the scores of the configured series, newest
+        per series; any replica serves it. A gate checks a series' state and
+        verdict_time here before acting.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
