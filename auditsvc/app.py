@@ -43,7 +43,11 @@ from auditsvc.storage.mongo import (
 )
 from auditsvc.storage.mongo.database import detect_transactions, ensure_indexes
 from auditsvc.storage.mongo.fence import MajorityUnavailable
-from auditsvc.storage.mongo.live_store import MongoCandleFeed, MongoLiveStore
+from auditsvc.storage.mongo.live_store import (
+    MongoCandleFeed,
+    MongoLiveStore,
+    MongoVerdictSource,
+)
 from auditsvc.storage.mongo.secret_store import deployment_secret
 from auditsvc.storage.mongo.settled_store import MongoSettledStore
 from auditsvc.transport.auth import AuthGate
@@ -57,6 +61,7 @@ from auditsvc.usecases.dedupe import Deduplicator
 from auditsvc.usecases.live_tail import LiveTail
 from auditsvc.usecases.page_tokens import PageTokens
 from auditsvc.usecases.scheduler import Scheduler
+from auditsvc.usecases.verdicts import VerdictWatch
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +113,8 @@ class App:
             self.metrics,
             lambda: self.prepared,
             settled=MongoSettledStore(self.database),
+            owns_verdict=s.live.mode == "off",
+            failpoints=failpoints,
         )
         dedupe = Deduplicator(
             s.audit,
@@ -131,6 +138,10 @@ class App:
             self.leadership,
             self.metrics,
             self.auditor.backfill_for,
+            failpoints,
+        )
+        self.verdicts = VerdictWatch(
+            s.audit, s.live, MongoVerdictSource(self.database), self.clock, self.metrics
         )
         self.scheduler: Scheduler | None = None
         self.service = AuditService(
@@ -145,6 +156,7 @@ class App:
             PageTokens(lambda: deployment_secret(self.database, "page_tokens")),
             lambda: self.ready,
             self._next_cycle_ms,
+            self.verdicts,
             read_timeout_ms=s.mongo.timeout_ms,
         )
         if s.audit.enabled:
@@ -212,6 +224,8 @@ class App:
         )
         self._tasks.append(asyncio.create_task(self._prepare(), name="db-prepare"))
         self._tasks.append(asyncio.create_task(self._probe_database(), name="db-probe"))
+        # Every replica dates the verdicts it serves, leader or not.
+        self.verdicts.start()
         if isinstance(self.leadership, Standalone):
             self.metrics.set_leading(True)
 
@@ -315,6 +329,7 @@ class App:
         await _bounded("drain RPCs", self.server.stop(drain), drain + _STEP_FLOOR)
         log.info("shutting down: RPCs drained")
         await _bounded("stop request work", self.service.close(), left())
+        await _bounded("stop the verdict watch", self.verdicts.stop(), left())
         await _bounded("close forwarding channels", self.forwarder.close(), left())
         for task in self._tasks:
             task.cancel()

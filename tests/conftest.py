@@ -12,6 +12,7 @@ import pytest
 
 from auditpb.v1 import audit_pb2_grpc as pb_grpc
 from auditsvc.app import App
+from auditsvc.ops.failpoints import Failpoints
 from auditsvc.ops.settings import Settings
 from tests.cluster.harness import kill_leftovers
 from tests.support import SecantusDB, eventually, replica_env
@@ -57,8 +58,10 @@ class Replica:
 async def start_replica() -> AsyncIterator[Callable[..., Any]]:
     started: list[Replica] = []
 
-    async def start(settings: Settings, wait_ready: bool = True) -> Replica:
-        app = App(settings)
+    async def start(
+        settings: Settings, wait_ready: bool = True, failpoints: Failpoints | None = None
+    ) -> Replica:
+        app = App(settings, failpoints=failpoints)
         await app.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}")
         replica = Replica(app, channel)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from auditsvc.domain.series_state import SeriesState
+from auditsvc.domain.series_state import LiveState, SeriesState
 from auditsvc.domain.values import HealthScore, Role, Severity, Strategy
 
 # How long stored cycles, and the request_id records that point at them, are kept.
@@ -42,6 +42,23 @@ class ScoreRecord:
     state: SeriesState | None = None
     last_candle_ms: int | None = None
     late_candles: int = 0
+    # When the writer of the live fields observed that state (ms); see
+    # auditsvc.domain.verdict for how a served verdict is dated.
+    verdict_ms: int | None = None
+    # The database's time of the stored document's last change, by either writer:
+    # orders two readings of one series (0 when unknown).
+    changed_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LiveVerdict:
+    """A series' live state as its owner observed it at ``observed_ms``: what the
+    live tail stores (and with LIVE_MODE=off, the cycle)."""
+
+    symbol: str
+    timeframe: str
+    live: LiveState
+    observed_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +172,9 @@ class Status:
     database_reachable: bool
     leader_id: str
     epoch: int
+    # Every configured series from the stored scores, as served now; None when
+    # they could not be read (the last cycle's summary stands in).
+    summary: CycleSummary | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,9 @@ class SeriesState(enum.Enum):
     LIVE = "live"
     LATE = "late"
     NO_DATA = "no_data"
+    # Served only, never stored: nobody vouched for the series recently enough
+    # (see auditsvc.domain.verdict).
+    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,17 +113,24 @@ def revealed_gap(tf: Timeframe, previous_newest_ms: int | None, new_ms: int) -> 
 
 def window_state(
     tf: Timeframe, window_end_ms: int, newest_ms: int | None, now_ms: int, grace_ms: int
-) -> LiveState | None:
-    """The live state an audit of a window ending at ``window_end_ms`` can vouch for.
+) -> tuple[LiveState, int] | None:
+    """The live state an audit of a window ending at ``window_end_ms`` can vouch for,
+    and the instant it holds at.
 
-    Only a window reaching the settled edge now (within one slot, as a cycle
-    takes time) says anything about the present; a historical window, or one
-    holding no candle (older candles may exist), gives None: unknown.
+    The audit read candles up to the window's end only, so it judges the series
+    as of the moment that end was the settled edge: the state at
+    ``window_end_ms + grace_ms`` (its newest slot just due), held until the next
+    slot falls due. The instant returned is ``now_ms`` capped to that interval,
+    so a verdict is never dated after the last moment it was true, however long
+    the cycle took. A window holding no candle (older candles may exist) gives
+    None: unknown.
     """
-    edge = settled_end(tf, now_ms, grace_ms)
-    if newest_ms is None or tf.next_open(window_end_ms) < edge:
+    if newest_ms is None:
         return None
-    return series_state(tf, newest_ms, now_ms, grace_ms)
+    holds_from = window_end_ms + grace_ms
+    holds_until = tf.next_open(window_end_ms) + grace_ms - 1
+    live = series_state(tf, newest_ms, holds_from, grace_ms)
+    return live, max(holds_from, min(now_ms, holds_until))
 
 
 def rescore(base: HealthScore | None, live: LiveState) -> HealthScore:

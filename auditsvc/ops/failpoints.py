@@ -12,11 +12,17 @@ configuration table.
 Points: ``dedupe.between_archive_and_delete``, ``dedupe.after_batch``, and in
 every fenced batch ``fence.before_check``, ``fence.before_work``,
 ``fence.before_touch``, ``fence.before_commit`` (after the batch's last
-write) and ``fence.after_commit``.
+write) and ``fence.after_commit``. Points that also *pause* for in-process
+interleaving tests (``await reach(name)`` with a :class:`Gate` armed by
+``gate(name)``): ``cycle.before_store`` (a cycle between its scan and its
+store), ``live.before_store`` (the live tail between its judgement and its
+store of a state change) and ``live.take_office`` (a new leader's tail after
+its snapshot of the newest candles, before its first judgement).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -32,6 +38,7 @@ class Failpoints:
         self._armed = dict(armed or {})
         self._modes = dict(modes or {})
         self._hits: dict[str, int] = {}
+        self._gates: dict[str, Gate] = {}
 
     @classmethod
     def parse(cls, spec: str) -> Failpoints:
@@ -59,3 +66,26 @@ class Failpoints:
         log.warning("failpoint reached; exiting", extra={"failpoint": name})
         logging.shutdown()
         os._exit(CRASH_EXIT_CODE)
+
+    def gate(self, name: str) -> Gate:
+        """Arms a pause at ``name`` for the next ``reach``; tests only."""
+        gate = self._gates[name] = Gate()
+        return gate
+
+    async def reach(self, name: str) -> None:
+        """``hit(name)``, then waits while a test holds the gate armed at ``name``
+        (once: the gate is disarmed by the first caller)."""
+        self.hit(name)
+        gate = self._gates.pop(name, None)
+        if gate is not None:
+            gate.arrived.set()
+            await gate.released.wait()
+
+
+class Gate:
+    """A pause at one point: ``arrived`` is set when the code gets there, and it
+    goes on once the test sets ``released``."""
+
+    def __init__(self) -> None:
+        self.arrived = asyncio.Event()
+        self.released = asyncio.Event()

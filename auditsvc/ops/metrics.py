@@ -136,6 +136,33 @@ class Metrics:
             buckets=_DETECT_BUCKETS,
         )
 
+        self.live_tail_up = Gauge(
+            "auditsvc_live_tail_up",
+            "1 while the leader's live tail is current (its last confirmation stored), "
+            "else 0; leader only.",
+            registry=r,
+        )
+        self.live_tail_restarts = Counter(
+            "auditsvc_live_tail_restarts_total",
+            "Live-tail restarts after a failure, by reason (the exception's type).",
+            ("reason",),
+            registry=r,
+        )
+        self.verdict_age = Gauge(
+            "auditsvc_verdict_age_seconds",
+            "Age of the oldest live verdict this replica serves: since the leader's tail "
+            "last confirmed every series (database clock). Past LIVE_STALE_AFTER it "
+            "serves UNKNOWN.",
+            registry=r,
+        )
+        self.candles_ignored = Counter(
+            "auditsvc_candles_ignored_total",
+            "Candles ignored by the live verdict or a cycle, by reason "
+            "(future: opens more than one slot + grace past now).",
+            ("reason",),
+            registry=r,
+        )
+
     def set_leading(self, leading: bool) -> None:
         self.leader_status.set(1 if leading else 0)
         if not leading:
@@ -143,6 +170,7 @@ class Metrics:
             self.health_score.clear()
             self.series_state.clear()
             self.live_mode.clear()
+            self.live_tail_up.clear()
 
 
 def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> WSGIServer:

@@ -366,6 +366,18 @@ class LiveSettings:
         "Seconds between live-tail polls and state checks.",
         _number(0.05),
     )
+    stale_after: float = setting(
+        "LIVE_STALE_AFTER",
+        "5",
+        "Seconds after the leader's last confirmation past which a replica serves "
+        "UNKNOWN; above LIVE_POLL_INTERVAL and the 1 s heartbeat.",
+        _number(0.1),
+    )
+
+    @property
+    def heartbeat(self) -> float:
+        """Seconds between the tail's confirmations: every poll, at most 1 s apart."""
+        return min(self.poll_interval, 1.0)
 
 
 @dataclass(frozen=True)
@@ -404,6 +416,14 @@ class Settings:
                 f"must be above twice LEADER_ELECTION_HEARTBEAT_INTERVAL "
                 f"({e.timeout:g} <= 2 x {e.heartbeat_interval:g}); "
                 "otherwise a leader could lose its lease between two renewals",
+            )
+        live = self.live
+        if live.mode != "off" and live.stale_after <= max(live.poll_interval, live.heartbeat):
+            raise ConfigError(
+                "LIVE_STALE_AFTER",
+                f"must be above LIVE_POLL_INTERVAL and the 1 s heartbeat "
+                f"({live.stale_after:g} <= {max(live.poll_interval, live.heartbeat):g}); "
+                "otherwise every verdict would read UNKNOWN between two confirmations",
             )
         sec = self.security
         if bool(sec.tls_cert_file) != bool(sec.tls_key_file):

@@ -4,6 +4,7 @@ them with PyMongo's asyncio client; tests may use those against a real server or
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -13,6 +14,7 @@ from auditsvc.domain.records import (
     Cycle,
     GapQuery,
     GapRecord,
+    LiveVerdict,
     ScoreQuery,
     ScoreRecord,
     SeriesReport,
@@ -56,10 +58,12 @@ class SettledStore(Protocol):
         *,
         cycle_id: str,
         epoch: int,
+        live: bool = False,
         session: Any = None,
     ) -> None:
         """Stores a chunk's scores, reports and settled records (None removes one),
-        and drops their gaps this cycle did not write."""
+        and drops their gaps this cycle did not write. The live verdicts only with
+        ``live`` (LIVE_MODE=off), and never over a newer stored one."""
         ...
 
 
@@ -141,6 +145,7 @@ class StateStore(Protocol):
         *,
         cycle_id: str,
         epoch: int,
+        live: bool = False,
         session: Any = None,
     ) -> None: ...
 
@@ -275,21 +280,16 @@ class CandleFeed(Protocol):
         """True on a replica set or mongos when no collection is a time-series one."""
         ...
 
-    def watch(self, collections: Sequence[str]) -> AsyncIterator[tuple[str, str, int]]:
-        """(collection, symbol, open ms) of each candle inserted or replaced."""
+    def watch(
+        self, collections: Sequence[str], opened: asyncio.Event | None = None
+    ) -> AsyncIterator[tuple[str, str, int]]:
+        """(collection, symbol, open ms) of each candle inserted or replaced from the
+        moment the stream is open; ``opened`` is set at that moment."""
         ...
 
 
 class LiveStore(Protocol):
     """Where the live tail stores what it finds (always inside a fenced batch)."""
-
-    async def stored_score(self, symbol: str, timeframe: str, session: Any = None) -> Any:
-        """The series' stored ScoreRecord, None when none is stored."""
-        ...
-
-    async def save_live_score(self, record: ScoreRecord, epoch: int, session: Any = None) -> None:
-        """Replaces the series' score fields, keeping its last audit report."""
-        ...
 
     async def stored_scores(
         self, keys: Sequence[tuple[str, str]], session: Any = None
@@ -297,12 +297,35 @@ class LiveStore(Protocol):
         """The stored ScoreRecord of each (symbol, timeframe) that has one: one query."""
         ...
 
-    async def save_live_scores(
-        self, records: Sequence[ScoreRecord], epoch: int, session: Any = None
+    async def save_verdicts(
+        self, verdicts: Sequence[LiveVerdict], epoch: int, session: Any = None
     ) -> None:
-        """save_live_score for each record, in one bulk write."""
+        """Stores each series' live fields only (state, last candle, late candles and
+        when observed), never over a verdict observed later; one bulk write."""
+        ...
+
+    async def confirm(self, epoch: int, confirmed_ms: int, mode: str, session: Any = None) -> None:
+        """Records that every series' stored verdict held at ``confirmed_ms`` (capped at
+        the database's now): the live tail's heartbeat, one document per deployment."""
         ...
 
     async def save_live_gap(self, gap: GapRecord, epoch: int, session: Any = None) -> None:
         """Stores a gap keyed by series + start, so a cycle's write is the same record."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """The live tail's last heartbeat, as a reader sees it."""
+
+    epoch: int
+    confirmed_ms: int
+    mode: str
+
+
+class VerdictSource(Protocol):
+    """What any replica reads to date the verdicts it serves."""
+
+    async def confirmation(self) -> tuple[Confirmation | None, int]:
+        """The last heartbeat (None when there is none) and the database's now (ms)."""
         ...

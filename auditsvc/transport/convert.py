@@ -45,6 +45,7 @@ _STATES: dict[int, SeriesState] = {
     pb.SERIES_STATE_LIVE: SeriesState.LIVE,
     pb.SERIES_STATE_LATE: SeriesState.LATE,
     pb.SERIES_STATE_NO_DATA: SeriesState.NO_DATA,
+    pb.SERIES_STATE_UNKNOWN: SeriesState.UNKNOWN,
 }
 _STATE_PB: dict[SeriesState, Any] = {v: k for k, v in _STATES.items()}
 
@@ -114,6 +115,8 @@ def score_pb(r: ScoreRecord) -> pb.HealthScore:
     )
     if r.last_candle_ms is not None:
         msg.last_candle_open.CopyFrom(ts(r.last_candle_ms))
+    if r.verdict_ms is not None:
+        msg.verdict_time.CopyFrom(ts(r.verdict_ms))
     return msg
 
 
@@ -242,8 +245,11 @@ def status_pb(s: Status) -> pb.GetStatusResponse:
     )
     if s.last_cycle is not None:
         reply.last_cycle.CopyFrom(cycle_pb(s.last_cycle))
-        if s.last_cycle.summary is not None:
-            reply.summary.CopyFrom(summary_pb(s.last_cycle.summary))
+    # The configured series as served now; a replica that could not read the
+    # scores falls back to what the last cycle found.
+    summary = s.summary or (s.last_cycle.summary if s.last_cycle is not None else None)
+    if summary is not None:
+        reply.summary.CopyFrom(summary_pb(summary))
     if s.next_cycle_ms is not None:
         reply.next_cycle_at.CopyFrom(ts(s.next_cycle_ms))
     return reply

@@ -41,8 +41,10 @@ from auditsvc.storage.interfaces import Fence, StateStore
 from auditsvc.usecases.auditing import Auditor
 from auditsvc.usecases.dedupe import Deduplicator
 from auditsvc.usecases.page_tokens import PageTokens
-from auditsvc.usecases.score_listing import ScoreListing
+from auditsvc.usecases.score_listing import ScoreListing, configured_keys
 from auditsvc.usecases.series_selection import require_configured
+from auditsvc.usecases.series_summary import SeriesSummary
+from auditsvc.usecases.verdicts import VerdictWatch
 
 T = TypeVar("T")
 # GetStatus reads the newest stored cycle at most this often; concurrent callers share one read.
@@ -67,7 +69,7 @@ class AuditService:
         tokens: PageTokens,
         is_ready: Callable[[], bool],
         next_cycle_ms: Callable[[], int | None],
-        listing: ScoreListing | None = None,
+        verdicts: VerdictWatch,
         read_timeout_ms: int = 5000,
     ) -> None:
         self._audit = audit
@@ -83,7 +85,10 @@ class AuditService:
         self._tokens = tokens
         self._is_ready = is_ready
         self._next_cycle_ms = next_cycle_ms
-        self._listing = listing or ScoreListing(audit, state, tokens)
+        self._verdicts = verdicts
+        self._configured = configured_keys(audit)
+        self._listing = ScoreListing(audit, state, tokens, verdicts)
+        self._summary = SeriesSummary(audit, state, verdicts, read_timeout_ms / 1000)
         self._inflight: dict[str, asyncio.Task[tuple[str, dict[str, Any]]]] = {}
         # One cached read per view (with and without the cycle's reports), and the
         # last object each view returned, kept while the stored cycle is unchanged.
@@ -316,6 +321,7 @@ class AuditService:
             if last is not None and not full:
                 last = dataclasses.replace(last, series=(), stored_historical=last.historical)
         term = self._leadership.term()
+        summary = await self._summary.get() if reachable else None
         return Status(
             replica_id=self._replica_id,
             role=self._leadership.role,
@@ -327,6 +333,7 @@ class AuditService:
             database_reachable=reachable,
             leader_id=self._leadership.known_leader(),
             epoch=self._leadership.epoch,
+            summary=summary,
         )
 
     async def _stored_last_cycle(self, full: bool) -> Cycle | None:
@@ -372,44 +379,80 @@ class AuditService:
     async def health_scores(
         self, symbols: Sequence[str], timeframes: Sequence[str]
     ) -> AsyncIterator[ScoreRecord]:
-        """Current scores of matching series first, then each new one."""
+        """The matching configured series' scores as served now, then every change: a
+        newly stored score, and the move to UNKNOWN (and back) of every series when
+        the leader's confirmation goes stale (and resumes). A score is sent only
+        when what it says differs from the last one sent for its series."""
         require_configured(self._audit, symbols, timeframes, "s")
         wanted_s, wanted_t = set(symbols), set(timeframes)
+        configured = self._configured
 
         def match(r: ScoreRecord) -> bool:
-            return (not wanted_s or r.symbol in wanted_s) and (
-                not wanted_t or r.timeframe in wanted_t
+            return (
+                (r.symbol, r.timeframe) in configured
+                and (not wanted_s or r.symbol in wanted_s)
+                and (not wanted_t or r.timeframe in wanted_t)
             )
 
+        latest: dict[tuple[str, str], ScoreRecord] = {}
+        sent: dict[tuple[str, str], tuple[object, ...]] = {}
+
+        def to_send(record: ScoreRecord) -> ScoreRecord | None:
+            served = self._verdicts.serve(record)
+            key, said = (record.symbol, record.timeframe), _says(served)
+            if sent.get(key) == said:
+                return None
+            sent[key] = said
+            return served
+
         # The watch is open before the snapshot is read, so nothing stored in
-        # between is missed (a score in both is sent once: see ``seen``).
+        # between is missed; a document older than the one held is dropped.
         watch = await self._state.watch_scores()
         first = asyncio.ensure_future(anext(watch))
         closing = asyncio.ensure_future(self.closing.wait())
+        flip = asyncio.ensure_future(self._verdicts.changes())
         try:
-            seen: dict[tuple[str, str], int] = {}
             for record in sorted(await self._state.scores(), key=lambda r: (r.symbol, r.timeframe)):
                 if match(record):
-                    seen[(record.symbol, record.timeframe)] = record.computed_ms
-                    yield record
+                    latest[(record.symbol, record.timeframe)] = record
+                    out = to_send(record)
+                    if out is not None:
+                        yield out
             while not self.closing.is_set():
-                await asyncio.wait((first, closing), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait((first, closing, flip), return_when=asyncio.FIRST_COMPLETED)
                 if self.closing.is_set():
                     break
+                if flip.done():
+                    flip = asyncio.ensure_future(self._verdicts.changes())
+                    for key in sorted(latest):
+                        out = to_send(latest[key])
+                        if out is not None:
+                            yield out
+                if not first.done():
+                    continue
                 record = first.result()
                 first = asyncio.ensure_future(anext(watch))
                 key = (record.symbol, record.timeframe)
-                if match(record) and record.computed_ms > seen.get(key, -1):
-                    seen[key] = record.computed_ms
-                    yield record
+                held = latest.get(key)
+                if not match(record) or (held is not None and record.changed_ms < held.changed_ms):
+                    continue
+                latest[key] = record
+                out = to_send(record)
+                if out is not None:
+                    yield out
             raise ShuttingDown("server shutting down; reconnect")
         finally:
-            first.cancel()
-            closing.cancel()
+            for waiting in (first, closing, flip):
+                waiting.cancel()
             # The generator is still running inside the cancelled task; let it
             # unwind before closing it, or aclose() raises.
-            await asyncio.gather(first, closing, return_exceptions=True)
+            await asyncio.gather(first, closing, flip, return_exceptions=True)
             await watch.aclose()  # type: ignore[attr-defined]
+
+
+def _says(r: ScoreRecord) -> tuple[object, ...]:
+    """What a served score tells a subscriber (its verdict's age aside)."""
+    return (r.state, r.last_candle_ms, r.late_candles, r.score, r.cycle_id, r.computed_ms)
 
 
 def _digest(*parts: object) -> str:

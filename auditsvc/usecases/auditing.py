@@ -41,6 +41,7 @@ from auditsvc.domain.timeframes import Timeframe, default_window, parse_timefram
 from auditsvc.domain.values import Gap, Severity, Window
 from auditsvc.leadership.term import Leadership, Term
 from auditsvc.ops.clock import Clock
+from auditsvc.ops.failpoints import Failpoints
 from auditsvc.ops.metrics import Metrics
 from auditsvc.ops.settings import AuditSettings, BackfillSettings
 from auditsvc.storage.interfaces import BackfillStore, CandleStore, Fence, SettledStore, StateStore
@@ -83,8 +84,15 @@ class Auditor:
         metrics: Metrics,
         is_prepared: Callable[[], bool] = lambda: True,
         settled: SettledStore | None = None,
+        *,
+        owns_verdict: bool = False,
+        failpoints: Failpoints | None = None,
     ) -> None:
         self._audit = audit
+        # LIVE_MODE=off: the cycle stores the series' live verdict. Otherwise the
+        # live tail owns it and a cycle never writes it (one writer per field).
+        self._owns_verdict = owns_verdict
+        self._failpoints = failpoints or Failpoints()
         self._backfill = backfill
         self._replica_id = replica_id
         # False until the collections and indexes exist (app.py): a cycle that
@@ -102,7 +110,18 @@ class Auditor:
         self._sweep = (
             None
             if settled is None
-            else Sweep(audit, clock, candles, state, settled, fence, metrics, self._maybe_backfill)
+            else Sweep(
+                audit,
+                clock,
+                candles,
+                state,
+                settled,
+                fence,
+                metrics,
+                self._maybe_backfill,
+                owns_verdict=owns_verdict,
+                failpoints=self._failpoints,
+            )
         )
         self._cycle_lock = asyncio.Lock()
         self._backfill_lock = asyncio.Lock()
@@ -307,6 +326,8 @@ class Auditor:
         # Gaps in fenced batches of GAP_BATCH, so no transaction grows with the
         # series' history; the series record last, which drops the gaps this
         # cycle did not write.
+        # Between the scan and the store: where a race with the live tail would land.
+        await self._failpoints.reach("cycle.before_store")
         for first in range(0, len(gaps), GAP_BATCH):
             part = gaps[first : first + GAP_BATCH]
             await self._fence.write_fenced(
@@ -318,7 +339,7 @@ class Auditor:
         await self._fence.write_fenced(
             epoch,
             lambda s: self._state.save_series(
-                report, (), cycle_id=cycle_id, epoch=epoch, session=s
+                report, (), cycle_id=cycle_id, epoch=epoch, live=self._owns_verdict, session=s
             ),
         )
         labels = (symbol, tf.name)

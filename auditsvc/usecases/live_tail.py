@@ -1,19 +1,33 @@
 """The live tail: while this replica leads, it follows each configured series'
-newest candle and stores a new score whenever the series' live state changes
-(LIVE, LATE, NO_DATA; see :mod:`auditsvc.domain.series_state`), so every replica's
-StreamHealthScores and ListHealthScores see a stall within seconds.
+newest candle, stores the series' live verdict whenever its state changes
+(LIVE, LATE, NO_DATA; see :mod:`auditsvc.domain.series_state`), and confirms
+every verdict at once with one heartbeat, so every replica's StreamHealthScores
+and ListHealthScores see a stall within seconds and can date each answer
+(:mod:`auditsvc.domain.verdict`).
 
 Guarantees:
 
 * Only the leader writes, and every write is fenced at the term's epoch; when
   the term ends the tail is cancelled. A new leader starts tailing within
-  ``_IDLE_POLL`` seconds (well under one heartbeat) of taking office: it reads
-  each series' newest candle once (one indexed query per series), then only
-  what is inserted.
+  ``_IDLE_POLL`` seconds (well under one heartbeat) of taking office.
+* Take-office loses no insert: in change-stream mode the stream is open before
+  the snapshot of each series' newest candle is read, so a candle inserted at
+  any moment is in one or the other (the newer of both wins); in poll mode
+  every poll reads what is newer than the snapshot.
+* The tail writes only the live fields of a series (state, last candle, late
+  candles, when observed), never a cycle's; a cycle never writes them while
+  the tail runs. A confirmation (``LiveStore.confirm``, at most
+  ``LiveSettings.heartbeat`` apart) is stored only after every state change
+  judged at its instant is stored, so a reader that sees it may date every
+  stored verdict by it.
+* A candle opening more than one slot + grace past now is never the series'
+  newest (a hostile or mistyped date cannot hold a dead series LIVE); it is
+  counted (``auditsvc_candles_ignored_total{reason="future"}``) and logged once
+  per series.
 * State changes found in one pass are stored together: up to ``_STORE_BATCH``
   series per fenced transaction (halved whenever a batch overruns the fence's
-  time budget), read with one query and written with one bulk
-  write, so the lease lock is held briefly even when every series changes.
+  time budget, doubled back after each batch that does not), written with one
+  bulk write, so the lease lock is held briefly even when every series changes.
 * A LATE series gets one stored score per further missed slot (freshness
   decays on time); the candle that ends the lateness stores LIVE at once.
 * A candle arriving more than one slot after the previous newest stores the
@@ -35,21 +49,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from auditsvc.domain.errors import Cancelled, Fenced, NotLeader, Unavailable
 from auditsvc.domain.poll_plan import plan_poll
-from auditsvc.domain.records import GapRecord, ScoreRecord
+from auditsvc.domain.records import GapRecord, LiveVerdict
 from auditsvc.domain.series_state import (
     LiveState,
     SeriesState,
     first_missing_due_ms,
     must_store,
     next_change_ms,
-    rescore,
     revealed_gap,
     series_state,
 )
@@ -57,6 +69,7 @@ from auditsvc.domain.timeframes import Timeframe, parse_timeframe
 from auditsvc.domain.values import Gap
 from auditsvc.leadership.term import Leadership, Term
 from auditsvc.ops.clock import Clock
+from auditsvc.ops.failpoints import Failpoints
 from auditsvc.ops.metrics import Metrics
 from auditsvc.ops.settings import AuditSettings, LiveSettings
 from auditsvc.storage.interfaces import CandleFeed, Fence, LiveStore
@@ -83,6 +96,7 @@ class LiveTail:
         leadership: Leadership,
         metrics: Metrics,
         backfill: Backfill | None = None,
+        failpoints: Failpoints | None = None,
     ) -> None:
         self._audit = audit
         self._live = live
@@ -93,6 +107,7 @@ class LiveTail:
         self._leadership = leadership
         self._metrics = metrics
         self._backfill = backfill
+        self._failpoints = failpoints or Failpoints()
         self._grace = round(audit.ingest_grace * 1000)
         self._interval = live.poll_interval
         self._series: dict[Key, Timeframe] = {
@@ -108,6 +123,10 @@ class LiveTail:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._batch = _STORE_BATCH
+        # Monotonic time of the last stored confirmation (None: none this term).
+        self._confirmed_at: float | None = None
+        # Future-dated candles already counted, by series (logged once per series).
+        self._future_seen: dict[Key, set[int]] = {}
         self.mode = "off"
 
     def start(self) -> None:
@@ -133,31 +152,35 @@ class LiveTail:
             except Cancelled:
                 log.info("live tail stopped: leadership ended", extra={"epoch": term.epoch})
             except Exception as exc:
+                self._metrics.live_tail_up.set(0)
+                self._metrics.live_tail_restarts.labels(type(exc).__name__).inc()
                 log.warning(
                     "live tail failed; restarting",
                     extra={"reason": f"{type(exc).__name__}: {exc}"[:300]},
                 )
                 await asyncio.sleep(self._interval)
+            finally:
+                self._confirmed_at = None
 
     async def _lead(self, term: Term) -> None:
         mode = await self._choose_mode()
-        for coll, members in self._collections.items():
-            newest = await self._feed.newest(coll, list(members))
-            for sym, key in members.items():
-                self._newest[key] = newest.get(sym)
-        self._stored.clear()
-        keys = list(self._series)
-        for i in range(0, len(keys), _STORE_BATCH):
-            found = await self._store.stored_scores(keys[i : i + _STORE_BATCH])
-            for key, record in found.items():
-                if record.state is not None:
-                    self._stored[key] = LiveState(
-                        record.state, record.last_candle_ms, record.late_candles
-                    )
+        # What an earlier term of this process saw is stale: start from nothing, so
+        # a candle seen before the snapshot reveals no gap against an old newest.
+        self._newest.clear()
         watcher = None
         if mode == "change_stream":
-            watcher = asyncio.create_task(self._consume_stream(term.epoch), name="live-watch")
+            opened = asyncio.Event()
+            watcher = asyncio.create_task(
+                self._consume_stream(term.epoch, opened), name="live-watch"
+            )
+            # The stream first, then the snapshot: a candle inserted in between is
+            # in the stream, one inserted before is in the snapshot.
+            opening = asyncio.ensure_future(opened.wait())
+            await asyncio.wait((opening, watcher), return_when=asyncio.FIRST_COMPLETED)
+            opening.cancel()  # the stream failed first: the loop below falls back to polling
         try:
+            await self._snapshot()
+            await self._failpoints.reach("live.take_office")
             while True:
                 if watcher is not None and watcher.done():
                     exc = watcher.exception()
@@ -172,9 +195,33 @@ class LiveTail:
                 await self._evaluate(term.epoch)
                 await self._sleep_until_due()
         finally:
+            self._metrics.live_tail_up.set(0)
             if watcher is not None:
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _snapshot(self) -> None:
+        """Each series' newest candle and stored verdict, as the term begins."""
+        now = self._clock.now_ms()
+        for coll, members in self._collections.items():
+            newest = await self._feed.newest(coll, list(members))
+            for sym, key in members.items():
+                t = newest.get(sym)
+                if t is not None and self._in_future(key, t, now):
+                    # The snapshot's newest is future-dated: find the newest sane
+                    # one by polling from nothing (the poll skips future ones).
+                    t = None
+                seen = self._newest.get(key)
+                self._newest[key] = t if seen is None else max(seen, t or seen)
+        self._stored.clear()
+        keys = list(self._series)
+        for i in range(0, len(keys), _STORE_BATCH):
+            found = await self._store.stored_scores(keys[i : i + _STORE_BATCH])
+            for key, record in found.items():
+                if record.state is not None:
+                    self._stored[key] = LiveState(
+                        record.state, record.last_candle_ms, record.late_candles
+                    )
 
     async def _choose_mode(self) -> str:
         mode = self._live.mode
@@ -193,7 +240,8 @@ class LiveTail:
     async def _sleep_until_due(self) -> None:
         """Until the next poll, or earlier when some series' state is due to change."""
         now = self._clock.now_ms()
-        wait = self._interval
+        # The next confirmation is due within one heartbeat, whatever the mode.
+        wait = min(self._interval, self._live.heartbeat)
         for key, tf in self._series.items():
             due = next_change_ms(tf, self._newest.get(key), now, self._grace)
             if due is not None:
@@ -212,8 +260,8 @@ class LiveTail:
                 if sym in members:
                     await self._seen(members[sym], t, epoch)
 
-    async def _consume_stream(self, epoch: int) -> None:
-        async for coll, sym, t in self._feed.watch(list(self._collections)):
+    async def _consume_stream(self, epoch: int, opened: asyncio.Event) -> None:
+        async for coll, sym, t in self._feed.watch(list(self._collections), opened):
             key = self._collections.get(coll, {}).get(sym)
             if key is not None and await self._seen(key, t, epoch):
                 self._wake.set()
@@ -224,10 +272,30 @@ class LiveTail:
         previous = self._newest.get(key)
         if previous is not None and t <= previous:
             return False
+        if self._in_future(key, t, self._clock.now_ms()):
+            return False
         self._newest[key] = t
         gap = revealed_gap(tf, previous, t)
         if gap is not None:
             await self._store_gap(key, tf, gap, epoch)
+        return True
+
+    def _in_future(self, key: Key, t: int, now: int) -> bool:
+        """Whether a candle opens more than one slot + grace past ``now``; counted once
+        per candle (a poll meets it again every time) and logged once per series."""
+        tf = self._series[key]
+        if t <= now + tf.nominal_ms + self._grace:
+            return False
+        ignored = self._future_seen.setdefault(key, set())
+        if t not in ignored:
+            first = not ignored
+            ignored.add(t)
+            self._metrics.candles_ignored.labels("future").inc()
+            if first:
+                log.warning(
+                    "candle dated in the future ignored for liveness",
+                    extra={"symbol": key[0], "timeframe": key[1], "open_ms": t, "now_ms": now},
+                )
         return True
 
     async def _store_gap(self, key: Key, tf: Timeframe, gap: Gap, epoch: int) -> None:
@@ -253,6 +321,7 @@ class LiveTail:
         )
 
     async def _evaluate(self, epoch: int) -> None:
+        """Judges every series now, stores the changes, then confirms them all."""
         now = self._clock.now_ms()
         counts: Counter[SeriesState] = Counter()
         changed: list[tuple[Key, LiveState, LiveState | None]] = []
@@ -262,28 +331,48 @@ class LiveTail:
             previous = self._stored.get(key)
             if must_store(previous, current):
                 changed.append((key, current, previous))
+        for state in (SeriesState.LIVE, SeriesState.LATE, SeriesState.NO_DATA):
+            self._metrics.series_state.labels(state.value).set(counts[state])
+        if changed:
+            # Between the judgement and the store: where a race with a cycle would land.
+            await self._failpoints.reach("live.before_store")
         # One fenced transaction per batch, not per series: a new leader storing the
         # state of every series, or many series going late at once, costs a few
-        # round trips instead of one transaction each.
-        for i in range(0, len(changed), self._batch):
-            batch = changed[i : i + self._batch]
+        # round trips instead of one transaction each. The last batch carries the
+        # confirmation; a pass with no change confirms alone, once per heartbeat.
+        due = self._confirmed_at is None or (
+            self._clock.monotonic() - self._confirmed_at >= self._live.heartbeat * 0.9
+        )
+        if not changed and not due:
+            return
+        first = 0
+        while True:
+            batch = changed[first : first + self._batch]
+            last = first + len(batch) >= len(changed)
             try:
-                await self._store_states([(key, live) for key, live, _ in batch], now, epoch)
+                await self._store_states(batch, now, epoch, confirm=last)
             except (Fenced, NotLeader):
                 raise
             except Unavailable:
                 if len(batch) <= 1:
                     raise
                 # Over the fence's time budget (a slow or loaded database): halve the
-                # batch; what was not stored is still due and goes in the next pass.
+                # batch; what was not stored is still due and goes in the next pass,
+                # and nothing is confirmed until it is.
                 self._batch = max(1, len(batch) // 2)
                 log.warning("live tail: smaller state batches", extra={"batch": self._batch})
-                break
+                return
+            # A batch within budget: grow back, so one slow moment does not shrink
+            # the batch for good.
+            self._batch = min(_STORE_BATCH, self._batch * 2)
             for key, current, previous in batch:
                 self._stored[key] = current
                 self._observe(key, current, previous, now)
-        for state in SeriesState:
-            self._metrics.series_state.labels(state.value).set(counts[state])
+            first += len(batch)
+            if last:
+                break
+        self._confirmed_at = self._clock.monotonic()
+        self._metrics.live_tail_up.set(1)
 
     def _observe(self, key: Key, current: LiveState, previous: LiveState | None, now: int) -> None:
         log.info(
@@ -302,27 +391,19 @@ class LiveTail:
         if newly_late and due is not None:
             self._metrics.live_detection_seconds.observe(max(0, now - due) / 1000)
 
-    async def _store_states(self, batch: list[tuple[Key, LiveState]], now: int, epoch: int) -> None:
+    async def _store_states(
+        self,
+        batch: list[tuple[Key, LiveState, LiveState | None]],
+        now: int,
+        epoch: int,
+        *,
+        confirm: bool,
+    ) -> None:
+        verdicts = [LiveVerdict(key[0], key[1], live, now) for key, live, _ in batch]
+
         async def work(session: object) -> None:
-            bases = await self._store.stored_scores([key for key, _ in batch], session=session)
-            records = []
-            for key, live in batch:
-                base = bases.get(key)
-                record = ScoreRecord(
-                    key[0],
-                    key[1],
-                    rescore(None if base is None else base.score, live),
-                    now,
-                    "",
-                )
-                records.append(
-                    dataclasses.replace(
-                        record,
-                        state=live.state,
-                        last_candle_ms=live.last_candle_ms,
-                        late_candles=live.late_candles,
-                    )
-                )
-            await self._store.save_live_scores(records, epoch, session)
+            await self._store.save_verdicts(verdicts, epoch, session)
+            if confirm:
+                await self._store.confirm(epoch, now, self.mode, session)
 
         await self._fence.write_fenced(epoch, work)

@@ -38,6 +38,7 @@ from auditsvc.domain.settled import IncrementalScan, Plan, Settled, plan, settle
 from auditsvc.domain.timeframes import Timeframe
 from auditsvc.domain.values import Gap, SeriesScan, Window
 from auditsvc.ops.clock import Clock
+from auditsvc.ops.failpoints import Failpoints
 from auditsvc.ops.metrics import Metrics
 from auditsvc.ops.settings import AuditSettings
 from auditsvc.storage.interfaces import CandleStore, Fence, SettledStore, StateStore
@@ -83,8 +84,13 @@ class Sweep:
         fence: Fence,
         metrics: Metrics,
         backfill: Backfill,
+        *,
+        owns_verdict: bool = False,
+        failpoints: Failpoints | None = None,
     ) -> None:
         self._audit = audit
+        self._owns_verdict = owns_verdict
+        self._failpoints = failpoints or Failpoints()
         self._clock = clock
         self._candles = candles
         self._state = state
@@ -135,6 +141,8 @@ class Sweep:
             gaps += series_gaps
             records[symbol] = settle(found, plans[symbol])
             self._count(symbol, g.tf, found, plans[symbol])
+        # Between the scan and the store: where a race with the live tail would land.
+        await self._failpoints.reach("cycle.before_store")
         for first in range(0, len(gaps), GAP_BATCH):
             part = gaps[first : first + GAP_BATCH]
             await self._fence.write_fenced(
@@ -154,7 +162,12 @@ class Sweep:
         session: Any,
     ) -> None:
         await self._settled.save_chunk(
-            reports, records, cycle_id=cycle_id, epoch=epoch, session=session
+            reports,
+            records,
+            cycle_id=cycle_id,
+            epoch=epoch,
+            live=self._owns_verdict,
+            session=session,
         )
 
     def _count(self, symbol: str, tf: Timeframe, found: SeriesScan, p: Plan) -> None:
@@ -226,14 +239,17 @@ async def conclude(
             )
         )
     grace_ms = round(audit.ingest_grace * 1000)
-    live = window_state(tf, window.end_ms, found.newest_ms, now, grace_ms)
     record = ScoreRecord(symbol, tf.name, health, now, cycle_id)
-    if live is not None:
+    # A report (historical window) vouches for nothing about the present.
+    judged = None if historical else window_state(tf, window.end_ms, found.newest_ms, now, grace_ms)
+    if judged is not None:
+        live, at = judged
         record = dataclasses.replace(
             record,
             state=live.state,
             last_candle_ms=live.last_candle_ms,
             late_candles=live.late_candles,
+            verdict_ms=at,
         )
     report = SeriesReport(
         symbol=symbol,

@@ -161,16 +161,23 @@ class TestRevealedGap:
 
 
 class TestWindowState:
-    """An audit vouches for the live state only when its window reaches the settled edge."""
+    """A cycle judges a series as of its window's end, and dates the verdict no later
+    than the last moment it held."""
 
     def test_current_window(self) -> None:
-        """A window ending at the settled edge gives the series' state."""
+        """A window ending at the settled edge gives the state, dated at the read."""
         now = T0 + 3 * MIN + 20 * SEC
         edge = T0 + 3 * MIN
-        assert window_state(M1, edge, T0, now, 10 * SEC) == LiveState(SeriesState.LATE, T0, 2)
+        found = window_state(M1, edge, T0, now, 10 * SEC)
+        assert found == (LiveState(SeriesState.LATE, T0, 2), now)
 
-    def test_historical_or_empty_window(self) -> None:
-        """A window ending hours ago, or holding no candle, vouches for nothing."""
+    def test_slow_cycle_is_not_dated_late(self) -> None:
+        """A cycle finishing hours after its window was fixed judges the window's time,
+        not its own: LIVE at the window's edge, dated before the next slot fell due."""
         now = T0 + 600 * MIN
-        assert window_state(M1, T0 + MIN, T0, now, 0) is None
-        assert window_state(M1, T0 + 600 * MIN, None, now, 0) is None
+        found = window_state(M1, T0 + MIN, T0, now, 0)
+        assert found == (LiveState(SeriesState.LIVE, T0, 0), T0 + 2 * MIN - 1)
+
+    def test_empty_window(self) -> None:
+        """A window holding no candle vouches for nothing (older candles may exist)."""
+        assert window_state(M1, T0 + 600 * MIN, None, T0 + 600 * MIN, 0) is None

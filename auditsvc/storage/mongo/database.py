@@ -21,6 +21,8 @@ CYCLE_REPORTS = "audit_cycle_reports"
 # audit settled, for incremental cycles.
 SERIES = "audit_series"
 GAPS = "audit_gaps"
+# The live tail's heartbeat: one document, the instant it last vouched for every series.
+VERDICTS = "audit_verdicts"
 BACKFILLS = "backfill_requests"
 ARCHIVE = "duplicate_archive"
 AUDIT_LOG = "audit_log"
@@ -103,7 +105,11 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("cycle_id", ASCENDING), ("part", ASCENDING)], name="by_cycle_part"),
         IndexModel([("finished_at", ASCENDING)], expireAfterSeconds=CYCLE_TTL_S, name="report_ttl"),
     ],
-    SERIES: [IndexModel([("computed_at", ASCENDING)], name="by_computed")],
+    SERIES: [
+        IndexModel([("computed_at", ASCENDING)], name="by_computed"),
+        # A reader without change streams polls on the last change of either writer.
+        IndexModel([("changed_at", ASCENDING)], name="by_changed"),
+    ],
     GAPS: [
         IndexModel(
             [("symbol", ASCENDING), ("timeframe", ASCENDING), ("start_time", ASCENDING)],
@@ -146,6 +152,7 @@ COLLECTIONS = (
     CYCLE_REPORTS,
     SERIES,
     GAPS,
+    VERDICTS,
     BACKFILLS,
     ARCHIVE,
     AUDIT_LOG,
@@ -164,6 +171,7 @@ async def ensure_indexes(database: Database) -> list[str]:
         CYCLE_REPORTS,
         SERIES,
         GAPS,
+        VERDICTS,
         BACKFILLS,
         ARCHIVE,
         AUDIT_LOG,

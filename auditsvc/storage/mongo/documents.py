@@ -5,13 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from auditsvc.domain.records import Cycle, CycleSummary, GapRecord, ScoreRecord, SeriesReport
-from auditsvc.domain.series_state import SeriesState
+from auditsvc.domain.records import (
+    Cycle,
+    CycleSummary,
+    GapRecord,
+    LiveVerdict,
+    ScoreRecord,
+    SeriesReport,
+)
+from auditsvc.domain.series_state import LiveState, SeriesState
 from auditsvc.domain.values import HealthScore, Severity
 from auditsvc.storage.mongo.database import to_dt, to_ms
 
 
-def score_doc(s: ScoreRecord) -> dict[str, Any]:
+def cycle_fields(s: ScoreRecord) -> dict[str, Any]:
+    """The fields of a series document a cycle owns: its score and counts."""
     h = s.score
     return {
         "symbol": s.symbol,
@@ -24,29 +32,60 @@ def score_doc(s: ScoreRecord) -> dict[str, Any]:
         "duplicate_groups": h.duplicate_groups,
         "computed_at": to_dt(s.computed_ms),
         "cycle_id": s.cycle_id,
-        "state": s.state.value if s.state is not None else None,
-        "last_candle_open": None if s.last_candle_ms is None else to_dt(s.last_candle_ms),
-        "late_candles": s.late_candles,
     }
 
 
+def live_fields(v: LiveVerdict) -> dict[str, Any]:
+    """The fields of a series document the live verdict owns (the live tail's, or the
+    cycle's with LIVE_MODE=off): the state and when it was observed."""
+    live = v.live
+    return {
+        "state": live.state.value,
+        "last_candle_open": None if live.last_candle_ms is None else to_dt(live.last_candle_ms),
+        "late_candles": live.late_candles,
+        "verdict_at": to_dt(v.observed_ms),
+    }
+
+
+def verdict_of(s: ScoreRecord) -> LiveVerdict | None:
+    """The verdict a score carries, None when its writer could not judge the state."""
+    if s.state is None or s.verdict_ms is None:
+        return None
+    live = LiveState(s.state, s.last_candle_ms, s.late_candles)
+    return LiveVerdict(s.symbol, s.timeframe, live, s.verdict_ms)
+
+
+def score_doc(s: ScoreRecord) -> dict[str, Any]:
+    """A whole score, as cycle reports and summaries keep it (not a series document)."""
+    v = verdict_of(s)
+    fields = {**cycle_fields(s), "state": None, "last_candle_open": None, "late_candles": 0}
+    return fields if v is None else {**fields, **live_fields(v)}
+
+
 def score_record(d: dict[str, Any]) -> ScoreRecord:
+    """A stored series document; one the live tail created before any cycle scored
+    the series has no cycle fields, and reads as unaudited (completeness and
+    consistency 100, as :func:`~auditsvc.domain.series_state.rescore` assumes)."""
+    state = SeriesState(d["state"]) if d.get("state") else None
+    verdict = to_ms(d["verdict_at"]) if d.get("verdict_at") else None
     return ScoreRecord(
         symbol=d["symbol"],
         timeframe=d["timeframe"],
         score=HealthScore(
-            quality=float(d["quality"]),
-            completeness=float(d["completeness"]),
-            consistency=float(d["consistency"]),
-            freshness=float(d["freshness"]),
-            gap_count=int(d["gap_count"]),
-            duplicate_groups=int(d["duplicate_groups"]),
+            quality=float(d.get("quality", 0.0)),
+            completeness=float(d.get("completeness", 100.0)),
+            consistency=float(d.get("consistency", 100.0)),
+            freshness=float(d.get("freshness", 0.0)),
+            gap_count=int(d.get("gap_count", 0)),
+            duplicate_groups=int(d.get("duplicate_groups", 0)),
         ),
-        computed_ms=to_ms(d["computed_at"]),
-        cycle_id=d["cycle_id"],
-        state=SeriesState(d["state"]) if d.get("state") else None,
+        computed_ms=to_ms(d["computed_at"]) if d.get("computed_at") else (verdict or 0),
+        cycle_id=d.get("cycle_id", ""),
+        state=state,
         last_candle_ms=to_ms(d["last_candle_open"]) if d.get("last_candle_open") else None,
         late_candles=int(d.get("late_candles", 0)),
+        verdict_ms=verdict,
+        changed_ms=to_ms(d["changed_at"]) if d.get("changed_at") else 0,
     )
 
 

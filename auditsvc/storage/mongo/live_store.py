@@ -1,5 +1,6 @@
-"""The live tail's database side: newest candles (polled or watched) and the
-scores and gaps it stores.
+"""The live tail's database side: newest candles (polled or watched), the
+verdicts and gaps it stores, its heartbeat, and the reading of that heartbeat
+every replica dates its verdicts by.
 
 Polling reads each candle collection with one query, whatever the number of
 symbols sharing it, matching only candles newer than those already seen, so
@@ -14,11 +15,21 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from pymongo import UpdateOne
-
-from auditsvc.domain.records import GapRecord, ScoreRecord
+from auditsvc.domain.records import GapRecord, LiveVerdict, ScoreRecord
+from auditsvc.storage.interfaces import Confirmation
 from auditsvc.storage.mongo import documents as codec
-from auditsvc.storage.mongo.database import GAPS, SERIES, Database, TimeIndexes, to_dt, to_ms
+from auditsvc.storage.mongo.database import (
+    GAPS,
+    SERIES,
+    VERDICTS,
+    Database,
+    TimeIndexes,
+    to_dt,
+    to_ms,
+)
+from auditsvc.storage.mongo.series_writes import series_id, verdict_writes
+
+HEARTBEAT_ID = "live-tail"
 
 _WATCHED = ("insert", "replace")
 # Documents per reply of a poll: one round trip for a second of a thousand 1s
@@ -109,7 +120,11 @@ class MongoCandleFeed:
         # MongoDB time-series collections cannot be watched.
         return all(spec.get("type") != "timeseries" for spec in await cursor.to_list(None))
 
-    async def watch(self, collections: Sequence[str]) -> AsyncIterator[tuple[str, str, int]]:
+    async def watch(
+        self, collections: Sequence[str], opened: asyncio.Event | None = None
+    ) -> AsyncIterator[tuple[str, str, int]]:
+        """(collection, symbol, open time) of each candle inserted or replaced from the
+        moment the stream is open; ``opened`` is set at that moment."""
         pipeline = [
             {
                 "$match": {
@@ -124,6 +139,8 @@ class MongoCandleFeed:
         # An update of an existing candle cannot make a newer one; an upsert that
         # creates one is an insert event.
         async with await self._db.watch(pipeline) as stream:
+            if opened is not None:
+                opened.set()
             async for change in stream:
                 doc = change.get("fullDocument") or {}
                 if "symbol" in doc and "timestamp" in doc:
@@ -134,26 +151,10 @@ class MongoLiveStore:
     def __init__(self, database: Database) -> None:
         self._db = database.db
 
-    async def stored_score(
-        self, symbol: str, timeframe: str, session: Any = None
-    ) -> ScoreRecord | None:
-        doc = await self._db[SERIES].find_one(
-            {"_id": f"{symbol}|{timeframe}"}, {"report": 0}, session=session
-        )
-        return None if doc is None else codec.score_record(doc)
-
-    async def save_live_score(self, record: ScoreRecord, epoch: int, session: Any = None) -> None:
-        await self._db[SERIES].update_one(
-            {"_id": f"{record.symbol}|{record.timeframe}"},
-            {"$set": {**codec.score_doc(record), "epoch": epoch}},
-            upsert=True,
-            session=session,
-        )
-
     async def stored_scores(
         self, keys: Sequence[tuple[str, str]], session: Any = None
     ) -> dict[tuple[str, str], ScoreRecord]:
-        ids = [f"{sym}|{tf}" for sym, tf in keys]
+        ids = [series_id(sym, tf) for sym, tf in keys]
         cursor = self._db[SERIES].find({"_id": {"$in": ids}}, {"report": 0}, session=session)
         found = {}
         for doc in await cursor.to_list(None):
@@ -161,26 +162,66 @@ class MongoLiveStore:
             found[(record.symbol, record.timeframe)] = record
         return found
 
-    async def save_live_scores(
-        self, records: Sequence[ScoreRecord], epoch: int, session: Any = None
+    async def save_verdicts(
+        self, verdicts: Sequence[LiveVerdict], epoch: int, session: Any = None
     ) -> None:
-        if not records:
+        if not verdicts:
             return
-        ops = [
-            UpdateOne(
-                {"_id": f"{r.symbol}|{r.timeframe}"},
-                {"$set": {**codec.score_doc(r), "epoch": epoch}},
-                upsert=True,
-            )
-            for r in records
-        ]
-        await self._db[SERIES].bulk_write(ops, ordered=False, session=session)
+        ops = [op for v in verdicts for op in verdict_writes(v, epoch)]
+        # Ordered: each series' guarded write follows its creation.
+        await self._db[SERIES].bulk_write(ops, ordered=True, session=session)
+
+    async def confirm(self, epoch: int, confirmed_ms: int, mode: str, session: Any = None) -> None:
+        # Capped at the database's now: a leader whose clock runs ahead never dates
+        # a verdict in the database's future.
+        await self._db[VERDICTS].update_one(
+            {"_id": HEARTBEAT_ID},
+            [
+                {
+                    "$set": {
+                        "epoch": epoch,
+                        "mode": mode,
+                        "confirmed_at": {"$min": ["$$NOW", to_dt(confirmed_ms)]},
+                        "written_at": "$$NOW",
+                    }
+                }
+            ],
+            upsert=True,
+            session=session,
+        )
 
     async def save_live_gap(self, gap: GapRecord, epoch: int, session: Any = None) -> None:
         doc = codec.gap_doc(gap, "", epoch)
         moving = {k: doc.pop(k) for k in ("end_time", "missing_candles", "severity")}
         key = doc.pop("_id")
-        # A cycle that already stored this gap keeps its flag, backfill and detection time.
+        # The tail saw these slots missing as the next candle arrived: the gap was
+        # detected live even when a cycle stored it first (during the outage). A
+        # cycle's record keeps its backfill and detection time.
+        moving["detected_live"] = doc.pop("detected_live")
         await self._db[GAPS].update_one(
             {"_id": key}, {"$set": moving, "$setOnInsert": doc}, upsert=True, session=session
         )
+
+
+class MongoVerdictSource:
+    """Reads the live tail's heartbeat with the database's now: one query, or a
+    ``hello`` (whose ``localTime`` is the server's clock) while there is none."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._db = database.db
+
+    async def confirmation(self) -> tuple[Confirmation | None, int]:
+        cursor = await self._db[VERDICTS].aggregate(
+            [
+                {"$match": {"_id": HEARTBEAT_ID}},
+                {"$project": {"epoch": 1, "mode": 1, "confirmed_at": 1, "now": "$$NOW"}},
+            ]
+        )
+        docs = await cursor.to_list(1)
+        if not docs:
+            hello = await self._database.client.admin.command("hello")
+            return None, to_ms(hello["localTime"])
+        d = docs[0]
+        epoch, mode = int(d.get("epoch", 0)), str(d.get("mode", ""))
+        return Confirmation(epoch, to_ms(d["confirmed_at"]), mode), to_ms(d["now"])

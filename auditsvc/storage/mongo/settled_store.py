@@ -4,8 +4,10 @@ and the removal of gaps the cycle no longer found (``audit_gaps``).
 
 One call writes a bounded chunk of series (the caller's chunk size) with two
 bulk operations, so a cycle's cost in round trips and transaction size is per
-chunk, not per series; each series is ONE document write, the floor of a cycle
-that stores a score per series (the report is in the cycle's parts, not here).
+chunk, not per series; each series is ONE document update of the cycle's own fields (a second,
+guarded one for its verdict with LIVE_MODE=off; see
+:mod:`~auditsvc.storage.mongo.series_writes`), never a replace, so the live
+tail's verdict survives it (the report is in the cycle's parts, not here).
 """
 
 from __future__ import annotations
@@ -13,13 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pymongo import ReplaceOne
-
 from auditsvc.domain.records import SeriesReport
 from auditsvc.domain.settled import Settled
 from auditsvc.domain.values import DuplicateSlot, Gap, Window
-from auditsvc.storage.mongo import documents as codec
 from auditsvc.storage.mongo.database import GAPS, SERIES, Database, to_dt
+from auditsvc.storage.mongo.series_writes import cycle_writes
 
 # Series looked up by _id; more read the timeframe's records in one pass.
 _LOOKUP_LIMIT = 1000
@@ -76,11 +76,13 @@ class MongoSettledStore:
         *,
         cycle_id: str,
         epoch: int,
+        live: bool = False,
         session: Any = None,
     ) -> None:
         """Stores the series of one chunk (same timeframe and window end): their score
         with their settled record (dropped when None), and drops their gaps this cycle
-        did not write (``save_gaps`` wrote the others before)."""
+        did not write (``save_gaps`` wrote the others before). With ``live``
+        (LIVE_MODE=off) the cycle's verdicts too, unless a newer one is stored."""
         if not reports:
             return
         timeframe, window_end = reports[0].timeframe, reports[0].window_end_ms
@@ -105,9 +107,11 @@ class MongoSettledStore:
         )
         series_ops = []
         for r in reports:
-            doc = {**codec.score_doc(r.health), "epoch": epoch}
             record = settled.get(r.symbol)
-            if record is not None:  # None: no record, the next audit is a full scan
-                doc["settled"] = settled_doc(record)
-            series_ops.append(ReplaceOne({"_id": _key(r.symbol, r.timeframe)}, doc, upsert=True))
-        await self._db[SERIES].bulk_write(series_ops, ordered=False, session=session)
+            # None: no record, the next audit is a full scan.
+            kept = {} if record is None else {"settled": settled_doc(record)}
+            series_ops += cycle_writes(
+                r.health, epoch, live=live, also_set=kept, unset=() if kept else ("settled",)
+            )
+        # Ordered: a series' verdict write follows its creation.
+        await self._db[SERIES].bulk_write(series_ops, ordered=True, session=session)

@@ -24,6 +24,7 @@ from auditsvc.domain.records import (
     ScoreRecord,
     SeriesReport,
 )
+from auditsvc.domain.series_state import SeriesState
 from auditsvc.storage.mongo import documents as codec
 from auditsvc.storage.mongo.database import (
     CYCLE_REPORTS,
@@ -35,6 +36,7 @@ from auditsvc.storage.mongo.database import (
     to_dt,
     to_ms,
 )
+from auditsvc.storage.mongo.series_writes import cycle_writes
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +64,11 @@ class MongoStateStore:
         *,
         cycle_id: str,
         epoch: int,
+        live: bool = False,
         session: Any = None,
     ) -> None:
-        """Stores a series' audit: its gaps, and for a live window its score.
+        """Stores a series' audit: its gaps, and for a live window its score (and
+        with ``live``, LIVE_MODE=off, its verdict unless a newer one is stored).
 
         A report (``report.historical``) stores its gaps, tagged ``historical``, and
         drops only the older gaps inside its own window; the series document (the
@@ -92,14 +96,11 @@ class MongoStateStore:
         if report.historical:
             return
         # $set, not a replace: the series' settled record (written by default-window
-        # cycles) still holds, since no audit changes documents. The report itself
-        # lives in the cycle's parts; 0.1.0 also kept a copy here, removed on write.
-        await self._db[SERIES].update_one(
-            {"_id": f"{report.symbol}|{report.timeframe}"},
-            {"$set": {**codec.score_doc(report.health), "epoch": epoch}, "$unset": {"report": ""}},
-            upsert=True,
-            session=session,
-        )
+        # cycles) still holds, since no audit changes documents, and the live verdict
+        # is not the cycle's unless ``live``. The report itself lives in the cycle's
+        # parts; 0.1.0 also kept a copy here, removed on write.
+        ops = cycle_writes(report.health, epoch, live=live, unset=("report",))
+        await self._db[SERIES].bulk_write(ops, ordered=True, session=session)
 
     async def save_gaps(
         self,
@@ -212,7 +213,9 @@ class MongoStateStore:
             clauses.append({"symbol": {"$in": list(q.symbols)}})
         if q.timeframes:
             clauses.append({"timeframe": {"$in": list(q.timeframes)}})
-        if q.state is not None:
+        if q.state is SeriesState.UNKNOWN:
+            clauses.append({"state": None})  # never judged: no stored state
+        elif q.state is not None:
             clauses.append({"state": q.state.value})
         if q.after is not None:
             # _id is "symbol|timeframe", so the (symbol, timeframe) order is the _id order
@@ -310,14 +313,16 @@ class MongoStateStore:
         if not opened.done():
             opened.set_result(None)
         while True:
+            # changed_at: the database's time of either writer's last change (a
+            # cycle's score or the tail's verdict), so neither is missed.
             docs = (
                 await self._db[SERIES]
-                .find({"computed_at": {"$gt": since}}, {"report": 0})
-                .sort("computed_at", 1)
+                .find({"changed_at": {"$gt": since}}, {"report": 0})
+                .sort("changed_at", 1)
                 .to_list(None)
             )
             for doc in docs:
-                since = max(since, doc["computed_at"])
+                since = max(since, doc["changed_at"])
                 yield codec.score_record(doc)
             await asyncio.sleep(self._poll_interval)
 
