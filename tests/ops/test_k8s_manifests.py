@@ -391,6 +391,7 @@ class TestMonitoring:
             "DataManagerLeaseRenewFailures",
             "DataManagerBackfillCapHit",
             "DataManagerSeriesLate",
+            "AuditsvcVerdictsStale",
         }
         for rule in rules:
             assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
@@ -407,7 +408,7 @@ class TestMonitoring:
         assert match.group(1) == configmap["AUDIT_INTERVAL"]
 
     def test_dashboard(self) -> None:
-        """The dashboard is schemaVersion 39 with unique panel ids and the ten queries."""
+        """The dashboard is schemaVersion 39 with unique panel ids and the thirteen queries."""
         dashboard = json.loads((MONITORING / "dashboard.json").read_text())
         assert dashboard["schemaVersion"] == 39
         ids = [p["id"] for p in dashboard["panels"]]
@@ -421,6 +422,9 @@ class TestMonitoring:
             "sum(rate(auditsvc_forwarded_calls_total[5m])) by (method, outcome)",
             'sum(rate(auditsvc_grpc_requests_total{code!="OK"}[5m])) by (method, code)',
             "max(data_manager_audit_leader_epoch)",
+            "max(auditsvc_verdict_age_seconds)",
+            "max(auditsvc_live_tail_up)",
+            "sum by (reason) (increase(auditsvc_live_tail_restarts_total[5m]))",
             'max(auditsvc_series_state{state="late"})',
             'max(auditsvc_series_state{state="no_data"})',
             "histogram_quantile(0.99, "
