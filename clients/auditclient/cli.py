@@ -277,12 +277,14 @@ class _Screen:
     """The terminal view of ``watch``: a header with the stream's condition, then the
     latest score of each series, redrawn in place."""
 
-    def __init__(self, out: TextIO, target: str) -> None:
+    def __init__(
+        self, out: TextIO, target: str, latest: dict[tuple[str, str], audit_pb2.HealthScore]
+    ) -> None:
         self.out = out
         self.target = target
+        self.latest = latest  # shared with the loop that fills it
         self.link = "connecting"
         self.updated = "-"
-        self.latest: dict[tuple[str, str], audit_pb2.HealthScore] = {}
 
     def draw(self) -> None:
         """Redraw everything; verdict ages are measured now."""
@@ -302,8 +304,8 @@ class _Screen:
 
 
 async def _watch(args: argparse.Namespace, options: ClientOptions, out: TextIO) -> None:
-    screen = _Screen(out, options.target) if out.isatty() and not args.json else None
     latest: dict[tuple[str, str], audit_pb2.HealthScore] = {}
+    screen = _Screen(out, options.target, latest) if out.isatty() and not args.json else None
 
     def on_connection(event: StreamEvent) -> None:
         line = _render.connection(event)
@@ -328,7 +330,6 @@ async def _watch(args: argparse.Namespace, options: ClientOptions, out: TextIO) 
                 if args.json:
                     out.write(_render.to_json(score, compact=True) + "\n")
                 elif screen is not None:
-                    screen.latest = latest
                     screen.updated = datetime.now(UTC).strftime("%H:%M:%SZ")
                     if screen.link == "connecting":
                         screen.link = "connected"

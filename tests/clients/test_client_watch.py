@@ -239,3 +239,17 @@ class TestConnectionEvents:
         assert isinstance(events[0].error, Unavailable) and events[0].error.details == "restarting"
         assert events[2].error is not None and "ended" in str(events[2].error)
         assert service.calls["StreamHealthScores"] == 4
+
+    async def test_callback_error_ends_the_iteration(
+        self, client: AuditClient, service: FakeAuditService
+    ) -> None:
+        """What on_connection raises comes out of the iterator, and no reconnect follows."""
+        service.failures["StreamHealthScores"] = [(grpc.StatusCode.UNAVAILABLE, "restarting", ())]
+
+        def refuse(event: StreamEvent) -> None:
+            raise RuntimeError(f"stop at {event.kind}")
+
+        async with asyncio.timeout(10):
+            with pytest.raises(RuntimeError, match="stop at disconnected"):
+                await anext(aiter(client.watch_health(on_connection=refuse)))
+        assert service.calls["StreamHealthScores"] == 1
