@@ -5,6 +5,8 @@ everything in underscore modules may change without notice. The package needs on
 grpcio, protobuf and googleapis-common-protos at run time.
 """
 
+from ._scores import verdict_age
+from ._watch import StreamEvent
 from .client import AuditClient
 from .errors import (
     AuditError,
@@ -34,8 +36,10 @@ __all__ = [
     "NoLeader",
     "NotFound",
     "ResourceExhausted",
+    "StreamEvent",
     "Unauthenticated",
     "Unavailable",
     "__version__",
     "from_rpc_error",
+    "verdict_age",
 ]

@@ -2,20 +2,25 @@
 
 Guarantees: JSON is protobuf's canonical ``json_format`` output with the .proto field
 names and every field present (zeros included); tables never include secrets (no
-response carries any); an unset timestamp renders as ``-``.
+response carries any); an unset timestamp renders as ``-``; a verdict's age is
+measured on the local clock at rendering time, and a score without ``verdict_time``
+reads ``never``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from auditpb.v1 import audit_pb2
+
+from ._scores import verdict_age
+from ._watch import StreamEvent
 
 
 def message_dict(message: Message) -> dict[str, Any]:
@@ -227,6 +232,7 @@ HEALTH_HEADERS = (
     "STATE",
     "LAST_CANDLE",
     "LATE",
+    "VERDICT",
     "QUALITY",
     "COMPLETE",
     "CONSIST",
@@ -238,21 +244,50 @@ HEALTH_HEADERS = (
 
 
 def state(s: audit_pb2.HealthScore) -> str:
-    """Return the series state as ``live``, ``late``, ``no_data`` or ``-`` (unspecified:
-    a score stored before the server knew states)."""
+    """Return the series state as ``live``, ``late``, ``no_data``, ``unknown`` (nobody
+    can vouch for it now) or ``-`` (unspecified: a score stored before the server knew
+    states)."""
     if s.state == audit_pb2.SERIES_STATE_UNSPECIFIED:
         return "-"
     return _enum(audit_pb2.SeriesState, s.state, "SERIES_STATE_")
 
 
-def health_row(s: audit_pb2.HealthScore) -> tuple[object, ...]:
-    """Return one health score as a row of :data:`HEALTH_HEADERS`."""
+def age(seconds: float) -> str:
+    """Return a duration compactly: ``0.4s``, ``42s``, ``17m``, ``5h``, ``3d``; negative
+    (a verdict stamped ahead of the local clock) with a minus sign."""
+    sign, value = ("-", -seconds) if seconds < 0 else ("", seconds)
+    if value < 10:
+        text = f"{value:.1f}s"
+    elif value < 120:
+        text = f"{value:.0f}s"
+    elif value < 2 * 3600:
+        text = f"{value // 60:.0f}m"
+    elif value < 2 * 86400:
+        text = f"{value // 3600:.0f}h"
+    else:
+        text = f"{value // 86400:.0f}d"
+    return sign + text
+
+
+def verdict(s: audit_pb2.HealthScore, now: datetime | None = None) -> str:
+    """Return how long ago the score's state was confirmed (``0.4s ago``), ``never``
+    without a ``verdict_time``, or ``0.3s ahead`` when stamped past ``now``."""
+    seconds = verdict_age(s, now)
+    if seconds is None:
+        return "never"
+    return f"{age(-seconds)} ahead" if seconds < 0 else f"{age(seconds)} ago"
+
+
+def health_row(s: audit_pb2.HealthScore, now: datetime | None = None) -> tuple[object, ...]:
+    """Return one health score as a row of :data:`HEALTH_HEADERS`, its verdict's age
+    measured at ``now`` (default: the local clock)."""
     return (
         s.symbol,
         s.timeframe,
         state(s),
         timestamp(s, "last_candle_open"),
         s.late_candles,
+        verdict(s, now),
         f"{s.quality:.2f}",
         f"{s.completeness:.2f}",
         f"{s.consistency:.2f}",
@@ -263,15 +298,16 @@ def health_row(s: audit_pb2.HealthScore) -> tuple[object, ...]:
     )
 
 
-def health_table(scores: Iterable[audit_pb2.HealthScore]) -> str:
+def health_table(scores: Iterable[audit_pb2.HealthScore], now: datetime | None = None) -> str:
     """Render the latest score of each series, sorted by (symbol, timeframe)."""
     ordered = sorted(scores, key=lambda s: (s.symbol, s.timeframe))
-    return table(HEALTH_HEADERS, (health_row(s) for s in ordered))
+    moment = now or datetime.now(UTC)
+    return table(HEALTH_HEADERS, (health_row(s, moment) for s in ordered))
 
 
-def scores(items: Sequence[audit_pb2.HealthScore]) -> str:
+def scores(items: Sequence[audit_pb2.HealthScore], now: datetime | None = None) -> str:
     """Render ListHealthScores (every page): one row per series, with a count line."""
-    return f"{health_table(items)}\n{len(items)} series"
+    return f"{health_table(items, now)}\n{len(items)} series"
 
 
 def scores_json(items: Iterable[audit_pb2.HealthScore]) -> str:
@@ -279,16 +315,35 @@ def scores_json(items: Iterable[audit_pb2.HealthScore]) -> str:
     return to_json({"scores": [message_dict(s) for s in items]})
 
 
-def health_line(s: audit_pb2.HealthScore, previous: audit_pb2.HealthScore | None = None) -> str:
+def health_line(
+    s: audit_pb2.HealthScore,
+    previous: audit_pb2.HealthScore | None = None,
+    now: datetime | None = None,
+) -> str:
     """Render one score update as a single line; a state change since ``previous``
-    (the series' last update) is spelled out as ``state=late (was live)``."""
+    (the series' last update) is spelled out as ``state=late (was live)``, and
+    ``verdict_age`` is measured at ``now`` (``never`` without a verdict_time)."""
     change = ""
     if previous is not None and previous.state != s.state:
         change = f" (was {state(previous)})"
+    seconds = verdict_age(s, now)
     return (
         f"{timestamp(s, 'computed_at')} {s.symbol} {s.timeframe} state={state(s)}{change} "
         f"last_candle={timestamp(s, 'last_candle_open')} late={s.late_candles} "
+        f"verdict_age={'never' if seconds is None else age(seconds)} "
         f"quality={s.quality:.2f} "
         f"completeness={s.completeness:.2f} consistency={s.consistency:.2f} "
         f"freshness={s.freshness:.2f} gaps={s.gap_count} duplicates={s.duplicate_groups}"
     )
+
+
+def connection(event: StreamEvent, now: datetime | None = None) -> str:
+    """Render a health stream's drop or return as one line, stamped with ``now``."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if event.kind == "reconnected":
+        return f"{stamp} stream reconnected after {event.down_for:.1f}s"
+    error = event.error
+    # An error without a status (the server ended the stream) would read "UNKNOWN: ...",
+    # easy to mistake for the series state: say only what happened.
+    why = error.details if error is not None and error.code is None else str(error)
+    return f"{stamp} stream disconnected ({why}); reconnecting"

@@ -7,12 +7,18 @@ Guarantees:
   deadline exceeded; 4 unauthenticated; 1 anything else.
 * An error prints exactly one line to stderr and no traceback.
 * ``resolve-duplicates`` is a dry run unless ``--apply`` is given.
-* ``watch`` runs until Ctrl-C, then exits 0; on a terminal it redraws a table in place,
-  otherwise it prints one line (or one JSON object with ``--json``) per update. Each
-  line names the series' state, and a change of state says what it was before
+* ``watch`` runs until Ctrl-C, then exits 0; on a terminal it redraws a table in place
+  (every second, so that verdict ages stay true), otherwise it prints one line (or one
+  JSON object with ``--json``) per update. Each line names the series' state and its
+  verdict's age, and a change of state says what it was before
   (``state=late (was live)``).
+* ``watch`` says when its stream drops and when it is back, one line each
+  (``stream disconnected (...); reconnecting``, ``stream reconnected after 42.1s``):
+  on stdout between the updates, on stderr with ``--json`` (stdout stays one score per
+  line), and in the table's header on a terminal.
 * ``scores`` reads the stored scores once (any replica answers, every page), so a
-  script can check ``--state late`` without opening a stream.
+  script can check ``--state late`` without opening a stream; the VERDICT column says
+  how long ago each state was confirmed (``never`` when it was not).
 * The token (``--token`` or ``AUDITSVC_TOKEN``) is never printed.
 """
 
@@ -30,6 +36,7 @@ from typing import NoReturn, TextIO
 from auditpb.v1 import audit_pb2
 
 from . import _render
+from ._watch import StreamEvent
 from .client import AuditClient
 from .errors import (
     AuditError,
@@ -54,6 +61,7 @@ STATES = {
     "live": audit_pb2.SERIES_STATE_LIVE,
     "late": audit_pb2.SERIES_STATE_LATE,
     "no_data": audit_pb2.SERIES_STATE_NO_DATA,
+    "unknown": audit_pb2.SERIES_STATE_UNKNOWN,
 }
 _CLEAR = "\x1b[H\x1b[2J"
 
@@ -265,25 +273,74 @@ def _unary(args: argparse.Namespace, options: ClientOptions, out: TextIO) -> Non
             out.write(text + "\n")
 
 
+class _Screen:
+    """The terminal view of ``watch``: a header with the stream's condition, then the
+    latest score of each series, redrawn in place."""
+
+    def __init__(
+        self, out: TextIO, target: str, latest: dict[tuple[str, str], audit_pb2.HealthScore]
+    ) -> None:
+        self.out = out
+        self.target = target
+        self.latest = latest  # shared with the loop that fills it
+        self.link = "connecting"
+        self.updated = "-"
+
+    def draw(self) -> None:
+        """Redraw everything; verdict ages are measured now."""
+        head = f"auditsvc {self.target}  updated {self.updated}  {self.link}"
+        if self.latest:
+            body = _render.health_table(self.latest.values())
+        else:
+            body = "waiting for health scores ..."
+        self.out.write(f"{_CLEAR}{head}\n\n{body}\n")
+        self.out.flush()
+
+    async def tick(self) -> None:
+        """Redraw every second until cancelled, so that the ages shown keep counting."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.draw()
+
+
 async def _watch(args: argparse.Namespace, options: ClientOptions, out: TextIO) -> None:
-    live = out.isatty() and not args.json
     latest: dict[tuple[str, str], audit_pb2.HealthScore] = {}
-    async with AuditClient(options=options) as client:
-        if live:
-            out.write(f"{_CLEAR}waiting for health scores from {options.target} ...\n")
+    screen = _Screen(out, options.target, latest) if out.isatty() and not args.json else None
+
+    def on_connection(event: StreamEvent) -> None:
+        line = _render.connection(event)
+        if screen is not None:
+            screen.link = line
+            screen.draw()
+        elif args.json:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            out.write(line + "\n")
             out.flush()
-        async for score in client.watch_health(args.symbol, args.timeframe):
-            previous = latest.get((score.symbol, score.timeframe))
-            latest[(score.symbol, score.timeframe)] = score
-            if args.json:
-                out.write(_render.to_json(score, compact=True) + "\n")
-            elif live:
-                stamp = datetime.now(UTC).strftime("%H:%M:%SZ")
-                table = _render.health_table(latest.values())
-                out.write(f"{_CLEAR}auditsvc {options.target}  updated {stamp}\n\n{table}\n")
-            else:
-                out.write(_render.health_line(score, previous) + "\n")
-            out.flush()
+
+    ticker = asyncio.create_task(screen.tick()) if screen is not None else None
+    try:
+        async with AuditClient(options=options) as client:
+            if screen is not None:
+                screen.draw()
+            stream = client.watch_health(args.symbol, args.timeframe, on_connection=on_connection)
+            async for score in stream:
+                previous = latest.get((score.symbol, score.timeframe))
+                latest[(score.symbol, score.timeframe)] = score
+                if args.json:
+                    out.write(_render.to_json(score, compact=True) + "\n")
+                elif screen is not None:
+                    screen.updated = datetime.now(UTC).strftime("%H:%M:%SZ")
+                    if screen.link == "connecting":
+                        screen.link = "connected"
+                    screen.draw()
+                    continue
+                else:
+                    out.write(_render.health_line(score, previous) + "\n")
+                out.flush()
+    finally:
+        if ticker is not None:
+            ticker.cancel()
 
 
 def _fail(message: str, code: int) -> int:

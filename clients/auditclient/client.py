@@ -11,8 +11,9 @@ Guarantees:
   UNAVAILABLE (at most ``mutating_max_attempts`` attempts, with backoff).
 * :meth:`AuditClient.list_gaps` follows ``next_page_token`` until the last page.
 * :meth:`AuditClient.watch_health` reconnects after UNAVAILABLE, stream end or a lost
-  connection, with capped, jittered exponential backoff, and never yields a score whose
-  ``computed_at`` is older than or equal to one already yielded for the same series.
+  connection, with capped, jittered exponential backoff, never yields a score older
+  than one already yielded for the same series, nor a replayed one (see
+  :mod:`auditclient._scores`), and reports each outage and return to ``on_connection``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from . import _requests
 from ._backoff import RETRYABLE_MUTATION_CODES, backoff_delay, mutation_attempts
 from ._channel import aio_channel
 from ._scores import LatestScores
+from ._watch import ConnectionTracker, StreamEvent
 from .errors import AuditError, from_rpc_error
 from .options import ClientOptions, with_overrides
 
@@ -219,15 +221,22 @@ class AuditClient:
         timeframes: Iterable[str] = (),
         *,
         max_reconnects: int | None = None,
+        on_connection: Callable[[StreamEvent], object] | None = None,
     ) -> AsyncIterator[audit_pb2.HealthScore]:
-        """Yield health scores as cycles finish, reconnecting until cancelled.
+        """Yield health scores as they change, reconnecting until cancelled.
 
         After ``max_reconnects`` consecutive failed reconnects (``None``: never give up)
         the last error is raised. Errors other than a lost connection (e.g.
         Unauthenticated, InvalidArgument) are raised at once.
+
+        ``on_connection``, when given, is called in the iterating task with a
+        :class:`StreamEvent`: ``disconnected`` once when the stream is lost (or cannot
+        be opened), ``reconnected`` once when a reopened stream delivers again. It must
+        not block; what it raises ends the iteration.
         """
         request = _requests.health_request(symbols, timeframes)
         latest = LatestScores()
+        tracker = ConnectionTracker(on_connection)
         failures = 0
         while True:
             call = self.stub.StreamHealthScores(
@@ -239,6 +248,7 @@ class AuditClient:
             try:
                 async for response in call:
                     failures = 0
+                    tracker.message()
                     if latest.admit(response.score):
                         yield response.score
             except grpc.aio.AioRpcError as exc:
@@ -251,8 +261,10 @@ class AuditClient:
                 call.cancel()
             if self._stub is None:
                 return  # the client was closed under us
+            error = error or AuditError(None, "health stream ended")
+            tracker.lost(error)
             if max_reconnects is not None and failures >= max_reconnects:
-                raise error or AuditError(None, "health stream ended")
+                raise error
             await asyncio.sleep(
                 backoff_delay(
                     failures,

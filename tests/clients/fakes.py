@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -37,15 +38,24 @@ def score(symbol: str, timeframe: str, computed_at: int | datetime, quality: flo
     )
 
 
-def live(symbol: str, timeframe: str, state: int, late: int = 0, at: int = 0) -> Any:
+def live(
+    symbol: str,
+    timeframe: str,
+    state: int,
+    late: int = 0,
+    at: int = 0,
+    verdict: datetime | None = None,
+) -> Any:
     """Build a HealthScore the live tail would store, in ``state`` (a SeriesState),
-    computed ``at`` seconds after 2024-01-01."""
+    computed ``at`` seconds after 2024-01-01, confirmed at ``verdict`` (unset if None)."""
     built = score(symbol, timeframe, 1_704_067_200 + at)
     built.cycle_id = ""
     built.state = state
     built.late_candles = late
     if state != audit_pb2.SERIES_STATE_NO_DATA:
         built.last_candle_open.FromDatetime(ts(1_704_067_140))
+    if verdict is not None:
+        built.verdict_time.FromDatetime(verdict)
     return built
 
 
@@ -104,6 +114,12 @@ class FakeAuditService(audit_pb2_grpc.AuditServiceServicer):
     stream_batches: list[list[Any]] = field(default_factory=list)
     # What ListHealthScores filters and pages through (page_size 0 means 100).
     health_scores: list[Any] = field(default_factory=list)
+    # When set, ListHealthScores stamps each score it serves with verdict_time = its
+    # own clock minus this many seconds, as a replica derives it when it answers.
+    verdict_age: float | None = None
+    # When True, ListGaps keeps only the gaps of gap_pages that match the request's
+    # symbol, timeframe and time filters, as the server does (pages are kept).
+    filter_gaps: bool = False
 
     async def _enter(self, name: str, request: Any, context: grpc.aio.ServicerContext) -> None:
         self.calls[name] += 1
@@ -153,7 +169,8 @@ class FakeAuditService(audit_pb2_grpc.AuditServiceServicer):
         index = int(request.page_token.removeprefix("page-") or 0)
         pages = list(self.gap_pages) or [[]]
         token = f"page-{index + 1}" if index + 1 < len(pages) else ""
-        return audit_pb2.ListGapsResponse(gaps=pages[index], next_page_token=token)
+        found = [g for g in pages[index] if not self.filter_gaps or _gap_matches(g, request)]
+        return audit_pb2.ListGapsResponse(gaps=found, next_page_token=token)
 
     async def ListHealthScores(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await self._enter("ListHealthScores", request, context)
@@ -167,7 +184,11 @@ class FakeAuditService(audit_pb2_grpc.AuditServiceServicer):
         start = int(request.page_token.removeprefix("offset-") or 0)
         end = start + (request.page_size or 100)
         token = f"offset-{end}" if end < len(matching) else ""
-        return audit_pb2.ListHealthScoresResponse(scores=matching[start:end], next_page_token=token)
+        served = [audit_pb2.HealthScore.FromString(s.SerializeToString()) for s in matching]
+        if self.verdict_age is not None:
+            for copy in served:
+                copy.verdict_time.FromNanoseconds(time.time_ns() - int(self.verdict_age * 1e9))
+        return audit_pb2.ListHealthScoresResponse(scores=served[start:end], next_page_token=token)
 
     async def ResolveDuplicates(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await self._enter("ResolveDuplicates", request, context)
@@ -205,6 +226,20 @@ class FakeAuditService(audit_pb2_grpc.AuditServiceServicer):
             yield audit_pb2.StreamHealthScoresResponse(score=item)
         if last:
             await asyncio.Event().wait()  # hold open until the server stops
+
+
+def _gap_matches(g: Any, request: Any) -> bool:
+    """Whether gap ``g`` passes ListGaps' filters: symbol, timeframe, ends after
+    start_time, starts before end_time, at least min_missing_candles."""
+    return (
+        (not request.symbol or g.symbol == request.symbol)
+        and (not request.timeframe or g.timeframe == request.timeframe)
+        and (not request.HasField("start_time") or g.end_time.ToNanoseconds()
+             > request.start_time.ToNanoseconds())
+        and (not request.HasField("end_time") or g.start_time.ToNanoseconds()
+             < request.end_time.ToNanoseconds())
+        and g.missing_candles >= request.min_missing_candles
+    )  # fmt: skip
 
 
 class FakeServer:

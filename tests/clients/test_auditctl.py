@@ -12,6 +12,7 @@ import signal
 import sys
 from asyncio.subprocess import Process
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -176,8 +177,32 @@ class TestCommands:
         ]
         assert data[1]["late_candles"] == "4"  # uint64: a string in canonical JSON
 
+    async def test_scores_show_verdict_age_and_unknown(
+        self, server: FakeServer, service: FakeAuditService
+    ) -> None:
+        """The VERDICT column says how long ago each state was confirmed, or never;
+        --state unknown asks the server for UNKNOWN."""
+        confirmed = datetime.now(UTC) - timedelta(seconds=3)
+        service.health_scores = [
+            live("BTCUSDT", "1s", audit_pb2.SERIES_STATE_LIVE, verdict=confirmed),
+            live("ETHUSDT", "1s", audit_pb2.SERIES_STATE_UNKNOWN),
+        ]
+        code, out, err = await auditctl("scores", "--target", server.target)
+        assert (code, err) == (0, "")
+        lines = out.splitlines()
+        assert lines[0].split()[5] == "VERDICT"
+        btc = lines[1].split()
+        assert btc[2] == "live" and btc[6] == "ago" and 3.0 <= float(btc[5].rstrip("s")) < 60
+        assert lines[2].split()[2:6] == ["unknown", "2023-12-31T23:59:00Z", "0", "never"]
+
+        code, out, _ = await auditctl("scores", "--target", server.target, "--state", "unknown")
+        assert code == 0
+        assert service.requests["ListHealthScores"][-1].state == audit_pb2.SERIES_STATE_UNKNOWN
+        assert [line.split()[0] for line in out.splitlines()[1:-1]] == ["ETHUSDT"]
+
     def test_scores_rejects_unknown_state(self, capsys: pytest.CaptureFixture[str]) -> None:
-        """--state accepts live, late or no_data only: exit 2 before any connection."""
+        """--state accepts live, late, no_data or unknown only: exit 2 before any
+        connection."""
         assert main(["scores", "--state", "stale"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "--state" in err
@@ -369,3 +394,92 @@ class TestWatch:
             os.close(controller)
         assert process.returncode == 0
         assert b"\x1b[2J" in screen and b"QUALITY" in screen and b"STATE" in screen
+
+
+async def read_until(stream: asyncio.StreamReader, text: bytes) -> bytes:
+    """Read lines until one contains ``text``; return it (the caller bounds the wait)."""
+    while True:
+        line = await stream.readline()
+        assert line, f"stream ended before {text!r}"
+        if text in line:
+            return line
+
+
+class TestWatchOutages:
+    """watch says when its stream drops and when it is back, on a terminal or not."""
+
+    async def test_lines_when_not_a_tty(
+        self, server: FakeServer, service: FakeAuditService
+    ) -> None:
+        """A stopped server prints one disconnected line, its return one reconnected line,
+        between the score lines on stdout."""
+        confirmed = datetime.now(UTC)
+        service.stream_batches = [
+            [live("BTCUSDT", "1s", audit_pb2.SERIES_STATE_LIVE, verdict=confirmed)]
+        ]
+        pipes = {"stdout": asyncio.subprocess.PIPE, "stderr": asyncio.subprocess.PIPE}
+        async with watching(server, **pipes) as process, asyncio.timeout(60):
+            assert process.stdout is not None
+            first = await process.stdout.readline()
+            assert b" state=live " in first and b" verdict_age=" in first
+            await server.stop()
+            down = await process.stdout.readline()
+            await server.start()
+            back = await process.stdout.readline()
+            process.send_signal(signal.SIGINT)
+            rest, err = await process.communicate()
+        assert process.returncode == 0, err
+        assert b" stream disconnected (" in down and down.endswith(b"; reconnecting\n")
+        assert b" stream reconnected after " in back
+        assert b"stream" not in rest  # one line each: failed reconnects are the same outage
+
+    async def test_stderr_with_json(self, server: FakeServer, service: FakeAuditService) -> None:
+        """With --json the outage lines go to stderr; stdout stays one score per line."""
+        service.stream_batches = [[score("BTCUSDT", "1m", 100)]]
+        pipes = {"stdout": asyncio.subprocess.PIPE, "stderr": asyncio.subprocess.PIPE}
+        async with watching(server, "--json", **pipes) as process, asyncio.timeout(60):
+            assert process.stdout is not None and process.stderr is not None
+            assert json.loads(await process.stdout.readline())["symbol"] == "BTCUSDT"
+            await server.stop()
+            down = await read_until(process.stderr, b"stream disconnected")
+            await server.start()
+            back = await read_until(process.stderr, b"stream reconnected")
+            process.send_signal(signal.SIGINT)
+            rest, _ = await process.communicate()
+        assert process.returncode == 0
+        assert down.count(b"\n") == back.count(b"\n") == 1
+        assert all(json.loads(line)["symbol"] == "BTCUSDT" for line in rest.splitlines())
+
+    async def test_header_on_a_tty(self, server: FakeServer, service: FakeAuditService) -> None:
+        """On a terminal the header says the stream is down, then back; ages are redrawn."""
+        confirmed = datetime.now(UTC)
+        service.stream_batches = [
+            [live("BTCUSDT", "1s", audit_pb2.SERIES_STATE_LIVE, verdict=confirmed)]
+        ]
+        controller, terminal = pty.openpty()
+        loop = asyncio.get_running_loop()
+        screen = b""
+
+        async def until_shown(text: bytes, times: int = 1) -> None:
+            nonlocal screen
+            while screen.count(text) < times:
+                chunk = await loop.run_in_executor(None, os.read, controller, 4096)
+                assert chunk, screen
+                screen += chunk
+
+        try:
+            async with watching(server, stdout=terminal) as process, asyncio.timeout(60):
+                os.close(terminal)
+                await until_shown(b"VERDICT")
+                await until_shown(b" ago")
+                # No score arrives any more, yet the ticker redraws the ages.
+                await until_shown(b"\x1b[2J", screen.count(b"\x1b[2J") + 2)
+                await server.stop()
+                await until_shown(b"stream disconnected (")
+                await server.start()
+                await until_shown(b"stream reconnected after ")
+                process.send_signal(signal.SIGINT)
+                await process.wait()
+        finally:
+            os.close(controller)
+        assert process.returncode == 0

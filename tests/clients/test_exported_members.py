@@ -26,10 +26,12 @@ class TestExportedMembers:
             "NoLeader",
             "NotFound",
             "ResourceExhausted",
+            "StreamEvent",
             "Unauthenticated",
             "Unavailable",
             "__version__",
             "from_rpc_error",
+            "verdict_age",
         ]
 
     def test_every_name_resolves(self) -> None:
