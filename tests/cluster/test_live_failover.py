@@ -1,7 +1,8 @@
-"""Live series state across a leader crash, with real replica processes and a real
-SecantusDB (heartbeat 0.3 s, lease 1.2 s): a series whose feed stops just before
-the leader is SIGKILLed still reaches a follower's StreamHealthScores as LATE,
-stored by the new leader under its own epoch."""
+"""Live series state across a leader crash or freeze, with real replica processes and
+a real SecantusDB: a series whose feed stops just before the leader is SIGKILLed
+still reaches a follower's StreamHealthScores as LATE, stored by the new leader
+under its own epoch; a leader frozen (SIGSTOP) while it still holds its lease turns
+every follower's answer UNKNOWN, and its resumption turns it back."""
 
 from __future__ import annotations
 
@@ -150,7 +151,8 @@ class TestLiveFailover:
             new_epoch = (await new.leader()).epoch
             assert new_epoch > old_epoch
             stored = await handle.db[SERIES].find_one({"_id": "BTCUSDT|1s"})
-            assert stored is not None and stored["epoch"] == new_epoch
+            # The verdict's fields are the tail's, stamped with the new leader's epoch.
+            assert stored is not None and stored["live_epoch"] == new_epoch
             # The series still fed stays LIVE under the new leader.
             assert await _state(follower, "ETHUSDT") == pb.SERIES_STATE_LIVE
         finally:
@@ -165,3 +167,77 @@ class TestLiveFailover:
 
 async def _is(replica: ReplicaProcess, symbol: str, state: int) -> bool:
     return await _state(replica, symbol) == state
+
+
+class TestFrozenLeader:
+    """A frozen leader keeps its lease for a while, but not its verdicts."""
+
+    async def test_followers_serve_unknown_while_the_leader_is_stopped(
+        self, db: SecantusDB, tmp_path: Path
+    ) -> None:
+        """SIGSTOP the leader for less than its lease: a follower's stream and reads go
+        UNKNOWN (LIVE never outlives LIVE_STALE_AFTER), and LIVE again after SIGCONT,
+        without a change of leader."""
+        database = f"fz_{int(time.time() * 1000)}"
+        handle = connect(db.uri, database, 2000)
+        coll = handle.db[COLLECTION]
+        await coll.create_index([("symbol", 1), ("timestamp", 1)])
+        feeder = Feeder(coll, {"BTCUSDT"})
+        feeding = asyncio.create_task(feeder.run())
+        # A lease (20 s) longer than the freeze, the freeze longer than LIVE_STALE_AFTER.
+        replicas = [
+            ReplicaProcess(
+                f"z{i + 1}",
+                db.uri,
+                database,
+                tmp_path,
+                AUDIT_SYMBOLS="BTCUSDT",
+                AUDIT_TIMEFRAMES="1s",
+                CANDLE_COLLECTION_TEMPLATE="klines_{timeframe}",
+                AUDIT_INGEST_GRACE="2",
+                LIVE_MODE="poll",
+                LIVE_POLL_INTERVAL="0.2",
+                LIVE_STALE_AFTER="2",
+                LEADER_ELECTION_HEARTBEAT_INTERVAL="1",
+                LEADER_ELECTION_TIMEOUT="20",
+            )
+            for i in range(2)
+        ]
+        stream: Any = None
+        leader: ReplicaProcess | None = None
+        try:
+            for replica in replicas:
+                replica.start()
+            leader = await one_leader(replicas, within=40)
+            follower = next(r for r in replicas if r is not leader)
+            await eventually(lambda: _is(follower, "BTCUSDT", pb.SERIES_STATE_LIVE), MARGIN * 3)
+            epoch = (await leader.leader()).epoch
+            stream = follower.stub.StreamHealthScores(
+                pb.StreamHealthScoresRequest(symbols=["BTCUSDT"]), timeout=120
+            )
+
+            async def on_stream(state: int) -> Any:
+                async for msg in stream:
+                    if msg.score.state == state:
+                        return msg.score
+                raise AssertionError("stream ended")
+
+            leader.signal(signal.SIGSTOP)
+            frozen_at = time.time()
+            unknown = await asyncio.wait_for(on_stream(pb.SERIES_STATE_UNKNOWN), MARGIN)
+            assert unknown.verdict_time.ToMilliseconds() <= frozen_at * 1000
+            assert await _state(follower, "BTCUSDT") == pb.SERIES_STATE_UNKNOWN
+            leader.signal(signal.SIGCONT)
+            back = await asyncio.wait_for(on_stream(pb.SERIES_STATE_LIVE), MARGIN * 2)
+            assert back.verdict_time.ToMilliseconds() > frozen_at * 1000
+            assert (await follower.leader()).epoch == epoch  # the lease outlived the freeze
+        finally:
+            if leader is not None and leader.alive:
+                leader.signal(signal.SIGCONT)
+            if stream is not None:
+                stream.cancel()
+            feeding.cancel()
+            await asyncio.gather(feeding, return_exceptions=True)
+            for replica in replicas:
+                await replica.close()
+            await handle.close()
