@@ -12,7 +12,8 @@ configuration table.
 Points: ``dedupe.between_archive_and_delete``, ``dedupe.after_batch``, and in
 every fenced batch ``fence.before_check``, ``fence.before_work``,
 ``fence.before_touch``, ``fence.before_commit`` (after the batch's last
-write) and ``fence.after_commit``.
+write) and ``fence.after_commit``; ``leadership.before_take_office`` when a new
+term has been granted, before it opens its session or kills its predecessor's.
 """
 
 from __future__ import annotations

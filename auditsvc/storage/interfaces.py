@@ -77,8 +77,10 @@ class Lease:
     now_ms: int
     # The display name (REPLICA_ID); '' on leases written before it was stored.
     replica_id: str = ""
-    # lsid of the previous term's batch session, which a new holder kills.
+    # lsid of an earlier term's batch session, which a new holder kills.
     predecessor_session: Any = None
+    # Whether a term has already killed predecessor_session.
+    predecessor_killed: bool = False
 
     @property
     def live(self) -> bool:
