@@ -9,7 +9,8 @@ so every ``hit`` is a dictionary lookup and nothing else. The CLI reads
 AUDITSVC_FAILPOINTS, which is for tests only and deliberately not in the
 configuration table.
 
-Points: ``dedupe.between_archive_and_delete``, ``dedupe.after_batch``, and in
+Points: ``dedupe.before_batch`` (groups decided, their batch not begun),
+``dedupe.between_archive_and_delete``, ``dedupe.after_batch``, and in
 every fenced batch ``fence.before_check``, ``fence.before_work``,
 ``fence.before_touch``, ``fence.before_commit`` (after the batch's last
 write) and ``fence.after_commit``; ``leadership.before_take_office`` when a new

@@ -219,9 +219,14 @@ class BackfillStore(Protocol):
 
 class DuplicateStore(Protocol):
     async def guard(
-        self, collection: str, symbol: str, batch: list[Resolution], session: Any = None
-    ) -> tuple[list[Resolution], int]:
-        """The groups whose kept document still fills their slot, and how many were not."""
+        self,
+        collection: str,
+        symbol: str,
+        batch: list[Resolution],
+        version_field: str | None,
+        session: Any = None,
+    ) -> tuple[list[Resolution], list[Resolution]]:
+        """(groups unchanged since the grouping, groups that changed): re-read whole."""
         ...
 
     async def claim(self, collection: str, owner: str, ttl_ms: int) -> bool: ...
@@ -248,6 +253,7 @@ class DuplicateStore(Protocol):
         strategy: Strategy,
         epoch: int,
         archived: int,
+        skipped: Sequence[int] = (),
         session: Any = None,
     ) -> int: ...
 
