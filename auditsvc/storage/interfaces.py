@@ -47,13 +47,20 @@ class CandleStore(Protocol):
 class SettledStore(Protocol):
     """Per series, what its last default-window audit settled (incremental cycles)."""
 
-    async def load(self, timeframe: str, symbols: Sequence[str]) -> dict[str, Settled]: ...
+    async def load(
+        self, collection: str, timeframe: str, symbols: Sequence[str]
+    ) -> tuple[dict[str, Settled], dict[str, int]]:
+        """(records still vouching for the series in ``collection``, each series'
+        rewrite counter, to hand back to ``save_chunk`` as ``basis``)."""
+        ...
 
     async def save_chunk(
         self,
         reports: Sequence[SeriesReport],
         settled: Mapping[str, Settled | None],
         *,
+        collection: str,
+        basis: Mapping[str, int] | None = None,
         cycle_id: str,
         epoch: int,
         session: Any = None,
@@ -241,6 +248,7 @@ class DuplicateStore(Protocol):
         request_id: str,
         strategy: Strategy,
         epoch: int,
+        timeframe: str = "",
         session: Any = None,
     ) -> int: ...
 
@@ -256,6 +264,10 @@ class DuplicateStore(Protocol):
         skipped: Sequence[int] = (),
         session: Any = None,
     ) -> int: ...
+
+    async def mark_rewritten(self, symbol: str, timeframe: str, session: Any = None) -> None:
+        """The series' settled record no longer vouches for its documents."""
+        ...
 
     async def known(self, request_id: str) -> bool: ...
 

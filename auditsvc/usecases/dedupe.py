@@ -151,6 +151,7 @@ class Deduplicator:
                     request_id=request_id,
                     strategy=strategy,
                     epoch=term.epoch,
+                    timeframe=tf.name,
                     session=session,
                 )
                 self._failpoints.hit("dedupe.between_archive_and_delete")
@@ -164,6 +165,10 @@ class Deduplicator:
                     skipped=dropped,
                     session=session,
                 )
+                if d:
+                    # In the batch: the next cycle cannot trust a record that still
+                    # counts these copies (settled_store's module docstring).
+                    await self._duplicates.mark_rewritten(symbol, tf.name, session)
                 return a, d, dropped
 
             started = time.monotonic()

@@ -38,6 +38,7 @@ from auditsvc.domain.values import Resolution, Strategy
 from auditsvc.storage.mongo import archive_restore as _restore
 from auditsvc.storage.mongo.candle_store import fingerprint
 from auditsvc.storage.mongo.database import ARCHIVE, AUDIT_LOG, Database, to_dt, to_ms
+from auditsvc.storage.mongo.settled_store import mark_rewritten
 
 # Set and unset on a kept document inside the batch's transaction; never committed.
 GUARD_FIELD = "_auditsvc_removal_guard"
@@ -104,9 +105,11 @@ class MongoDuplicateStore:
         request_id: str,
         strategy: Strategy,
         epoch: int,
+        timeframe: str = "",
         session: Any = None,
     ) -> int:
-        """Copies each document to be removed, whole, into the archive; returns new copies."""
+        """Copies each document to be removed, whole, into the archive; returns new
+        copies. ``timeframe`` names the series with the symbol, for the restore."""
         kept_by_id = {ref.doc_id: r for r in batch for ref in r.removed}
         cursor = self._db[collection].find({"_id": {"$in": list(kept_by_id)}}, session=session)
         now = dt.datetime.now(dt.UTC)
@@ -120,6 +123,7 @@ class MongoDuplicateStore:
                 "kept_id": resolution.kept.doc_id,
                 "timestamp": doc.get("timestamp"),
                 "symbol": doc.get("symbol"),
+                "timeframe": timeframe,
                 "epoch": epoch,
                 "removed_at": now,
                 "removed_by": self._replica_id,
@@ -221,6 +225,11 @@ class MongoDuplicateStore:
 
     async def release(self, collection: str, owner: str) -> None:
         await self._db[REMOVAL_CLAIMS].delete_one({"_id": collection, "owner": owner})
+
+    async def mark_rewritten(self, symbol: str, timeframe: str, session: Any = None) -> None:
+        """The series' settled record no longer vouches for its documents (see
+        ``settled_store``); called in the batch that deleted some of them."""
+        await mark_rewritten(self._db, [(symbol, timeframe)], session)
 
     async def known(self, request_id: str) -> bool:
         """Whether any removal was ever archived under ``request_id``."""
