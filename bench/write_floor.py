@@ -68,7 +68,9 @@ async def write_floor(database: Database, series: int, rounds: int = 3) -> dict[
         began = time.perf_counter()
         for first in range(0, series, CHUNK):
             chunk = reports[first : first + CHUNK]
-            await store.save_chunk(chunk, settled, cycle_id=f"floor-{k}", epoch=0)
+            await store.save_chunk(
+                chunk, settled, collection="klines_1m", cycle_id=f"floor-{k}", epoch=0
+            )
         took = time.perf_counter() - began
         began = time.perf_counter()
         for first in range(0, series, CHUNK):

@@ -148,6 +148,10 @@ class DuplicateReport:
     epoch: int
     message: str
     groups: tuple[GroupReport, ...] = ()
+    # Groups that changed between the grouping and their batch, left untouched.
+    groups_skipped: int = 0
+    # Timestamps (ms) of the first REPORTED_GROUPS of them.
+    skipped_timestamps: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,13 +224,16 @@ def report_to_dict(r: DuplicateReport) -> dict[str, Any]:
         {**g, "removed_ids": list(g["removed_ids"]), "document_ids": list(g["document_ids"])}
         for g in d["groups"]
     ]
+    d["skipped_timestamps"] = list(r.skipped_timestamps)
     return d
 
 
 def report_from_dict(d: dict[str, Any]) -> DuplicateReport:
-    fields = {k: v for k, v in d.items() if k not in ("strategy", "groups")}
+    fields = {k: v for k, v in d.items() if k not in ("strategy", "groups", "skipped_timestamps")}
     return DuplicateReport(
         **fields,
+        # Absent from results stored before the removal reported skipped groups.
+        skipped_timestamps=tuple(int(t) for t in d.get("skipped_timestamps", ())),
         strategy=Strategy(d["strategy"]),
         groups=tuple(
             GroupReport(

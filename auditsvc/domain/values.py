@@ -119,6 +119,9 @@ class CandleRef:
     timestamp_ms: int
     # Value of DUPLICATE_VERSION_FIELD when configured and present.
     version: object | None = None
+    # Opaque token of the document as grouped (its version, else its content): a
+    # removal deletes the copy only while a re-read gives the same token.
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,11 @@ Guarantees, and what they rest on:
   over one lease duration, not synchronised offset) and that the event loop
   is not stalled for longer than ``lease_duration - renew_deadline``.
 
+Two parts live in units of their own, with their guarantees in their
+docstrings: the renew-deadline watchdog (``leadership.watchdog``) and what a
+follower knows of the leader (``leadership.observer``). This module runs the
+rounds and the terms.
+
 On losing the database: the leader counts every failed or timed-out renewal
 (``renew_failures``) and steps down at the renew deadline; nobody promotes
 itself without a successful acquire, so during an outage there is no leader
@@ -70,7 +75,9 @@ from typing import TYPE_CHECKING
 from auditsvc.domain.errors import Unavailable
 from auditsvc.domain.records import LeaderInfo
 from auditsvc.domain.values import Role
+from auditsvc.leadership.observer import LeaderObserver
 from auditsvc.leadership.term import Term
+from auditsvc.leadership.watchdog import RenewWatchdog
 from auditsvc.ops.clock import Clock
 from auditsvc.ops.metrics import Metrics
 from auditsvc.storage.interfaces import Lease, LeaseStore
@@ -162,24 +169,18 @@ class LeaderElector:
         self._metrics = metrics
         self._callbacks = callbacks if callbacks is not None else ElectionCallbacks()
         self._term: Term | None = None
-        # Monotonic time at which the last successful acquire/renew was sent.
-        self._renewed_at = -math.inf
         # Epoch of the lease the store last granted us; None once we know it is gone.
         self._granted_epoch: int | None = None
-        self._epoch = 0
-        # Last observed live holder, and when (monotonic) that lease would expire.
-        self._leader_id = ""
-        self._leader_holder = ""
-        self._leader_address = ""
-        self._leader_until = -math.inf
+        # Follower observation: the last live leader seen, and until when.
+        self._seen = LeaderObserver(clock, metrics, config.replica_id, lease_store.holder)
+        # Ends the term at the renew deadline, without waiting for a hung call.
+        self._watchdog = RenewWatchdog(clock, config.renew_deadline)
         self._failures = 0
         self._stopping = False
         self._stopped = False
         self._wake = asyncio.Event()
         self._loop_done: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self._watchdog: asyncio.Task[None] | None = None
-        self._dying: set[asyncio.Task[None]] = set()
         self._stop_lock = asyncio.Lock()
         self._pending: asyncio.Future[Lease | None] | None = None
         self._pending_sent = 0.0
@@ -197,7 +198,7 @@ class LeaderElector:
     @property
     def epoch(self) -> int:
         term = self.term()
-        return term.epoch if term is not None else self._epoch
+        return term.epoch if term is not None else self._seen.epoch
 
     def term(self) -> Term | None:
         term = self._term
@@ -223,19 +224,15 @@ class LeaderElector:
         )
 
     def last_known_address(self) -> str:
-        if self._leader_id and self._clock.monotonic() < self._leader_until:
-            return self._leader_address
-        return ""
+        return self._seen.last_known_address()
 
     def last_seen_address(self) -> str:
         """The last leader's address ever observed, live or not ('' if none)."""
-        return self._leader_address
+        return self._seen.last_seen_address()
 
     def known_leader(self) -> str:
         """The last observed live holder's id, '' once its lease would have expired."""
-        if self._leader_id and self._clock.monotonic() < self._leader_until:
-            return self._leader_id
-        return ""
+        return self._seen.known_leader()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -305,7 +302,7 @@ class LeaderElector:
             if self._loop_done is not None:
                 await self._loop_done.wait()
             # asyncio.wait neither raises the tasks' outcome nor swallows our own cancellation.
-            pending = {t for t in (self._task, *self._dying) if t is not None}
+            pending = {t for t in (self._task, *self._watchdog.dying) if t is not None}
             if pending:
                 await asyncio.wait(pending)
             epoch = self._granted_epoch
@@ -358,7 +355,7 @@ class LeaderElector:
             self._granted_epoch = lease.epoch
             if self._stopping:
                 return  # stop() releases it; never start a term while stopping
-            self._renewed_at = began
+            self._watchdog.renewed(began)
             self._observe(lease, began)
             term = self.term()
             if term is None and self._clock.monotonic() - began >= self._cfg.renew_deadline:
@@ -384,7 +381,7 @@ class LeaderElector:
         if current is not None and current.live:
             self._observe(current, began_read)
         else:
-            self._leader_until = -math.inf  # lapsed; the next round may take it
+            self._seen.lapsed()  # the next round may take it
 
     async def _take_office(self, lease: Lease) -> bool:
         """Readies the store for the new term's fenced writes (bounded); the next
@@ -398,25 +395,7 @@ class LeaderElector:
 
     def _observe(self, lease: Lease, began: float) -> None:
         """Records a live lease; ``began`` is when the call that returned it was sent."""
-        self._leader_until = began + (lease.expires_ms - lease.now_ms) / 1000
-        self._leader_address = lease.address
-        self._epoch = lease.epoch
-        self._metrics.epoch.set(lease.epoch)
-        if lease.holder != self._leader_holder:
-            self._leader_holder = lease.holder
-            self._leader_id = lease.name
-            log.info(
-                "new leader observed",
-                extra={"epoch": lease.epoch, "leader_id": lease.name, "holder": lease.holder},
-            )
-            if lease.name == self._cfg.replica_id and lease.holder != self._store.holder:
-                log.warning(
-                    "another process holds the lease under this REPLICA_ID (%s): a twin with "
-                    "the same REPLICA_ID, or this replica's previous process; give every "
-                    "replica its own REPLICA_ID",
-                    lease.name,
-                    extra={"epoch": lease.epoch, "holder": lease.holder},
-                )
+        if self._seen.observe(lease, began):
             self._call("on_new_leader", self._callbacks.on_new_leader, lease.name)
 
     def _failed(self, exc: Exception, what: str) -> None:
@@ -433,7 +412,7 @@ class LeaderElector:
         )
         if leading:
             self._metrics.renew_failures.inc()
-            if self._clock.monotonic() - self._renewed_at >= self._cfg.renew_deadline:
+            if self._watchdog.overdue():
                 self._step_down(self._deadline_reason())
 
     def _recovered(self) -> None:
@@ -453,8 +432,10 @@ class LeaderElector:
         self._metrics.transitions.labels("started").inc()
         self._metrics.set_leading(True)
         self._metrics.epoch.set(epoch)
-        self._watchdog = asyncio.create_task(
-            self._watch(term), name=f"elector-watchdog-{self._cfg.replica_id}"
+        self._watchdog.arm(
+            f"elector-watchdog-{self._cfg.replica_id}",
+            lambda: self._step_down(self._deadline_reason()),
+            lambda: self._term is term,
         )
         log.info("started leading", extra={"epoch": epoch})
         self._call("on_started_leading", self._callbacks.on_started_leading, term)
@@ -475,25 +456,12 @@ class LeaderElector:
         if term is None:
             return
         self._term = None
-        watchdog, self._watchdog = self._watchdog, None
-        if watchdog is not None and watchdog is not asyncio.current_task():
-            watchdog.cancel()
-            self._dying.add(watchdog)
-            watchdog.add_done_callback(self._dying.discard)
+        self._watchdog.disarm()
         term.end(reason)
         self._metrics.set_leading(False)
         self._metrics.transitions.labels("stopped").inc()
         log.log(level, "stopped leading: %s", reason, extra={"epoch": term.epoch})
         self._call("on_stopped_leading", self._callbacks.on_stopped_leading)
-
-    async def _watch(self, term: Term) -> None:
-        """Steps down the moment renew_deadline passes without a successful renewal."""
-        while self._term is term:
-            remaining = self._renewed_at + self._cfg.renew_deadline - self._clock.monotonic()
-            if remaining <= 0:
-                self._step_down(self._deadline_reason())
-                return
-            await asyncio.sleep(remaining)
 
     async def _release(self, epoch: int) -> None:
         try:

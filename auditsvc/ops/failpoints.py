@@ -9,15 +9,18 @@ so every ``hit`` is a dictionary lookup and nothing else. The CLI reads
 AUDITSVC_FAILPOINTS, which is for tests only and deliberately not in the
 configuration table.
 
-Points: ``dedupe.between_archive_and_delete``, ``dedupe.after_batch``, and in
+Points: ``dedupe.before_batch`` (groups decided, their batch not begun),
+``dedupe.between_archive_and_delete``, ``dedupe.after_batch``, and in
 every fenced batch ``fence.before_check``, ``fence.before_work``,
 ``fence.before_touch``, ``fence.before_commit`` (after the batch's last
-write) and ``fence.after_commit``. Points that also *pause* for in-process
-interleaving tests (``await reach(name)`` with a :class:`Gate` armed by
-``gate(name)``): ``cycle.before_store`` (a cycle between its scan and its
-store), ``live.before_store`` (the live tail between its judgement and its
-store of a state change) and ``live.take_office`` (a new leader's tail after
-its snapshot of the newest candles, before its first judgement).
+write) and ``fence.after_commit``; ``leadership.before_take_office`` when a new
+term has been granted, before it opens its session or kills its predecessor's.
+Points that also *pause* for in-process interleaving tests (``await
+reach(name)`` with a :class:`Gate` armed by ``gate(name)``):
+``cycle.before_store`` (a cycle between its scan and its store),
+``live.before_store`` (the live tail between its judgement and its store of a
+state change) and ``live.take_office`` (a new leader's tail after its snapshot
+of the newest candles, before its first judgement).
 """
 
 from __future__ import annotations

@@ -49,13 +49,20 @@ class CandleStore(Protocol):
 class SettledStore(Protocol):
     """Per series, what its last default-window audit settled (incremental cycles)."""
 
-    async def load(self, timeframe: str, symbols: Sequence[str]) -> dict[str, Settled]: ...
+    async def load(
+        self, collection: str, timeframe: str, symbols: Sequence[str]
+    ) -> tuple[dict[str, Settled], dict[str, int]]:
+        """(records still vouching for the series in ``collection``, each series'
+        rewrite counter, to hand back to ``save_chunk`` as ``basis``)."""
+        ...
 
     async def save_chunk(
         self,
         reports: Sequence[SeriesReport],
         settled: Mapping[str, Settled | None],
         *,
+        collection: str,
+        basis: Mapping[str, int] | None = None,
         cycle_id: str,
         epoch: int,
         live: bool = False,
@@ -81,8 +88,10 @@ class Lease:
     now_ms: int
     # The display name (REPLICA_ID); '' on leases written before it was stored.
     replica_id: str = ""
-    # lsid of the previous term's batch session, which a new holder kills.
+    # lsid of an earlier term's batch session, which a new holder kills.
     predecessor_session: Any = None
+    # Whether a term has already killed predecessor_session.
+    predecessor_killed: bool = False
 
     @property
     def live(self) -> bool:
@@ -222,9 +231,14 @@ class BackfillStore(Protocol):
 
 class DuplicateStore(Protocol):
     async def guard(
-        self, collection: str, symbol: str, batch: list[Resolution], session: Any = None
-    ) -> tuple[list[Resolution], int]:
-        """The groups whose kept document still fills their slot, and how many were not."""
+        self,
+        collection: str,
+        symbol: str,
+        batch: list[Resolution],
+        version_field: str | None,
+        session: Any = None,
+    ) -> tuple[list[Resolution], list[Resolution]]:
+        """(groups unchanged since the grouping, groups that changed): re-read whole."""
         ...
 
     async def claim(self, collection: str, owner: str, ttl_ms: int) -> bool: ...
@@ -239,6 +253,7 @@ class DuplicateStore(Protocol):
         request_id: str,
         strategy: Strategy,
         epoch: int,
+        timeframe: str = "",
         session: Any = None,
     ) -> int: ...
 
@@ -251,8 +266,13 @@ class DuplicateStore(Protocol):
         strategy: Strategy,
         epoch: int,
         archived: int,
+        skipped: Sequence[int] = (),
         session: Any = None,
     ) -> int: ...
+
+    async def mark_rewritten(self, symbol: str, timeframe: str, session: Any = None) -> None:
+        """The series' settled record no longer vouches for its documents."""
+        ...
 
     async def known(self, request_id: str) -> bool: ...
 

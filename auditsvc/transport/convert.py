@@ -192,6 +192,8 @@ def duplicates_pb(r: DuplicateReport) -> pb.ResolveDuplicatesResponse:
         removal_enabled=r.removal_enabled,
         message=r.message,
         request_id=r.request_id,
+        groups_skipped=r.groups_skipped,
+        skipped_groups=[ts(t) for t in r.skipped_timestamps],
     )
 
 

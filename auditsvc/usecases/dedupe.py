@@ -6,9 +6,11 @@ the strategy is not manual. Re-running a request_id after a crash completes
 the work: groups are recomputed from what is left, the archive key is
 (request_id, collection, _id), and the choice of kept document is deterministic.
 
-A removal never empties a slot: each batch re-reads its slots and skips a
-group whose kept document is gone (counted in the reply's message and the
-log). One removal runs per collection at a time: in this process they queue; with
+A removal deletes only what its reply shows, and never empties a slot: each
+batch re-reads its groups' slots whole and skips a group in which anything
+changed since the grouping (a copy edited, gone, moved or added), reported in
+the reply (``groups_skipped`` and their timestamps), the batch's audit log
+entry and the log. One removal runs per collection at a time: in this process they queue; with
 ENABLE_LEADER_ELECTION=false (epoch 0, no fence to order replicas) a removal
 also claims the collection in the database, and a second one from another
 replica is refused with FAILED_PRECONDITION rather than left to decide from
@@ -129,22 +131,27 @@ class Deduplicator:
             raise NotLeader("not leader", leader_address=self._leadership.last_known_address())
         removing = self._policy.removal_enabled and not dry_run and strategy is not Strategy.MANUAL
         collection = self._candles.collection(symbol, tf.name)
-        groups = surplus = archived = removed = skipped = 0
+        groups = surplus = archived = removed = 0
         reported: list[GroupReport] = []
+        skipped: list[int] = []  # timestamps of groups that changed since the grouping
         batch: list[Resolution] = []
         sizer = AdaptiveBatch(initial=BATCH_GROUPS, maximum=MAX_BATCH_GROUPS)
 
-        async def fenced(work: list[Resolution]) -> tuple[int, int, int]:
+        async def fenced(work: list[Resolution]) -> tuple[int, int, list[int]]:
             """One fenced batch; one over the fence's time budget is split and retried."""
 
-            async def batch_work(session: Any) -> tuple[int, int, int]:
-                safe, dropped = await self._duplicates.guard(collection, symbol, work, session)
+            async def batch_work(session: Any) -> tuple[int, int, list[int]]:
+                safe, changed = await self._duplicates.guard(
+                    collection, symbol, work, self._policy.version_field, session
+                )
+                dropped = [r.timestamp_ms for r in changed]
                 a = await self._duplicates.archive(
                     collection,
                     safe,
                     request_id=request_id,
                     strategy=strategy,
                     epoch=term.epoch,
+                    timeframe=tf.name,
                     session=session,
                 )
                 self._failpoints.hit("dedupe.between_archive_and_delete")
@@ -155,8 +162,13 @@ class Deduplicator:
                     strategy=strategy,
                     epoch=term.epoch,
                     archived=a,
+                    skipped=dropped,
                     session=session,
                 )
+                if d:
+                    # In the batch: the next cycle cannot trust a record that still
+                    # counts these copies (settled_store's module docstring).
+                    await self._duplicates.mark_rewritten(symbol, tf.name, session)
                 return a, d, dropped
 
             started = time.monotonic()
@@ -185,16 +197,17 @@ class Deduplicator:
             return outcome
 
         async def flush() -> None:
-            nonlocal archived, removed, skipped
+            nonlocal archived, removed
             if not batch:
                 return
             work = list(batch)
             batch.clear()
+            self._failpoints.hit("dedupe.before_batch")
             a, d, dropped = await fenced(work)
             self._failpoints.hit("dedupe.after_batch")
             archived += a
             removed += d
-            skipped += dropped
+            skipped.extend(dropped)
             self._metrics.duplicates_removed.labels(symbol, tf.name, strategy.value).inc(d)
             if claim and not await self._duplicates.claim(collection, owner, CLAIM_TTL_MS):
                 raise FailedPrecondition(
@@ -237,7 +250,12 @@ class Deduplicator:
         if skipped:
             log.warning(
                 "duplicate groups changed during the removal; skipped",
-                extra={"request_id": request_id, "collection": collection, "skipped": skipped},
+                extra={
+                    "request_id": request_id,
+                    "collection": collection,
+                    "skipped": len(skipped),
+                    "skipped_timestamps": skipped[:REPORTED_GROUPS],
+                },
             )
         log.info(
             "duplicates resolved",
@@ -245,7 +263,7 @@ class Deduplicator:
                 "request_id": request_id,
                 "groups": groups,
                 "removed": removed,
-                "skipped": skipped,
+                "skipped": len(skipped),
                 "epoch": term.epoch,
             },
         )
@@ -260,8 +278,12 @@ class Deduplicator:
             documents_archived=archived,
             served_by=self._replica_id,
             epoch=term.epoch,
-            message=_message(self._policy.removal_enabled, dry_run, strategy, removed, skipped),
+            message=_message(
+                self._policy.removal_enabled, dry_run, strategy, removed, len(skipped)
+            ),
             groups=tuple(reported),
+            groups_skipped=len(skipped),
+            skipped_timestamps=tuple(skipped[:REPORTED_GROUPS]),
         )
 
     def _over_budget(self, took: float) -> bool:

@@ -19,8 +19,11 @@ default window (a scheduled cycle, or RunAudit without times).
   the number of series or with a series' history.
 
 Guarantee: the reports are those of a full scan of each window (the settled
-module's contract); only their cost differs. Limits: a change older than
-AUDIT_RECHECK and outside every open gap is seen at the next full scan, at most
+module's contract); only their cost differs. A series' record is trusted only
+for the collection it names and while no removal or restore of duplicates has
+rewritten the series since (``storage/mongo/settled_store``); otherwise the
+series is scanned whole. Limits: any other change older than AUDIT_RECHECK and
+outside every open gap is seen at the next full scan, at most
 AUDIT_FULL_SCAN_EVERY cycles later.
 """
 
@@ -101,7 +104,7 @@ class Sweep:
 
     async def group(self, g: Group, cycle_id: str, epoch: int) -> list[SeriesReport]:
         """Audits one group and stores its results; returns its reports in symbol order."""
-        known = await self._settled.load(g.tf.name, g.symbols)
+        known, basis = await self._settled.load(g.collection, g.tf.name, g.symbols)
         recheck_ms = round(self._audit.recheck * 1000)
         plans = {
             s: plan(g.tf, g.window, known.get(s), recheck_ms, self._audit.full_scan_every)
@@ -117,7 +120,7 @@ class Sweep:
         reports: list[SeriesReport] = []
         for first in range(0, len(g.symbols), CHUNK):
             chunk = g.symbols[first : first + CHUNK]
-            reports += await self._conclude_chunk(g, chunk, scans, plans, cycle_id, epoch)
+            reports += await self._conclude_chunk(g, chunk, scans, plans, basis, cycle_id, epoch)
         return reports
 
     async def _conclude_chunk(
@@ -126,6 +129,7 @@ class Sweep:
         symbols: Sequence[str],
         scans: dict[str, IncrementalScan],
         plans: dict[str, Plan],
+        basis: dict[str, int],
         cycle_id: str,
         epoch: int,
     ) -> list[SeriesReport]:
@@ -149,7 +153,8 @@ class Sweep:
                 epoch, functools.partial(self._state.save_gaps, part, cycle_id, epoch)
             )
         await self._fence.write_fenced(
-            epoch, functools.partial(self._save, reports, records, cycle_id, epoch)
+            epoch,
+            functools.partial(self._save, reports, records, g.collection, basis, cycle_id, epoch),
         )
         return reports
 
@@ -157,6 +162,8 @@ class Sweep:
         self,
         reports: list[SeriesReport],
         records: dict[str, Settled | None],
+        collection: str,
+        basis: dict[str, int],
         cycle_id: str,
         epoch: int,
         session: Any,
@@ -164,6 +171,8 @@ class Sweep:
         await self._settled.save_chunk(
             reports,
             records,
+            collection=collection,
+            basis=basis,
             cycle_id=cycle_id,
             epoch=epoch,
             live=self._owns_verdict,

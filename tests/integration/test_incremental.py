@@ -18,6 +18,7 @@ from auditpb.v1 import audit_pb2 as pb
 from auditsvc.domain.records import Cycle
 from auditsvc.storage.mongo import (
     MongoCandleStore,
+    MongoDuplicateStore,
     candle_store,
     connect,
 )
@@ -314,3 +315,98 @@ class TestBatchedReads:
                 done = await cycle()
                 assert [r.gap_count for r in done.series] == [1] * len(symbols)
                 assert (candles.many, candles.single) == (expected, 0)
+
+
+def counted(report: pb.SeriesReport) -> tuple[Any, ...]:
+    """What a removal or restore changes: the counts and the figures built on them."""
+    health = report.health
+    return (
+        *comparable(report),
+        report.surplus_documents,
+        health.duplicate_groups,
+        health.consistency,
+        health.quality,
+    )
+
+
+async def full_counts(replica: Any, cycle: pb.AuditCycle) -> list[tuple[Any, ...]]:
+    first = cycle.series[0]
+    again = await audit(replica, start_time=first.window_start, end_time=first.window_end)
+    return [counted(r) for r in again.series]
+
+
+async def settled_since_full(db: Any) -> int:
+    series = await asyncio.wait_for(db[SERIES].find_one({"_id": "BTCUSDT|1m"}), TIMEOUT)
+    assert series is not None and "settled" in series
+    return int(series["settled"]["since_full"])
+
+
+class TestRewrites:
+    """A removal or restore of duplicates, or a new collection, is never hidden by a record."""
+
+    async def test_cycle_after_removal_and_restore_equals_full_scan(
+        self, make_settings: Any, start_replica: Any
+    ) -> None:
+        """Duplicates two hours back (before AUDIT_RECHECK): after their removal, and
+        again after their restore, the next default-window cycle counts what a full
+        scan counts."""
+        settings = make_settings(AUDIT_SYMBOLS="BTCUSDT", ENABLE_DUPLICATE_REMOVAL="true", **ENV)
+        replica = await start_replica(settings)
+        db = replica.app.database.db
+        end = window_end()
+        await seed(db, "candles_BTCUSDT_1m", "BTCUSDT", end, set())
+        copies = [
+            {"symbol": "BTCUSDT", "timestamp": to_dt(end - (SLOTS + 10 - i) * M), "copy": True}
+            for i in (20, 21, 22)
+        ]
+        await asyncio.wait_for(db["candles_BTCUSDT_1m"].insert_many(copies), TIMEOUT)
+        await audit(replica)
+        before = await audit(replica)
+        assert await settled_since_full(db) == 1  # the record is trusted: incremental
+        assert before.series[0].duplicate_groups == 3
+        reply = await replica.stub.ResolveDuplicates(
+            pb.ResolveDuplicatesRequest(
+                symbol="BTCUSDT",
+                timeframe="1m",
+                strategy=pb.STRATEGY_KEEP_OLDEST,
+                request_id="rewrite",
+            ),
+            timeout=TIMEOUT,
+        )
+        assert reply.documents_removed == 3
+        removed = await audit(replica)
+        assert removed.series[0].duplicate_groups == 0
+        assert [counted(r) for r in removed.series] == await full_counts(replica, removed)
+        assert await audit(replica)  # incremental again on the new record
+        assert await settled_since_full(db) == 1
+        store = MongoDuplicateStore(replica.app.database, "test")
+        assert await asyncio.wait_for(store.restore("rewrite"), TIMEOUT) == (3, 0)
+        restored = await audit(replica)
+        assert restored.series[0].duplicate_groups == 3
+        assert [counted(r) for r in restored.series] == await full_counts(replica, restored)
+
+    async def test_record_of_another_collection_is_ignored(
+        self, make_settings: Any, start_replica: Any
+    ) -> None:
+        """After CANDLE_COLLECTION_TEMPLATE changes, the first cycle scans the new
+        collection whole (its old gap is found) and replaces the record."""
+        first = await start_replica(make_settings(AUDIT_SYMBOLS="BTCUSDT", **ENV))
+        db = first.app.database.db
+        end = window_end()
+        await seed(db, "candles_BTCUSDT_1m", "BTCUSDT", end, set())
+        await seed(db, "klines_1m", "BTCUSDT", end, {30, 31})
+        assert (await audit(first)).series[0].gap_count == 0
+        moved = await start_replica(
+            make_settings(
+                AUDIT_SYMBOLS="BTCUSDT", CANDLE_COLLECTION_TEMPLATE="klines_{timeframe}", **ENV
+            )
+        )
+        cycle = await audit(moved)
+        assert cycle.series[0].gap_count == 1
+        assert [counted(r) for r in cycle.series] == await full_counts(moved, cycle)
+        series = await asyncio.wait_for(db[SERIES].find_one({"_id": "BTCUSDT|1m"}), TIMEOUT)
+        assert series is not None
+        assert (series["settled"]["collection"], series["settled"]["since_full"]) == (
+            "klines_1m",
+            0,
+        )

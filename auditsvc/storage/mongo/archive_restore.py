@@ -4,6 +4,12 @@ Each batch takes the next archive entries of the request not yet restored
 (one cursor over the ``by_key`` index), inserts their documents with one unordered
 bulk insert per collection, and marks them restored (by each entry's ``by_key`` key).
 
+Each batch that put documents back then bumps the ``rewrites`` of their series
+(``settled_store.mark_rewritten``), so the next cycle scans them whole instead
+of trusting a settled record made while they were gone. Entries archived
+before the archive named a timeframe mark every series of their symbol whose
+record describes their collection.
+
 Guarantees: idempotent and resumable. A document already present (restored
 before, or never really gone) is counted as present, not duplicated; an entry
 is marked restored only after its document is back, so a crash between the
@@ -31,7 +37,8 @@ from typing import Any
 from pymongo.errors import BulkWriteError
 
 from auditsvc.domain.batch_sizing import AdaptiveBatch
-from auditsvc.storage.mongo.database import ARCHIVE, AUDIT_LOG
+from auditsvc.storage.mongo.database import ARCHIVE, AUDIT_LOG, SERIES
+from auditsvc.storage.mongo.settled_store import REWRITES, mark_rewritten
 
 DUPLICATE_KEY = 11000
 # Seconds of pause per second of batch: leaves the database to other clients
@@ -59,7 +66,10 @@ async def restore(
     # comes back twice; and the server finds the request's entries once, not per batch.
     cursor = (
         db[ARCHIVE]
-        .find({"request_id": request_id, "restored_at": None}, {"collection": 1, "document": 1})
+        .find(
+            {"request_id": request_id, "restored_at": None},
+            {"collection": 1, "document": 1, "symbol": 1, "timeframe": 1},
+        )
         .hint("by_key")
     )
     while True:
@@ -76,6 +86,8 @@ async def restore(
             inserted = await _insert(db[collection], docs)
             restored += inserted
             present += len(docs) - inserted
+            if inserted:
+                await _mark(db, collection, batch)
             # One update for the batch, on the by_key index: a server may commit each
             # statement of a bulk write on its own (SecantusDB journals each: 20 ms
             # apiece). Not by the entries' _id: a sub-document, which not every server
@@ -103,6 +115,18 @@ async def restore(
         }
     )
     return restored, present
+
+
+async def _mark(db: Any, collection: str, batch: list[dict[str, Any]]) -> None:
+    """Bumps the rewrites of the series these entries' documents belong to."""
+    keys = {(e["symbol"], e["timeframe"]) for e in batch if e.get("symbol") and e.get("timeframe")}
+    await mark_rewritten(db, sorted(keys))
+    unnamed = sorted({e["symbol"] for e in batch if e.get("symbol") and not e.get("timeframe")})
+    if unnamed:  # archived before entries named their timeframe
+        await db[SERIES].update_many(
+            {"symbol": {"$in": unnamed}, "settled.collection": collection},
+            {"$inc": {REWRITES: 1}},
+        )
 
 
 async def _insert(collection: Any, docs: list[dict[str, Any]]) -> int:

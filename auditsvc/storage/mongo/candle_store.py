@@ -7,8 +7,11 @@ whatever the window's length.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
+
+import bson
 
 from auditsvc.domain.values import CandleRef, Window
 from auditsvc.storage.mongo.database import Database, TimeIndexes, to_dt, to_ms
@@ -28,6 +31,26 @@ def _window_filter(symbol: str, window: Window) -> dict[str, Any]:
         "symbol": symbol,
         "timestamp": {"$gte": to_dt(window.start_ms), "$lt": to_dt(window.end_ms)},
     }
+
+
+def version_of(doc: Mapping[str, Any], version_field: str | None) -> object | None:
+    """The value at ``version_field`` (a dotted path) in ``doc``; None when absent."""
+    value: Any = doc
+    for part in (version_field or "").split(".") if version_field else ():
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return None if value is doc else value
+
+
+def fingerprint(doc: Mapping[str, Any], version_field: str | None) -> str:
+    """A token that changes whenever ``doc`` does: its version where the version
+    field is configured and present (writers bump it on every change), else a
+    digest of the whole document as stored (field order included)."""
+    version = version_of(doc, version_field)
+    if version is not None:
+        return "v:" + hashlib.sha256(bson.encode({"v": version})).hexdigest()
+    return "c:" + hashlib.sha256(bson.encode(doc)).hexdigest()
 
 
 def _sift(docs: Sequence[Mapping[str, Any]], tails: Mapping[str, Window]) -> dict[str, list[int]]:
@@ -211,20 +234,25 @@ class MongoCandleStore:
     async def duplicate_groups(
         self, symbol: str, timeframe: str, window: Window, version_field: str | None
     ) -> AsyncIterator[list[CandleRef]]:
-        """Groups of documents sharing a timestamp, oldest timestamp first."""
+        """Groups of documents sharing a timestamp, oldest timestamp first, each
+        document with its :func:`fingerprint` as grouped."""
         col = self._db[self.collection(symbol, timeframe)]
-        member: dict[str, Any] = {"id": "$_id"}
-        if version_field:
-            member["v"] = f"${version_field}"
+        # Whole documents (candles are small, and a slice holds SCAN_SLOTS slots):
+        # the removal deletes a copy only if it is still what was grouped here.
         pipeline = [
             {"$match": _window_filter(symbol, window)},
-            {"$group": {"_id": "$timestamp", "n": {"$sum": 1}, "docs": {"$push": member}}},
+            {"$group": {"_id": "$timestamp", "n": {"$sum": 1}, "docs": {"$push": "$$ROOT"}}},
             {"$match": {"n": {"$gt": 1}}},
             {"$sort": {"_id": 1}},
         ]
         async for group in await col.aggregate(pipeline, allowDiskUse=True):
             ts = to_ms(group["_id"])
             yield [
-                CandleRef(doc_id=d["id"], timestamp_ms=ts, version=d.get("v"))
+                CandleRef(
+                    doc_id=d["_id"],
+                    timestamp_ms=ts,
+                    version=version_of(d, version_field),
+                    fingerprint=fingerprint(d, version_field),
+                )
                 for d in group["docs"]
             ]

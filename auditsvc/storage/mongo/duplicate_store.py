@@ -7,10 +7,12 @@ nothing twice; with transactions a batch is all-or-nothing.
 Guarantees:
 
 * Nothing is deleted unless the archive holds it for this request.
-* A removal never empties a slot: :meth:`MongoDuplicateStore.guard` re-reads
-  each slot inside the batch and drops a group whose kept document is gone;
-  the delete then takes only the surplus of groups whose kept document is
-  still there. Inside a transaction the batch also writes the kept documents
+* A removal deletes only what the caller was shown, and never empties a slot:
+  :meth:`MongoDuplicateStore.guard` re-reads each slot inside the batch and
+  drops a group in which anything changed since the grouping (a document gone,
+  moved, added, or edited: its version, else its content); the delete then
+  takes only the surplus of unchanged groups, and the batch's audit log entry
+  lists the skipped ones. Inside a transaction the batch also writes the kept documents
   (a field set and unset again, so the document ends unchanged): a writer
   that deletes a kept document concurrently then meets a write conflict
   instead of committing beside us, so the two can never together empty a
@@ -26,6 +28,7 @@ between can still empty that slot; the window is one round trip.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from pymongo import ReturnDocument, UpdateOne
@@ -33,7 +36,9 @@ from pymongo.errors import DuplicateKeyError
 
 from auditsvc.domain.values import Resolution, Strategy
 from auditsvc.storage.mongo import archive_restore as _restore
-from auditsvc.storage.mongo.database import ARCHIVE, AUDIT_LOG, Database, to_dt
+from auditsvc.storage.mongo.candle_store import fingerprint
+from auditsvc.storage.mongo.database import ARCHIVE, AUDIT_LOG, Database, to_dt, to_ms
+from auditsvc.storage.mongo.settled_store import mark_rewritten
 
 # Set and unset on a kept document inside the batch's transaction; never committed.
 GUARD_FIELD = "_auditsvc_removal_guard"
@@ -47,34 +52,41 @@ class MongoDuplicateStore:
         self._replica_id = replica_id
 
     async def guard(
-        self, collection: str, symbol: str, batch: list[Resolution], session: Any = None
-    ) -> tuple[list[Resolution], int]:
-        """Re-reads the batch's slots; returns (groups still safe to resolve, groups skipped).
+        self,
+        collection: str,
+        symbol: str,
+        batch: list[Resolution],
+        version_field: str | None,
+        session: Any = None,
+    ) -> tuple[list[Resolution], list[Resolution]]:
+        """Re-reads the batch's slots; returns (groups unchanged since the grouping,
+        groups that changed).
 
-        A group is skipped when its kept document is no longer in its slot (a
-        writer changed the group since the snapshot): deleting its other
-        copies could leave the slot empty.
+        A group is unchanged when its slot holds exactly the documents it was
+        grouped with (same ``_id``s, none gone, moved away or added) and each
+        still has the fingerprint it was grouped with (its version where one is
+        configured, else its whole content). Anything else is a change, and the
+        group is left as it is: a correction that landed on a copy marked for
+        removal is never deleted, and a moved copy never empties its new slot.
         """
         if not batch:
-            return [], 0
-        stamps = [to_dt(r.timestamp_ms) for r in batch]
-        kept_ids = [r.kept.doc_id for r in batch]
-        # By _id (a point lookup), then checked against the slot: a kept document
-        # moved to another timestamp no longer keeps this one filled.
-        slot_of = {
-            d["_id"]: (d.get("symbol"), d.get("timestamp"))
-            for d in await self._db[collection]
-            .find({"_id": {"$in": kept_ids}}, {"symbol": 1, "timestamp": 1}, session=session)
-            .to_list(None)
-        }
-        safe = [
-            r
-            for r, stamp in zip(batch, stamps, strict=True)
-            if slot_of.get(r.kept.doc_id) == (symbol, stamp)
-        ]
+            return [], []
+        stamps = sorted({r.timestamp_ms for r in batch})
+        # One query on (symbol, timestamp): documents that moved away are missing
+        # from it, documents that moved in are extra.
+        found: dict[int, dict[Any, str]] = {}
+        query = {"symbol": symbol, "timestamp": {"$in": [to_dt(t) for t in stamps]}}
+        for d in await self._db[collection].find(query, session=session).to_list(None):
+            found.setdefault(to_ms(d["timestamp"]), {})[d["_id"]] = fingerprint(d, version_field)
+        safe: list[Resolution] = []
+        changed: list[Resolution] = []
+        for r in batch:
+            shown = {ref.doc_id: ref.fingerprint for ref in (r.kept, *r.removed)}
+            (safe if found.get(r.timestamp_ms) == shown else changed).append(r)
         if session is not None and safe:
             # Write the kept documents so a concurrent delete of one conflicts with
-            # this batch (snapshot isolation does not check what we only read).
+            # this batch (snapshot isolation does not check what we only read); the
+            # removed ones conflict through their delete.
             ids = [r.kept.doc_id for r in safe]
             col = self._db[collection]
             await col.update_many(
@@ -83,7 +95,7 @@ class MongoDuplicateStore:
             await col.update_many(
                 {"_id": {"$in": ids}}, {"$unset": {GUARD_FIELD: ""}}, session=session
             )
-        return safe, len(batch) - len(safe)
+        return safe, changed
 
     async def archive(
         self,
@@ -93,9 +105,11 @@ class MongoDuplicateStore:
         request_id: str,
         strategy: Strategy,
         epoch: int,
+        timeframe: str = "",
         session: Any = None,
     ) -> int:
-        """Copies each document to be removed, whole, into the archive; returns new copies."""
+        """Copies each document to be removed, whole, into the archive; returns new
+        copies. ``timeframe`` names the series with the symbol, for the restore."""
         kept_by_id = {ref.doc_id: r for r in batch for ref in r.removed}
         cursor = self._db[collection].find({"_id": {"$in": list(kept_by_id)}}, session=session)
         now = dt.datetime.now(dt.UTC)
@@ -109,6 +123,7 @@ class MongoDuplicateStore:
                 "kept_id": resolution.kept.doc_id,
                 "timestamp": doc.get("timestamp"),
                 "symbol": doc.get("symbol"),
+                "timeframe": timeframe,
                 "epoch": epoch,
                 "removed_at": now,
                 "removed_by": self._replica_id,
@@ -139,9 +154,11 @@ class MongoDuplicateStore:
         strategy: Strategy,
         epoch: int,
         archived: int,
+        skipped: Sequence[int] = (),
         session: Any = None,
     ) -> int:
-        """Deletes only documents the archive holds for this request, then logs the batch.
+        """Deletes only documents the archive holds for this request, then logs the batch
+        with the timestamps (ms) of its ``skipped`` groups (changed since the grouping).
 
         Checking the archive here, not trusting the caller, is what makes
         "archived before deleted" hold even if a batch is retried or replayed.
@@ -171,7 +188,9 @@ class MongoDuplicateStore:
                 "request_id": request_id,
                 "collection": collection,
                 "strategy": strategy.value,
-                "groups": len(batch),
+                "groups": len(batch) + len(skipped),
+                "skipped": len(skipped),
+                "skipped_timestamps": [to_dt(t) for t in skipped],
                 "archived": archived,
                 "deleted": deleted,
                 "epoch": epoch,
@@ -206,6 +225,11 @@ class MongoDuplicateStore:
 
     async def release(self, collection: str, owner: str) -> None:
         await self._db[REMOVAL_CLAIMS].delete_one({"_id": collection, "owner": owner})
+
+    async def mark_rewritten(self, symbol: str, timeframe: str, session: Any = None) -> None:
+        """The series' settled record no longer vouches for its documents (see
+        ``settled_store``); called in the batch that deleted some of them."""
+        await mark_rewritten(self._db, [(symbol, timeframe)], session)
 
     async def known(self, request_id: str) -> bool:
         """Whether any removal was ever archived under ``request_id``."""

@@ -134,8 +134,9 @@ class MongoFence:
 
     # -- taking office ---------------------------------------------------------
 
-    async def kill(self, lsid: Any) -> None:
-        """Aborts the predecessor's open batch, if any, so its locks go at once."""
+    async def kill(self, lsid: Any) -> bool:
+        """Aborts the predecessor's open batch, if any, so its locks go at once;
+        False (logged) when the server refused or did not answer."""
         try:
             await asyncio.wait_for(
                 self._database.client.admin.command({"killSessions": [lsid]}),
@@ -147,6 +148,8 @@ class MongoFence:
                 "holds its locks until the server aborts it: %r",
                 exc,
             )
+            return False
+        return True
 
     async def claim(self, epoch: int) -> None:
         """Writes the fence at ``epoch`` (bounded); raises Fenced if a newer epoch has."""

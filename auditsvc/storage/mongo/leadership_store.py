@@ -55,6 +55,7 @@ class MongoLeadershipStore:
             database, election, self.holder, replica_id, round(call_timeout_s * 1000)
         )
         self._gate = BatchGate(database)
+        self._failpoints = failpoints or Failpoints()
         self._fence = MongoFence(
             database,
             election,
@@ -79,16 +80,24 @@ class MongoLeadershipStore:
     async def take_office(self, lease: Lease) -> None:
         """Prepares a new term before its first fenced write.
 
-        Opens the term's batch session and records its lsid in the lease, kills
-        the predecessor's batch session, then writes the fence at the new epoch.
-        Raises Fenced if the term is already over.
+        Opens the term's batch session, kills the predecessor's batch session
+        (unless a term already did) and marks it killed, records the new lsid in
+        the lease, then writes the fence at the new epoch. Raises Fenced if the
+        term is already over.
+
+        The kill comes before the record: once this term's session is recorded
+        the next term forgets the predecessor (the lease keeps one), so it must
+        be dead by then. A term that dies before recording leaves the
+        predecessor to the next one.
         """
+        self._failpoints.hit("leadership.before_take_office")
         lsid = await self._gate.new_term()
+        predecessor = lease.predecessor_session
+        unkilled = predecessor is not None and not lease.predecessor_killed
+        if unkilled and predecessor != lsid and await self._fence.kill(predecessor):
+            await self._lease.mark_killed(lease.epoch, predecessor)
         if not await self._lease.record_session(lease.epoch, lsid):
             raise Fenced(f"lease no longer held at epoch {lease.epoch}; not taking office")
-        predecessor = lease.predecessor_session
-        if predecessor is not None and predecessor != lsid:
-            await self._fence.kill(predecessor)
         await self._fence.claim(lease.epoch)
 
     # -- the fence -------------------------------------------------------------

@@ -12,8 +12,19 @@ read with majority concern, so a grant cannot be rolled back by a failover.
 Document fields: ``holder`` is the per-process identity (``REPLICA_ID/<uuid>``)
 that the lease is granted to; ``replica_id`` the display name; ``session`` the
 lsid of the session the holder runs its fenced batches on (recorded when it
-takes office), and ``predecessor_session`` the previous term's, which a new
-holder kills before its first fenced write.
+takes office), and ``predecessor_session`` an earlier term's, which a new
+holder kills before its first fenced write; ``predecessor_killed`` says a term
+has killed it.
+
+Guarantee: a batch session is forgotten only once a term has killed it. A new
+term moves ``session`` into ``predecessor_session`` only when ``session`` holds a
+real lsid; a term that died before recording its own leaves the unkilled
+predecessor in place for the next. (A term kills its predecessor before it
+records its own session, so a recorded session means the one it replaces was
+killed, or the kill failed and was logged.) Limit: a kill that fails (other
+database users, a lost connection) is not retried by a later term once the
+session is replaced; that term's batches then wait for the server's
+transaction lifetime, as the fence's docstring says.
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ def _lease(doc: dict[str, Any], now_ms: int) -> Lease:
         now_ms=now_ms,
         replica_id=str(doc.get("replica_id", "")),
         predecessor_session=doc.get("predecessor_session"),
+        predecessor_killed=bool(doc.get("predecessor_killed", False)),
     )
 
 
@@ -91,9 +103,22 @@ class MongoLease:
                         "$cond": [renewing, "$epoch", {"$add": [{"$ifNull": ["$epoch", 0]}, 1]}]
                     },
                     "acquired_at": {"$cond": [renewing, "$acquired_at", "$$NOW"]},
-                    # A new term hands the old batch session over to be killed.
+                    # A new term hands the old batch session over to be killed, but only
+                    # a real one: a term that died before recording its session must not
+                    # erase the unkilled predecessor it inherited.
                     "predecessor_session": {
-                        "$cond": [renewing, "$predecessor_session", {"$ifNull": ["$session", None]}]
+                        "$cond": [
+                            {"$or": [renewing, {"$eq": [{"$ifNull": ["$session", None]}, None]}]},
+                            {"$ifNull": ["$predecessor_session", None]},
+                            "$session",
+                        ]
+                    },
+                    "predecessor_killed": {
+                        "$cond": [
+                            {"$or": [renewing, {"$eq": [{"$ifNull": ["$session", None]}, None]}]},
+                            {"$ifNull": ["$predecessor_killed", False]},
+                            False,
+                        ]
                     },
                     "session": {"$cond": [renewing, {"$ifNull": ["$session", None]}, None]},
                     "holder": self.holder,
@@ -128,6 +153,16 @@ class MongoLease:
         """Stores the lsid of this term's batch session; False if the term is already over."""
         doc = await self._col.find_one_and_update(
             self.live_filter(epoch), {"$set": {"session": lsid}}, maxTimeMS=self._max_time_ms
+        )
+        return doc is not None
+
+    async def mark_killed(self, epoch: int, lsid: Any) -> bool:
+        """Notes that this term killed ``lsid``, the predecessor session; False if the
+        term is over or the lease names another predecessor."""
+        doc = await self._col.find_one_and_update(
+            {**self.live_filter(epoch), "predecessor_session": lsid},
+            {"$set": {"predecessor_killed": True}},
+            maxTimeMS=self._max_time_ms,
         )
         return doc is not None
 

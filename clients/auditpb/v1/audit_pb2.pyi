@@ -349,7 +349,7 @@ class ResolveDuplicatesRequest(_message.Message):
     def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., dry_run: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ResolveDuplicatesResponse(_message.Message):
-    __slots__ = ("duplicate_groups", "surplus_documents", "documents_removed", "documents_archived", "strategy", "dry_run", "served_by", "epoch", "groups", "removal_enabled", "message", "request_id")
+    __slots__ = ("duplicate_groups", "surplus_documents", "documents_removed", "documents_archived", "strategy", "dry_run", "served_by", "epoch", "groups", "removal_enabled", "message", "request_id", "groups_skipped", "skipped_groups")
     DUPLICATE_GROUPS_FIELD_NUMBER: _ClassVar[int]
     SURPLUS_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_REMOVED_FIELD_NUMBER: _ClassVar[int]
@@ -362,6 +362,8 @@ class ResolveDuplicatesResponse(_message.Message):
     REMOVAL_ENABLED_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_GROUPS_FIELD_NUMBER: _ClassVar[int]
     duplicate_groups: int
     surplus_documents: int
     documents_removed: int
@@ -374,7 +376,9 @@ class ResolveDuplicatesResponse(_message.Message):
     removal_enabled: bool
     message: str
     request_id: str
-    def __init__(self, duplicate_groups: _Optional[int] = ..., surplus_documents: _Optional[int] = ..., documents_removed: _Optional[int] = ..., documents_archived: _Optional[int] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., dry_run: _Optional[bool] = ..., served_by: _Optional[str] = ..., epoch: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[DuplicateGroup, _Mapping]]] = ..., removal_enabled: _Optional[bool] = ..., message: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    groups_skipped: int
+    skipped_groups: _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]
+    def __init__(self, duplicate_groups: _Optional[int] = ..., surplus_documents: _Optional[int] = ..., documents_removed: _Optional[int] = ..., documents_archived: _Optional[int] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., dry_run: _Optional[bool] = ..., served_by: _Optional[str] = ..., epoch: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[DuplicateGroup, _Mapping]]] = ..., removal_enabled: _Optional[bool] = ..., message: _Optional[str] = ..., request_id: _Optional[str] = ..., groups_skipped: _Optional[int] = ..., skipped_groups: _Optional[_Iterable[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]]] = ...) -> None: ...
 
 class DuplicateGroup(_message.Message):
     __slots__ = ("timestamp", "kept_id", "removed_ids", "document_ids")
