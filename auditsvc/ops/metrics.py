@@ -129,6 +129,13 @@ class Metrics:
             ("state",),
             registry=r,
         )
+        self.candles_ignored = Counter(
+            "auditsvc_candles_ignored_total",
+            "Candles a read skipped, by reason: out_of_range, wrong_type or missing timestamp,"
+            " or future (dated past the next slot).",
+            ("reason",),
+            registry=r,
+        )
         self.live_detection_seconds = Histogram(
             "auditsvc_live_detection_seconds",
             "From a missing candle's close + AUDIT_INGEST_GRACE to its LATE score being stored.",
