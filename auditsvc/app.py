@@ -96,7 +96,7 @@ class App:
             failpoints=failpoints,
         )
         self.leadership: Leadership = self._leadership()
-        candles = MongoCandleStore(self.database, s.audit.collection_template)
+        candles = MongoCandleStore(self.database, s.audit.collection_template, self.metrics)
         self.ready = False
         # Collections and indexes exist; set once, before any cycle may start.
         self.prepared = False
@@ -132,7 +132,7 @@ class App:
             s.audit,
             s.live,
             self.clock,
-            MongoCandleFeed(self.database),
+            MongoCandleFeed(self.database, self.metrics),
             MongoLiveStore(self.database),
             self.fence,
             self.leadership,

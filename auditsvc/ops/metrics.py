@@ -129,6 +129,14 @@ class Metrics:
             ("state",),
             registry=r,
         )
+        self.candles_ignored = Counter(
+            "auditsvc_candles_ignored_total",
+            "Candles never taken as a series' newest or read by a cycle, by reason: "
+            "out_of_range, wrong_type or missing timestamp, or future (opens more than "
+            "one slot + AUDIT_INGEST_GRACE past now).",
+            ("reason",),
+            registry=r,
+        )
         self.live_detection_seconds = Histogram(
             "auditsvc_live_detection_seconds",
             "From a missing candle's close + AUDIT_INGEST_GRACE to its LATE score being stored.",
@@ -153,13 +161,6 @@ class Metrics:
             "Age of the oldest live verdict this replica serves: since the leader's tail "
             "last confirmed every series (database clock). Past LIVE_STALE_AFTER it "
             "serves UNKNOWN.",
-            registry=r,
-        )
-        self.candles_ignored = Counter(
-            "auditsvc_candles_ignored_total",
-            "Candles ignored by the live verdict or a cycle, by reason "
-            "(future: opens more than one slot + grace past now).",
-            ("reason",),
             registry=r,
         )
 

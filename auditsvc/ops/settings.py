@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import string
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -432,6 +433,20 @@ class Settings:
             )
         if sec.tls_client_ca_file and not sec.tls_cert_file:
             raise ConfigError("GRPC_TLS_CLIENT_CA_FILE", "mTLS needs GRPC_TLS_CERT_FILE too")
+        a = self.audit
+        if len(a.timeframes) > 1 and "timeframe" not in _template_fields(a.collection_template):
+            # Every timeframe would read the same collection: all but the one whose
+            # candles it holds would read NO_DATA for ever.
+            raise ConfigError(
+                "CANDLE_COLLECTION_TEMPLATE",
+                f"got {a.collection_template!r} without {{timeframe}}, but AUDIT_TIMEFRAMES "
+                f"lists {len(a.timeframes)} timeframes; add {{timeframe}} or audit one",
+            )
+
+
+def _template_fields(template: str) -> set[str]:
+    """The names of the replacement fields of a ``str.format`` template."""
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
 
 
 # The sections in the order the variables table lists them.

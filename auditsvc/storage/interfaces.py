@@ -282,8 +282,11 @@ class DuplicateStore(Protocol):
 class CandleFeed(Protocol):
     """What the live tail reads: the newest candles, at a cost proportional to inserts."""
 
-    async def newest(self, collection: str, symbols: Sequence[str]) -> dict[str, int | None]:
-        """Open time (ms) of each symbol's newest candle, None when it has none."""
+    async def newest(
+        self, collection: str, symbols: Sequence[str], below_ms: int | None = None
+    ) -> dict[str, int | None]:
+        """Open time (ms) of each symbol's newest candle (opening at or before
+        ``below_ms`` when given), None when it has none."""
         ...
 
     async def poll(

@@ -208,9 +208,10 @@ class LiveTail:
             for sym, key in members.items():
                 t = newest.get(sym)
                 if t is not None and self._in_future(key, t, now):
-                    # The snapshot's newest is future-dated: find the newest sane
-                    # one by polling from nothing (the poll skips future ones).
-                    t = None
+                    # Future-dated: the series' newest is the newest candle not past
+                    # the bound, read once more for this symbol alone.
+                    bound = now + self._series[key].nominal_ms + self._grace
+                    t = (await self._feed.newest(coll, [sym], below_ms=bound)).get(sym)
                 seen = self._newest.get(key)
                 self._newest[key] = t if seen is None else max(seen, t or seen)
         self._stored.clear()

@@ -10,6 +10,9 @@ import datetime as dt
 import time
 from typing import Any
 
+import pytest
+from bson import Timestamp
+
 from auditpb.v1 import audit_pb2 as pb
 from auditsvc.ops.failpoints import Failpoints
 from tests.integration.live_feed import Feeder, candle, live_settings
@@ -150,28 +153,50 @@ class TestTakeOffice:
         assert await feeder.coll.database["backfill_requests"].count_documents({}) == 0
 
 
-class TestHostileCandles:
-    """A candle dated far in the future never becomes the series' newest."""
+HOSTILE = {
+    "year_2100": (dt.datetime(2100, 1, 1, tzinfo=dt.UTC), "future"),
+    "bson_timestamp": (Timestamp(2_000_000_000, 1), "wrong_type"),
+}
 
-    async def test_year_2100_candle_does_not_hold_live(
-        self, make_settings: Any, start_replica: Any, feeder: Feeder
+
+@pytest.mark.parametrize("mode", ["poll", "change_stream"])
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+class TestHostileCandles:
+    """A hostile timestamp never steers the verdict, seen live or at take-office."""
+
+    async def test_live_series_turns_late_on_time(
+        self, make_settings: Any, start_replica: Any, feeder: Feeder, kind: str, mode: str
     ) -> None:
-        """A live series given a year-2100 candle turns LATE on time once its feed
-        stops; the candle is counted, and no gap reaches into the future."""
+        """A live series given a hostile candle turns LATE on time once its feed stops,
+        with its last real candle; no gap reaches into the future."""
+        value, _ = HOSTILE[kind]
         await feeder.backfill("BTCUSDT", 150)
         feeder.symbols.add("BTCUSDT")
-        replica = await start_replica(live_settings(make_settings, "poll"))
+        replica = await start_replica(live_settings(make_settings, mode))
         await eventually(lambda: in_state(replica, "BTCUSDT", LIVE), TIMEOUT)
-        future = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
-        await feeder.coll.insert_one({**candle("BTCUSDT", 0), "timestamp": future})
+        await feeder.coll.insert_one({**candle("BTCUSDT", 0), "timestamp": value})
         feeder.symbols.discard("BTCUSDT")
         late = await eventually(lambda: in_state(replica, "BTCUSDT", LATE), TIMEOUT)
         assert late.last_candle_open.ToMilliseconds() == feeder.newest["BTCUSDT"]
-        registry = replica.app.metrics.registry
-        ignored = registry.get_sample_value("auditsvc_candles_ignored_total", {"reason": "future"})
-        assert ignored == 1
         gaps = await replica.stub.ListGaps(pb.ListGapsRequest(symbol="BTCUSDT"), timeout=TIMEOUT)
         assert all(g.end_time.ToDatetime().year < 2100 for g in gaps.gaps)
+        assert replica.app.livetail.mode == mode  # the stream did not fail over to polling
+
+    async def test_take_office_skips_it(
+        self, make_settings: Any, start_replica: Any, feeder: Feeder, kind: str, mode: str
+    ) -> None:
+        """A hostile candle already stored when the tail takes office is not the
+        series' newest: the stopped series reads LATE at its last real candle, and the
+        candle is counted by reason."""
+        value, reason = HOSTILE[kind]
+        await feeder.backfill("BTCUSDT", 150)
+        await feeder.coll.insert_one({**candle("BTCUSDT", 0), "timestamp": value})
+        replica = await start_replica(live_settings(make_settings, mode))
+        late = await eventually(lambda: in_state(replica, "BTCUSDT", LATE), TIMEOUT)
+        assert late.last_candle_open.ToMilliseconds() == feeder.newest["BTCUSDT"]
+        registry = replica.app.metrics.registry
+        counted = registry.get_sample_value("auditsvc_candles_ignored_total", {"reason": reason})
+        assert counted is not None and counted >= 1
 
 
 class TestUnknown:

@@ -75,6 +75,20 @@ class TestBusyPort:
         assert f"by pid {os.getpid()} " in err
 
 
+class TestTemplateWithoutTimeframe:
+    """A template every timeframe would share is refused before anything starts."""
+
+    async def test_template_without_timeframe_exits_2(self) -> None:
+        """Two timeframes and a template without {timeframe}: one line naming it, exit 2."""
+        env = down_database_env(
+            AUDIT_TIMEFRAMES="1m,1h", CANDLE_COLLECTION_TEMPLATE="klines_{symbol}"
+        )
+        code, _, err = await auditsvc("serve", env=env)
+        assert code == EXIT_CONFIG, err
+        assert_one_line(err)
+        assert "CANDLE_COLLECTION_TEMPLATE" in err and "{timeframe}" in err
+
+
 class TestDatabaseDown:
     """Every one-shot command answers a down database with one line and exit 3."""
 

@@ -41,6 +41,11 @@ class TestFromEnv:
             ({"AUDIT_TIMEFRAMES": "1m,1y"}, "AUDIT_TIMEFRAMES"),
             ({"AUDIT_SYMBOLS": " , "}, "AUDIT_SYMBOLS"),
             ({"CANDLE_COLLECTION_TEMPLATE": "c_{sym}"}, "CANDLE_COLLECTION_TEMPLATE"),
+            ({"CANDLE_COLLECTION_TEMPLATE": "klines"}, "CANDLE_COLLECTION_TEMPLATE"),
+            (
+                {"AUDIT_TIMEFRAMES": "1m,1h", "CANDLE_COLLECTION_TEMPLATE": "c_{symbol}"},
+                "CANDLE_COLLECTION_TEMPLATE",
+            ),
             ({"LEADER_ELECTION_TIMEOUT": "20"}, "LEADER_ELECTION_TIMEOUT"),
             ({"AUDIT_INTERVAL": "nan"}, "AUDIT_INTERVAL"),
             ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
@@ -54,6 +59,11 @@ class TestFromEnv:
             Settings.from_env(env)
         assert err.value.variable == variable
         assert variable in str(err.value)
+
+    def test_template_without_timeframe_serves_one_timeframe(self):
+        """A template without {timeframe} is accepted when one timeframe is audited."""
+        s = Settings.from_env({"AUDIT_TIMEFRAMES": "1h", "CANDLE_COLLECTION_TEMPLATE": "klines"})
+        assert s.audit.collection_for("BTCUSDT", "1h") == "klines"
 
     def test_timeframes_are_case_sensitive(self):
         """1M is a month and 1m a minute; both are accepted and kept apart."""

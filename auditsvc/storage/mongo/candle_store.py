@@ -2,19 +2,25 @@
 
 Only timestamps cross the wire for an audit (a projected, sorted scan that a
 ``(symbol, timestamp)`` index covers), in batches, so memory stays flat
-whatever the window's length.
+whatever the window's length. No query's size grows with the number of series:
+time-range reads are sliced, symbol lists batched. A candle whose timestamp is
+not a usable date is skipped and counted (``candle_time``), never raised on.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import bson
 
+from auditsvc.domain.batch_sizing import AdaptiveBatch
 from auditsvc.domain.values import CandleRef, Window
-from auditsvc.storage.mongo.database import Database, TimeIndexes, to_dt, to_ms
+from auditsvc.ops.metrics import Metrics
+from auditsvc.storage.mongo.candle_time import CANDLE_CODEC, IgnoredCandles
+from auditsvc.storage.mongo.database import Database, TimeIndexes, to_dt
 
 BATCH = 20_000
 # A shared time-range read is used while the range holds at most this many times
@@ -22,8 +28,19 @@ BATCH = 20_000
 _SHARE_FACTOR = 4
 _SHARE_SLACK = 1_000
 # Documents of the read symbols one time-range query covers, about: a cold cycle
-# over 30,000 series must not be one query that the server sorts whole.
-_SLICE_DOCS = 20_000
+# over 30,000 series must not be one query that the server sorts whole. 5,000 is
+# about 0.3 s on SecantusDB (22,000 took 1.3 s, during which it answered nothing
+# else), a few ms on MongoDB; more per query saves only round trips.
+_SLICE_DOCS = 5_000
+# Symbols in one query's ``$in``, when they are read by symbol. A server may match
+# every document against the whole list: SecantusDB scans the collection and
+# compares each document with each symbol (2,000 symbols of 48 candles: past 60 s,
+# the database answering nothing else). So the size adapts to each query's time
+# (AdaptiveBatch: about 0.25 s a query), starting small and never above _IN_MAX:
+# there, on a server whose $in is index-backed (MongoDB: one seek per symbol), a
+# larger list saves nothing worth a longer query.
+_IN_INITIAL = 16
+_IN_MAX = 256
 
 
 def _window_filter(symbol: str, window: Window) -> dict[str, Any]:
@@ -53,29 +70,40 @@ def fingerprint(doc: Mapping[str, Any], version_field: str | None) -> str:
     return "c:" + hashlib.sha256(bson.encode(doc)).hexdigest()
 
 
-def _sift(docs: Sequence[Mapping[str, Any]], tails: Mapping[str, Window]) -> dict[str, list[int]]:
+def _sift(
+    docs: Sequence[Mapping[str, Any]],
+    tails: Mapping[str, Window],
+    collection: str,
+    ignored: IgnoredCandles,
+) -> dict[str, list[int]]:
     """The times of ``docs`` inside their symbol's tail, by symbol (others dropped:
     symbols not audited here share the collection)."""
     out: dict[str, list[int]] = {}
     for d in docs:
         tail = tails.get(d.get("symbol"))  # type: ignore[arg-type]
-        if tail is None or "timestamp" not in d:
+        if tail is None:
             continue
-        t = to_ms(d["timestamp"])
-        if tail.start_ms <= t < tail.end_ms:
+        t = ignored.time_ms(collection, d["symbol"], d.get("timestamp"))
+        if t is not None and tail.start_ms <= t < tail.end_ms:
             out.setdefault(d["symbol"], []).append(t)
     return out
 
 
 class MongoCandleStore:
-    def __init__(self, database: Database, template: str) -> None:
-        self._db = database.db
+    """Candle reads decode timestamps safely (``candle_time``): a candle whose
+    timestamp is not a usable date is skipped and counted, never raised on."""
+
+    def __init__(self, database: Database, template: str, metrics: Metrics | None = None) -> None:
+        self._db = database.db.with_options(codec_options=CANDLE_CODEC)
+        self._ignored = IgnoredCandles(metrics)
         self._template = template
         self._time_index = TimeIndexes(database)
         # Collections whose last slice read by time was mostly the read symbols'
         # documents: the next slice skips the count (on some servers a count reads
         # its whole range too, doubling a steady cycle's read).
         self._mostly_ours_last: dict[str, bool] = {}
+        # Per collection: how many symbols one by-symbol query reads (see _IN_MAX).
+        self._in_sizes: dict[str, AdaptiveBatch] = {}
 
     def collection(self, symbol: str, timeframe: str) -> str:
         return self._template.format(symbol=symbol, timeframe=timeframe)
@@ -83,21 +111,22 @@ class MongoCandleStore:
     async def timestamps(
         self, symbol: str, timeframe: str, window: Window
     ) -> AsyncIterator[list[int]]:
-        async for stamps in self._sorted(
-            self.collection(symbol, timeframe), _window_filter(symbol, window)
-        ):
+        async for stamps in self._sorted(self.collection(symbol, timeframe), symbol, window):
             yield stamps
 
-    async def _sorted(self, collection: str, query: dict[str, Any]) -> AsyncIterator[list[int]]:
-        """Ascending timestamps of the documents matching ``query``, in batches."""
+    async def _sorted(
+        self, collection: str, symbol: str, window: Window
+    ) -> AsyncIterator[list[int]]:
+        """Ascending timestamps of ``symbol``'s documents inside ``window``, in batches."""
         cursor = (
             self._db[collection]
-            .find(query, {"_id": 0, "timestamp": 1})
+            .find(_window_filter(symbol, window), {"_id": 0, "timestamp": 1})
             .sort("timestamp", 1)
             .batch_size(BATCH)
         )
         while docs := await cursor.to_list(BATCH):
-            yield [to_ms(d["timestamp"]) for d in docs if "timestamp" in d]
+            times = (self._ignored.time_ms(collection, symbol, d.get("timestamp")) for d in docs)
+            yield [t for t in times if t is not None]
 
     async def read_many(
         self, collection: str, reads: Mapping[str, Sequence[Window]], slot_ms: int
@@ -110,9 +139,9 @@ class MongoCandleStore:
         ranges (the window's tail) are read by time-range queries over the
         collection, one per slice of about ``_SLICE_DOCS`` of their documents (so
         no single query's work grows with the number of series), and earlier
-        ranges (open gaps) by one indexed query each; without the index, one query
-        with a ``$in`` per shared range serves them all from the ``(symbol,
-        timestamp)`` index.
+        ranges (open gaps) by one indexed query each; without the index, symbols
+        are read in batches (see ``_IN_MAX``), one query per batch with a ``$in``
+        per shared range, from the ``(symbol, timestamp)`` index.
 
         A time-range read returns every symbol of the collection, audited or not.
         Before a slice is read by time it is counted (up to a bound:
@@ -146,7 +175,7 @@ class MongoCandleStore:
         # Earlier ranges first: they lie before their symbol's tail.
         for symbol in sorted(tails):
             for r in reads[symbol][:-1]:
-                async for stamps in self._sorted(collection, _window_filter(symbol, r)):
+                async for stamps in self._sorted(collection, symbol, r):
                     yield symbol, stamps
         lo = min(t.start_ms for t in tails.values())
         hi = max(t.end_ms for t in tails.values())
@@ -162,14 +191,13 @@ class MongoCandleStore:
                 for symbol in sorted(tails):
                     rest = Window(max(start, tails[symbol].start_ms), tails[symbol].end_ms)
                     if rest.start_ms < rest.end_ms:
-                        query = _window_filter(symbol, rest)
-                        async for stamps in self._sorted(collection, query):
+                        async for stamps in self._sorted(collection, symbol, rest):
                             yield symbol, stamps
                 return
             returned = 0
             async for docs in self._slice(collection, start, end):
                 returned += len(docs)
-                for symbol, stamps in _sift(docs, tails).items():
+                for symbol, stamps in _sift(docs, tails, collection, self._ignored).items():
                     yield symbol, stamps
             self._mostly_ours_last[collection] = returned < bound
             start = end
@@ -191,12 +219,31 @@ class MongoCandleStore:
     async def _read_by_symbol(
         self, collection: str, reads: Mapping[str, Sequence[Window]]
     ) -> AsyncIterator[tuple[str, list[int]]]:
+        """Symbols in batches, one query each (a ``$in`` per shared range), whose size
+        adapts so that a query takes about ``TARGET_SECONDS``, between 1 and
+        ``_IN_MAX`` symbols; each symbol is in one batch, so its times ascend."""
+        symbols = sorted(s for s, ranges in reads.items() if ranges)
+        sizing = self._in_sizes.get(collection)
+        if sizing is None:
+            sizing = self._in_sizes[collection] = AdaptiveBatch(_IN_INITIAL, _IN_MAX)
+        first = 0
+        while first < len(symbols):
+            part = symbols[first : first + sizing.size]
+            first += len(part)
+            took = [0.0]
+            async for item in self._read_batch(collection, {s: reads[s] for s in part}, took):
+                yield item
+            sizing.record(len(part), took[0])
+
+    async def _read_batch(
+        self, collection: str, reads: Mapping[str, Sequence[Window]], took: list[float]
+    ) -> AsyncIterator[tuple[str, list[int]]]:
+        """One query over a batch of symbols, sorted by (symbol, timestamp); adds the
+        time spent waiting for the server to ``took[0]``."""
         by_range: dict[tuple[int, int], list[str]] = {}
         for name, ranges in reads.items():
             for r in ranges:
                 by_range.setdefault((r.start_ms, r.end_ms), []).append(name)
-        if not by_range:
-            return
         clauses = [
             {
                 "symbol": {"$in": symbols} if len(symbols) > 1 else symbols[0],
@@ -214,17 +261,19 @@ class MongoCandleStore:
         symbol: str | None = None
         stamps: list[int] = []
         while True:
+            began = time.perf_counter()
             docs = await cursor.to_list(BATCH)
+            took[0] += time.perf_counter() - began
             if not docs:
                 break
             for d in docs:
-                if "timestamp" not in d:
-                    continue
                 if d["symbol"] != symbol:
                     if stamps and symbol is not None:
                         yield symbol, stamps
                     symbol, stamps = d["symbol"], []
-                stamps.append(to_ms(d["timestamp"]))
+                t = self._ignored.time_ms(collection, symbol, d.get("timestamp"))
+                if t is not None:
+                    stamps.append(t)
             if symbol is not None and stamps:
                 yield symbol, stamps
                 stamps = []
@@ -246,7 +295,9 @@ class MongoCandleStore:
             {"$sort": {"_id": 1}},
         ]
         async for group in await col.aggregate(pipeline, allowDiskUse=True):
-            ts = to_ms(group["_id"])
+            ts = self._ignored.time_ms(col.name, symbol, group["_id"], count=group["n"])
+            if ts is None:
+                continue
             yield [
                 CandleRef(
                     doc_id=d["_id"],

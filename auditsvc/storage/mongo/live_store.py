@@ -16,9 +16,19 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from auditsvc.domain.records import GapRecord, LiveVerdict, ScoreRecord
+from auditsvc.ops.metrics import Metrics
 from auditsvc.storage.interfaces import Confirmation
 from auditsvc.storage.mongo import documents as codec
+from auditsvc.storage.mongo.candle_time import (
+    CANDLE_CODEC,
+    DATE_RANGE,
+    MAX_DATE,
+    MIN_DATE,
+    IgnoredCandles,
+)
 from auditsvc.storage.mongo.database import (
+    COLLECTIONS,
+    FENCES,
     GAPS,
     SERIES,
     VERDICTS,
@@ -37,26 +47,68 @@ _WATCHED = ("insert", "replace")
 _POLL_BATCH = 10_000
 # Per-symbol reads in flight at once (a new leader's first look, stalled symbols).
 _CONCURRENCY = 16
+# Names in one $in: symbols of a poll read by symbol, collections a stream
+# matches. A server may compare each document with the whole list (SecantusDB
+# scans the collection for a $in), so one query's work must not grow with the
+# number of series; past this, more names save only round trips.
+_IN_MAX = 64
+
+
+def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 class MongoCandleFeed:
-    def __init__(self, database: Database) -> None:
-        self._database = database
-        self._db = database.db
-        self._time_index = TimeIndexes(database)
+    """Candle timestamps are decoded safely (``candle_time``): one that is not a
+    usable date is skipped and counted, never raised on, in every method."""
 
-    async def newest(self, collection: str, symbols: Sequence[str]) -> dict[str, int | None]:
-        """One indexed find per symbol, _CONCURRENCY at a time: done one after another,
+    def __init__(self, database: Database, metrics: Metrics | None = None) -> None:
+        self._database = database
+        self._db = database.db.with_options(codec_options=CANDLE_CODEC)
+        self._time_index = TimeIndexes(database)
+        self._ignored = IgnoredCandles(metrics)
+
+    async def newest(
+        self, collection: str, symbols: Sequence[str], below_ms: int | None = None
+    ) -> dict[str, int | None]:
+        """The newest usable open time of each symbol (opening at or before
+        ``below_ms`` when given), None for a symbol without one.
+
+        One indexed find per symbol, _CONCURRENCY at a time: done one after another,
         the first values are stale by the time the last arrive (seconds, at a thousand
-        symbols), and every symbol then looks behind the others."""
+        symbols), and every symbol then looks behind the others. Measured against
+        one query per batch of symbols (a ``$group`` of each symbol's first candle,
+        or a read descending in time): on SecantusDB any ``$in`` scans the whole
+        collection, so both were slower at 1,000 symbols (docs/PERFORMANCE.md).
+
+        A value that is not a usable date sorts above every date when it is a BSON
+        Timestamp or a date past year 9999, so it is what an unfiltered newest-first
+        read returns: it is counted and the symbol read again over dates only.
+        """
         gate = asyncio.Semaphore(_CONCURRENCY)
+        col = self._db[collection]
+        only: dict[str, Any] = {"_id": 0, "timestamp": 1}
+
+        first: dict[str, Any] = {}
+        if below_ms is not None:
+            first = {"timestamp": {"$gte": MIN_DATE, "$lte": to_dt(below_ms)}}
 
         async def one(symbol: str) -> int | None:
             async with gate:
-                doc = await self._db[collection].find_one(
-                    {"symbol": symbol}, {"_id": 0, "timestamp": 1}, sort=[("timestamp", -1)]
+                doc = await col.find_one(
+                    {"symbol": symbol, **first}, only, sort=[("timestamp", -1)]
                 )
-            return None if doc is None or "timestamp" not in doc else to_ms(doc["timestamp"])
+                if doc is None:
+                    return None
+                t = self._ignored.time_ms(collection, symbol, doc.get("timestamp"))
+                if t is not None:
+                    return t
+                doc = await col.find_one(
+                    {"symbol": symbol, "timestamp": DATE_RANGE}, only, sort=[("timestamp", -1)]
+                )
+            return (
+                None if doc is None else self._ignored.time_ms(collection, symbol, doc["timestamp"])
+            )
 
         found = await asyncio.gather(*(one(s) for s in symbols))
         return dict(zip(symbols, found, strict=True))
@@ -73,34 +125,34 @@ class MongoCandleFeed:
         it, a ``$in`` on the ``(symbol, timestamp)`` index. Each ``lagging`` symbol
         (stalled, or never seen) gets its own indexed query.
         """
+        # Dates only, and only those Python holds: a candle past year 9999 stays out
+        # of every poll instead of being read (and skipped) by each one.
         branches: list[dict[str, Any]] = []
         for symbol, newest in lagging.items():
-            clause: dict[str, Any] = {"symbol": symbol}
-            if newest is not None:
-                clause["timestamp"] = {"$gt": to_dt(newest)}
-            branches.append(clause)
+            after = DATE_RANGE if newest is None else {"$gt": to_dt(newest), "$lte": MAX_DATE}
+            branches.append({"symbol": symbol, "timestamp": after})
+        after_floor = {"$gt": to_dt(floor_ms), "$lte": MAX_DATE}
+        found: list[tuple[str, int]] = []
         if len(recent) > 1 and await self._time_index.has(collection):
             wanted = set(recent)
-            by_time = await self._read(collection, {"timestamp": {"$gt": to_dt(floor_ms)}})
+            by_time = await self._read(collection, {"timestamp": after_floor})
             found = [(sym, t) for sym, t in by_time if sym in wanted]
-            gate = asyncio.Semaphore(_CONCURRENCY)
+        else:
+            for part in _chunks(recent, _IN_MAX):
+                names: Any = part[0] if len(part) == 1 else {"$in": part}
+                branches.append({"symbol": names, "timestamp": after_floor})
+        # One query per branch, _CONCURRENCY at a time: each is one symbol, or one
+        # bounded batch, on the (symbol, timestamp) index; an $or of them all would
+        # be one query whose work grows with the number of symbols.
+        gate = asyncio.Semaphore(_CONCURRENCY)
 
-            async def one(clause: dict[str, Any]) -> list[tuple[str, int]]:
-                async with gate:
-                    return await self._read(collection, clause)
+        async def one(clause: dict[str, Any]) -> list[tuple[str, int]]:
+            async with gate:
+                return await self._read(collection, clause)
 
-            for part in await asyncio.gather(*(one(c) for c in branches)):
-                found += part
-            return found
-        if recent:
-            branches.append(
-                {"symbol": {"$in": list(recent)}, "timestamp": {"$gt": to_dt(floor_ms)}}
-            )
-        if not branches:
-            return []
-        return await self._read(
-            collection, branches[0] if len(branches) == 1 else {"$or": branches}
-        )
+        for part_found in await asyncio.gather(*(one(c) for c in branches)):
+            found += part_found
+        return found
 
     async def _read(self, collection: str, query: dict[str, Any]) -> list[tuple[str, int]]:
         docs = await (
@@ -110,29 +162,41 @@ class MongoCandleFeed:
             .batch_size(_POLL_BATCH)
             .to_list(None)
         )
-        return [(d["symbol"], to_ms(d["timestamp"])) for d in docs if "timestamp" in d]
+        found = []
+        for d in docs:
+            t = self._ignored.time_ms(collection, d.get("symbol"), d.get("timestamp"))
+            if t is not None:
+                found.append((d["symbol"], t))
+        return found
 
     async def change_streams_supported(self, collections: Sequence[str]) -> bool:
         hello = await self._database.client.admin.command("hello")
         if not (hello.get("setName") or hello.get("msg") == "isdbgrid"):
             return False
-        cursor = await self._db.list_collections(filter={"name": {"$in": list(collections)}})
-        # MongoDB time-series collections cannot be watched.
-        return all(spec.get("type") != "timeseries" for spec in await cursor.to_list(None))
+        for part in _chunks(collections, _IN_MAX):
+            cursor = await self._db.list_collections(filter={"name": {"$in": part}})
+            # MongoDB time-series collections cannot be watched.
+            if any(spec.get("type") == "timeseries" for spec in await cursor.to_list(None)):
+                return False
+        return True
 
     async def watch(
         self, collections: Sequence[str], opened: asyncio.Event | None = None
     ) -> AsyncIterator[tuple[str, str, int]]:
         """(collection, symbol, open time) of each candle inserted or replaced from the
-        moment the stream is open; ``opened`` is set at that moment."""
-        pipeline = [
-            {
-                "$match": {
-                    "operationType": {"$in": list(_WATCHED)},
-                    "ns.coll": {"$in": list(collections)},
-                }
-            }
-        ]
+        moment the stream is open; ``opened`` is set at that moment.
+
+        Up to ``_IN_MAX`` collections are matched by name on the server; more (one
+        collection per symbol) are matched here, the server dropping only the
+        service's own collections, so the stream's filter stays bounded.
+        """
+        wanted = set(collections)
+        names: dict[str, Any] = (
+            {"$in": list(collections)}
+            if len(collections) <= _IN_MAX
+            else {"$nin": [*COLLECTIONS, FENCES]}
+        )
+        pipeline = [{"$match": {"operationType": {"$in": list(_WATCHED)}, "ns.coll": names}}]
         # No updateLookup: inserts and replaces carry their document, and a lookup
         # per event is a read per insert (SecantusDB scanned the collection for
         # each: a 10,000-document restore starved the leader's lease renewals).
@@ -142,9 +206,13 @@ class MongoCandleFeed:
             if opened is not None:
                 opened.set()
             async for change in stream:
+                coll = change["ns"]["coll"]
                 doc = change.get("fullDocument") or {}
-                if "symbol" in doc and "timestamp" in doc:
-                    yield change["ns"]["coll"], doc["symbol"], to_ms(doc["timestamp"])
+                if coll not in wanted or "symbol" not in doc:
+                    continue
+                t = self._ignored.time_ms(coll, doc["symbol"], doc.get("timestamp"))
+                if t is not None:
+                    yield coll, doc["symbol"], t
 
 
 class MongoLiveStore:

@@ -142,6 +142,8 @@ class MongoSettledStore:
         timeframe, window_end = reports[0].timeframe, reports[0].window_end_ms
         if any(r.timeframe != timeframe or r.window_end_ms != window_end for r in reports):
             raise ValueError("a chunk holds one timeframe and one window end")
+        # Bounded by the caller's chunk (sweep.CHUNK, 500 series): this $in never
+        # grows with the number of series.
         symbols = [r.symbol for r in reports]
         # Gaps starting at or after the window's end are the live tail's, and a report's
         # gaps before the window stay listed (the same rule as save_series).
