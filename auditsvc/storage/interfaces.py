@@ -283,10 +283,16 @@ class CandleFeed(Protocol):
     """What the live tail reads: the newest candles, at a cost proportional to inserts."""
 
     async def newest(
-        self, collection: str, symbols: Sequence[str], below_ms: int | None = None
+        self,
+        collection: str,
+        symbols: Sequence[str],
+        below_ms: int | None = None,
+        since_ms: int | None = None,
     ) -> dict[str, int | None]:
         """Open time (ms) of each symbol's newest candle (opening at or before
-        ``below_ms`` when given), None when it has none."""
+        ``below_ms`` when given), None when it has none. ``since_ms``: a hint that
+        most symbols have a candle after it, which the store may use to read them
+        in one query."""
         ...
 
     async def poll(

@@ -204,7 +204,10 @@ class LiveTail:
         """Each series' newest candle and stored verdict, as the term begins."""
         now = self._clock.now_ms()
         for coll, members in self._collections.items():
-            newest = await self._feed.newest(coll, list(members))
+            # A live series' newest candle opens within its last two slots + grace.
+            slot = max(self._series[k].nominal_ms for k in members.values())
+            since = now - 2 * slot - self._grace
+            newest = await self._feed.newest(coll, list(members), since_ms=since)
             for sym, key in members.items():
                 t = newest.get(sym)
                 if t is not None and self._in_future(key, t, now):

@@ -35,6 +35,10 @@ async def in_state(replica: Any, symbol: str, state: int) -> Any:
     return s if s is not None and s.state == state else None
 
 
+def _dt(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+
+
 async def stored(feeder: Feeder, symbol: str) -> dict[str, Any]:
     doc = await feeder.coll.database["audit_series"].find_one({"_id": f"{symbol}|1s"})
     assert doc is not None
@@ -125,15 +129,23 @@ class TestTailAgainstCycle:
         assert (back.state, back.late_candles) == (LIVE, 0)
 
 
+@pytest.mark.parametrize("time_index", [False, True], ids=["symbol_index", "time_index"])
 class TestTakeOffice:
-    """A candle inserted while a new leader takes office is seen."""
+    """A candle inserted while a new leader takes office is seen, whichever way the
+    snapshot reads the newest candles (one by one, or one time-range read)."""
 
     async def test_insert_after_snapshot_is_seen(
-        self, make_settings: Any, start_replica: Any, feeder: Feeder
+        self, make_settings: Any, start_replica: Any, feeder: Feeder, time_index: bool
     ) -> None:
         """Candles inserted between the snapshot and the first judgement are the newest
         the tail knows: the series turns LATE after the last of them, with no live gap
-        and no backfill request."""
+        and no backfill request; a stalled series sharing the collection reads LATE at
+        its own newest candle."""
+        if time_index:
+            await feeder.coll.create_index([("timestamp", 1)])
+        await feeder.backfill("ETHUSDT", 150)
+        eth_newest = feeder.newest["ETHUSDT"] - 60 * SEC
+        await feeder.coll.delete_many({"symbol": "ETHUSDT", "timestamp": {"$gt": _dt(eth_newest)}})
         await feeder.backfill("BTCUSDT", 150)
         fp = Failpoints()
         gate = fp.gate("live.take_office")
@@ -148,6 +160,8 @@ class TestTakeOffice:
         gate.released.set()
         late = await eventually(lambda: in_state(replica, "BTCUSDT", LATE), TIMEOUT)
         assert late.last_candle_open.ToMilliseconds() == inserted
+        stalled = await eventually(lambda: in_state(replica, "ETHUSDT", LATE), TIMEOUT)
+        assert stalled.last_candle_open.ToMilliseconds() == eth_newest
         gaps = await replica.stub.ListGaps(pb.ListGapsRequest(symbol="BTCUSDT"), timeout=TIMEOUT)
         assert [g for g in gaps.gaps if g.detected_live] == []
         assert await feeder.coll.database["backfill_requests"].count_documents({}) == 0

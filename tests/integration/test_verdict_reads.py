@@ -11,6 +11,10 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from auditpb.v1 import audit_pb2 as pb
+from auditsvc.domain.records import LiveVerdict
+from auditsvc.domain.series_state import LiveState, SeriesState
+from auditsvc.storage.mongo.database import connect
+from auditsvc.storage.mongo.live_store import MongoLiveStore
 from tests.integration.live_feed import Feeder, live_settings
 from tests.support import eventually
 
@@ -119,3 +123,31 @@ class TestDetectedLive:
 
 async def _equal(found: Any, expected: set[tuple[str, str]]) -> bool:
     return await found == expected
+
+
+class TestNewestObservationWins:
+    """The verdict write is guarded inside the update: an older observation never
+    replaces a newer one, and a newer one always does."""
+
+    async def test_older_verdict_is_dropped(self, mongo: Any, db_name: str) -> None:
+        """Stored at t=2000, a verdict observed at t=1000 changes nothing; t=3000 does,
+        and neither touches the cycle's fields."""
+        database = connect(mongo.uri, db_name, 2000)
+        store = MongoLiveStore(database)
+        series = database.db["audit_series"]
+        try:
+            live = LiveState(SeriesState.LIVE, 60_000, 0)
+            late = LiveState(SeriesState.LATE, 60_000, 3)
+            await store.save_verdicts([LiveVerdict("BTCUSDT", "1m", live, 2000)], epoch=1)
+            await series.update_one({"_id": "BTCUSDT|1m"}, {"$set": {"quality": 91.5}})
+            await store.save_verdicts([LiveVerdict("BTCUSDT", "1m", late, 1000)], epoch=1)
+            doc = await series.find_one({"_id": "BTCUSDT|1m"})
+            assert doc is not None
+            assert (doc["state"], doc["late_candles"], doc["quality"]) == ("live", 0, 91.5)
+            await store.save_verdicts([LiveVerdict("BTCUSDT", "1m", late, 3000)], epoch=2)
+            doc = await series.find_one({"_id": "BTCUSDT|1m"})
+            assert doc is not None
+            assert (doc["state"], doc["late_candles"], doc["live_epoch"]) == ("late", 3, 2)
+            assert doc["quality"] == 91.5 and doc["symbol"] == "BTCUSDT"
+        finally:
+            await database.close()

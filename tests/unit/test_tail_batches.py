@@ -26,7 +26,7 @@ class FixedClock:
 
 
 class NoFeed:
-    async def newest(self, collection: str, symbols: Sequence[str], below_ms: Any = None) -> dict:
+    async def newest(self, collection: str, symbols: Sequence[str], **_: Any) -> dict:
         return {}
 
     async def poll(self, *args: Any) -> list[tuple[str, int]]:

@@ -69,10 +69,20 @@ class MongoCandleFeed:
         self._ignored = IgnoredCandles(metrics)
 
     async def newest(
-        self, collection: str, symbols: Sequence[str], below_ms: int | None = None
+        self,
+        collection: str,
+        symbols: Sequence[str],
+        below_ms: int | None = None,
+        since_ms: int | None = None,
     ) -> dict[str, int | None]:
         """The newest usable open time of each symbol (opening at or before
         ``below_ms`` when given), None for a symbol without one.
+
+        ``since_ms``: most symbols are expected to have a candle after it (a new
+        leader's snapshot of live series). Where several symbols share a collection
+        with a ``{timestamp: 1}`` index, one time-range read after ``since_ms`` finds
+        theirs, and only the symbols it does not find are read one by one, so the
+        number of queries follows the stalled symbols, not all of them.
 
         One indexed find per symbol, _CONCURRENCY at a time: done one after another,
         the first values are stale by the time the last arrive (seconds, at a thousand
@@ -85,6 +95,16 @@ class MongoCandleFeed:
         Timestamp or a date past year 9999, so it is what an unfiltered newest-first
         read returns: it is counted and the symbol read again over dates only.
         """
+        found: dict[str, int | None] = {}
+        if since_ms is not None and len(symbols) > 1 and await self._time_index.has(collection):
+            wanted = set(symbols)
+            recent: dict[str, Any] = {"$gt": to_dt(since_ms), "$lte": MAX_DATE}
+            if below_ms is not None:
+                recent["$lte"] = to_dt(below_ms)
+            for sym, t in await self._read(collection, {"timestamp": recent}):
+                if sym in wanted:
+                    found[sym] = t  # ascending: the last one read is the newest
+            symbols = [s for s in symbols if s not in found]
         gate = asyncio.Semaphore(_CONCURRENCY)
         col = self._db[collection]
         only: dict[str, Any] = {"_id": 0, "timestamp": 1}
@@ -110,8 +130,8 @@ class MongoCandleFeed:
                 None if doc is None else self._ignored.time_ms(collection, symbol, doc["timestamp"])
             )
 
-        found = await asyncio.gather(*(one(s) for s in symbols))
-        return dict(zip(symbols, found, strict=True))
+        one_by_one = await asyncio.gather(*(one(s) for s in symbols))
+        return {**found, **dict(zip(symbols, one_by_one, strict=True))}
 
     async def poll(
         self, collection: str, floor_ms: int, recent: Sequence[str], lagging: dict[str, int | None]
@@ -236,8 +256,7 @@ class MongoLiveStore:
         if not verdicts:
             return
         ops = [op for v in verdicts for op in verdict_writes(v, epoch)]
-        # Ordered: each series' guarded write follows its creation.
-        await self._db[SERIES].bulk_write(ops, ordered=True, session=session)
+        await self._db[SERIES].bulk_write(ops, ordered=False, session=session)
 
     async def confirm(self, epoch: int, confirmed_ms: int, mode: str, session: Any = None) -> None:
         # Capped at the database's now: a leader whose clock runs ahead never dates

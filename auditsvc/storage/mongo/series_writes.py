@@ -8,7 +8,8 @@ writer can replace a field another writer owns.
   owned by the live tail, or by cycles when LIVE_MODE=off. Its write is
   guarded: it applies only when the stored verdict was observed no later than
   the new one, so an observation never replaces a newer one, whichever writer
-  finishes last.
+  finishes last. The guard is inside the update (a pipeline), not in its
+  filter, so each series is one update found by ``_id``.
 * Every write stamps ``changed_at`` with the database's clock, which is what a
   reader without change streams polls on.
 """
@@ -22,7 +23,7 @@ from pymongo import UpdateOne
 
 from auditsvc.domain.records import LiveVerdict, ScoreRecord
 from auditsvc.storage.mongo import documents as codec
-from auditsvc.storage.mongo.database import to_dt
+from auditsvc.storage.mongo.database import EPOCH, to_dt
 
 
 def series_id(symbol: str, timeframe: str) -> str:
@@ -54,24 +55,24 @@ def cycle_writes(
 
 def verdict_writes(verdict: LiveVerdict, epoch: int) -> list[UpdateOne]:
     """The live tail's write of one series' verdict (the document is created if
-    need be, holding no cycle field until a cycle scores it). Apply in order."""
-    key = series_id(verdict.symbol, verdict.timeframe)
-    create = UpdateOne(
-        {"_id": key},
-        {"$setOnInsert": {"symbol": verdict.symbol, "timeframe": verdict.timeframe}},
-        upsert=True,
-    )
-    return [create, _verdict_write(verdict, epoch)]
+    need be, holding no cycle field until a cycle scores it)."""
+    return [_verdict_write(verdict, epoch, create=True)]
 
 
-def _verdict_write(verdict: LiveVerdict, epoch: int) -> UpdateOne:
-    not_newer = {
-        "$or": [{"verdict_at": None}, {"verdict_at": {"$lte": to_dt(verdict.observed_ms)}}]
+def _verdict_write(verdict: LiveVerdict, epoch: int, *, create: bool = False) -> UpdateOne:
+    """One update by ``_id`` alone (a filter on the stored time as well made some
+    servers scan the collection for every series): a pipeline whose every field
+    keeps its stored value unless the stored verdict is no newer than this one."""
+    not_newer = {"$lte": [{"$ifNull": ["$verdict_at", EPOCH]}, to_dt(verdict.observed_ms)]}
+    fields = {**codec.live_fields(verdict), "live_epoch": epoch}
+    guarded: dict[str, Any] = {
+        name: {"$cond": [not_newer, {"$literal": value}, f"${name}"]}
+        for name, value in fields.items()
     }
+    guarded["changed_at"] = "$$NOW"
+    if create:
+        guarded["symbol"] = {"$literal": verdict.symbol}
+        guarded["timeframe"] = {"$literal": verdict.timeframe}
     return UpdateOne(
-        {"_id": series_id(verdict.symbol, verdict.timeframe), **not_newer},
-        {
-            "$set": {**codec.live_fields(verdict), "live_epoch": epoch},
-            "$currentDate": {"changed_at": True},
-        },
+        {"_id": series_id(verdict.symbol, verdict.timeframe)}, [{"$set": guarded}], upsert=create
     )
