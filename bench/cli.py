@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help=f"12: trials (default {d.live_failover_trials})",
     )
+    g.add_argument(
+        "--take-office-series", type=_ints, help="15: series counts (default 1000,30000)"
+    )
     return p
 
 

@@ -62,6 +62,8 @@ class Sizes:
     live_cost_series: tuple[int, ...] = (100, 1000)
     live_cost_seconds: float = 20.0
     live_failover_trials: int = 3
+    # 15. take-office (1h series in one collection)
+    take_office_series: tuple[int, ...] = (1000, 30000)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -91,6 +93,7 @@ TINY = Sizes(
     live_cost_series=(4, 8),
     live_cost_seconds=1.0,
     live_failover_trials=1,
+    take_office_series=(20,),
     scale_slots=10,
     ratio_series=4,
     ratio_slots=60,

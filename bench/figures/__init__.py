@@ -17,6 +17,7 @@ from bench.figures import (
     f10_live_detection,
     f11_live_cost,
     f12_live_failover,
+    f15_take_office,
 )
 
 FIGURES: tuple[ModuleType, ...] = (
@@ -32,5 +33,6 @@ FIGURES: tuple[ModuleType, ...] = (
     f10_live_detection,
     f11_live_cost,
     f12_live_failover,
+    f15_take_office,
 )
 KEYS: tuple[str, ...] = tuple(m.KEY for m in FIGURES)
