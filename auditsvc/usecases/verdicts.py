@@ -137,10 +137,21 @@ class VerdictWatch:
             await self._changed.wait()
 
     async def _run(self) -> None:
+        # Reading and publishing run apart: a read that hangs (an unreachable
+        # database) must not hold back the move to UNKNOWN it causes.
+        reader = asyncio.create_task(self._read_forever(), name="verdict-read")
+        try:
+            while True:
+                await self._publish()
+                await asyncio.sleep(_READ_EVERY)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+    async def _read_forever(self) -> None:
         while True:
             with contextlib.suppress(Exception):
                 await self._read()
-            await self._publish()
             await asyncio.sleep(_READ_EVERY)
 
     async def _read(self) -> None:
