@@ -218,14 +218,11 @@ class LiveTail:
                 seen = self._newest.get(key)
                 self._newest[key] = t if seen is None else max(seen, t or seen)
         self._stored.clear()
-        keys = list(self._series)
-        for i in range(0, len(keys), _STORE_BATCH):
-            found = await self._store.stored_scores(keys[i : i + _STORE_BATCH])
-            for key, record in found.items():
-                if record.state is not None:
-                    self._stored[key] = LiveState(
-                        record.state, record.last_candle_ms, record.late_candles
-                    )
+        for key, record in (await self._store.stored_scores(list(self._series))).items():
+            if record.state is not None:
+                self._stored[key] = LiveState(
+                    record.state, record.last_candle_ms, record.late_candles
+                )
 
     async def _choose_mode(self) -> str:
         mode = self._live.mode
