@@ -201,7 +201,17 @@ class LiveTail:
                 await asyncio.gather(watcher, return_exceptions=True)
 
     async def _snapshot(self) -> None:
-        """Each series' newest candle and stored verdict, as the term begins."""
+        """Each series' newest candle and stored verdict, as the term begins; the two
+        reads run side by side (at 30,000 series each takes seconds)."""
+        stored, _ = await asyncio.gather(
+            self._store.stored_scores(list(self._series)), self._read_newest()
+        )
+        self._stored.clear()
+        for key, r in stored.items():
+            if r.state is not None:
+                self._stored[key] = LiveState(r.state, r.last_candle_ms, r.late_candles)
+
+    async def _read_newest(self) -> None:
         now = self._clock.now_ms()
         for coll, members in self._collections.items():
             # A live series' newest candle opens within its last two slots + grace.
@@ -217,12 +227,6 @@ class LiveTail:
                     t = (await self._feed.newest(coll, [sym], below_ms=bound)).get(sym)
                 seen = self._newest.get(key)
                 self._newest[key] = t if seen is None else max(seen, t or seen)
-        self._stored.clear()
-        for key, record in (await self._store.stored_scores(list(self._series))).items():
-            if record.state is not None:
-                self._stored[key] = LiveState(
-                    record.state, record.last_candle_ms, record.late_candles
-                )
 
     async def _choose_mode(self) -> str:
         mode = self._live.mode
