@@ -350,6 +350,9 @@ class Confirmation:
     epoch: int
     confirmed_ms: int
     mode: str
+    # The database's time of the write (0 when unknown): orders it with the writes
+    # of series documents.
+    written_ms: int = 0
 
 
 class VerdictSource(Protocol):

@@ -44,11 +44,15 @@ from auditsvc.usecases.page_tokens import PageTokens
 from auditsvc.usecases.score_listing import ScoreListing, configured_keys
 from auditsvc.usecases.series_selection import require_configured
 from auditsvc.usecases.series_summary import SeriesSummary
-from auditsvc.usecases.verdicts import VerdictWatch
+from auditsvc.usecases.verdicts import Reading, VerdictWatch
 
 T = TypeVar("T")
 # GetStatus reads the newest stored cycle at most this often; concurrent callers share one read.
 STATUS_CACHE_S = 0.5
+# A heartbeat reading and the scores read after it.
+Dated = tuple[Reading | None, list[ScoreRecord]]
+# Streams asking for a dated snapshot within this many seconds share one read.
+_SHARED_SNAPSHOT_S = 0.5
 # Work started for a request_id runs at most this long, whoever is still waiting.
 REQUEST_DEADLINE_S = 15 * 60.0
 MAX_PAGE = 1000
@@ -87,6 +91,10 @@ class AuditService:
         self._next_cycle_ms = next_cycle_ms
         self._verdicts = verdicts
         self._configured = configured_keys(audit)
+        # (loop time, read): the dated snapshot streams share; see _dated_scores.
+        self._snapshot: (
+            tuple[float, asyncio.Future[tuple[Reading | None, list[ScoreRecord]]]] | None
+        ) = None
         self._listing = ScoreListing(audit, state, tokens, verdicts)
         self._summary = SeriesSummary(audit, state, verdicts, read_timeout_ms / 1000)
         self._inflight: dict[str, asyncio.Task[tuple[str, dict[str, Any]]]] = {}
@@ -382,7 +390,13 @@ class AuditService:
         """The matching configured series' scores as served now, then every change: a
         newly stored score, and the move to UNKNOWN (and back) of every series when
         the leader's confirmation goes stale (and resumes). A score is sent only
-        when what it says differs from the last one sent for its series."""
+        when what it says differs from the last one sent for its series.
+
+        A score is dated by a confirmation stored before the score was read, never
+        a newer one (a change document may wait in a queue while a confirmation
+        read meanwhile already covers a later change): the snapshot by a reading
+        taken before it, each change by VerdictWatch.reading_for.
+        """
         require_configured(self._audit, symbols, timeframes, "s")
         wanted_s, wanted_t = set(symbols), set(timeframes)
         configured = self._configured
@@ -397,37 +411,41 @@ class AuditService:
         latest: dict[tuple[str, str], ScoreRecord] = {}
         sent: dict[tuple[str, str], tuple[object, ...]] = {}
 
-        def to_send(record: ScoreRecord) -> ScoreRecord | None:
-            served = self._verdicts.serve(record)
+        def to_send(record: ScoreRecord, reading: Reading | None) -> ScoreRecord | None:
+            latest[(record.symbol, record.timeframe)] = record
+            served = self._verdicts.serve(record, reading)
             key, said = (record.symbol, record.timeframe), _says(served)
             if sent.get(key) == said:
                 return None
             sent[key] = said
             return served
 
+        async def snapshot(since: float) -> list[ScoreRecord]:
+            # Only a read begun after this stream's watch opened, and after the move
+            # it answers, misses nothing.
+            reading, rows = await self._dated_scores(not_before=since)
+            return [out for r in rows if match(r) and (out := to_send(r, reading)) is not None]
+
         # The watch is open before the snapshot is read, so nothing stored in
         # between is missed; a document older than the one held is dropped.
         watch = await self._state.watch_scores()
+        opened_at = asyncio.get_running_loop().time()
         first = asyncio.ensure_future(anext(watch))
         closing = asyncio.ensure_future(self.closing.wait())
         flip = asyncio.ensure_future(self._verdicts.changes())
         try:
-            for record in sorted(await self._state.scores(), key=lambda r: (r.symbol, r.timeframe)):
-                if match(record):
-                    latest[(record.symbol, record.timeframe)] = record
-                    out = to_send(record)
-                    if out is not None:
-                        yield out
+            for current in await snapshot(opened_at):
+                yield current
             while not self.closing.is_set():
                 await asyncio.wait((first, closing, flip), return_when=asyncio.FIRST_COMPLETED)
                 if self.closing.is_set():
                     break
                 if flip.done():
+                    # Every series moves at once: read them all again, after a reading.
+                    moved_at = flip.result()
                     flip = asyncio.ensure_future(self._verdicts.changes())
-                    for key in sorted(latest):
-                        out = to_send(latest[key])
-                        if out is not None:
-                            yield out
+                    for current in await snapshot(max(opened_at, moved_at)):
+                        yield current
                 if not first.done():
                     continue
                 record = first.result()
@@ -436,8 +454,8 @@ class AuditService:
                 held = latest.get(key)
                 if not match(record) or (held is not None and record.changed_ms < held.changed_ms):
                     continue
-                latest[key] = record
-                out = to_send(record)
+                # Dated by the confirmation that preceded this very document.
+                out = to_send(record, self._verdicts.reading_for(record))
                 if out is not None:
                     yield out
             raise ShuttingDown("server shutting down; reconnect")
@@ -448,6 +466,21 @@ class AuditService:
             # unwind before closing it, or aclose() raises.
             await asyncio.gather(first, closing, flip, return_exceptions=True)
             await watch.aclose()  # type: ignore[attr-defined]
+
+    async def _dated_scores(self, not_before: float) -> Dated:
+        """A heartbeat reading, then every stored score, sorted: one read shared by
+        the streams that ask within _SHARED_SNAPSHOT_S (a move to UNKNOWN and back
+        reaches every subscriber at once), if it began at or after ``not_before``."""
+        loop = asyncio.get_running_loop()
+        shared = self._snapshot
+        if shared is None or shared[0] < not_before or loop.time() - shared[0] > _SHARED_SNAPSHOT_S:
+            shared = self._snapshot = (loop.time(), asyncio.ensure_future(self._read_dated()))
+        return await asyncio.shield(shared[1])
+
+    async def _read_dated(self) -> Dated:
+        reading = await self._verdicts.read_now()
+        rows = sorted(await self._state.scores(), key=lambda r: (r.symbol, r.timeframe))
+        return reading, rows
 
 
 def _says(r: ScoreRecord) -> tuple[object, ...]:

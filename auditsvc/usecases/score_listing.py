@@ -22,7 +22,7 @@ from auditsvc.ops.settings import AuditSettings
 from auditsvc.storage.interfaces import StateStore
 from auditsvc.usecases.page_tokens import PageTokens
 from auditsvc.usecases.series_selection import require_configured
-from auditsvc.usecases.verdicts import VerdictWatch
+from auditsvc.usecases.verdicts import Reading, VerdictWatch
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -72,7 +72,9 @@ class ScoreListing:
         after: tuple[str, str] | None,
     ) -> list[ScoreRecord]:
         """Up to ``want`` configured series, as served, whose served state matches."""
-        possible, stored_state = self._stored_filter(state)
+        # Taken before the rows are read: see VerdictWatch.current.
+        reading = self._verdicts.current()
+        possible, stored_state = self._stored_filter(state, reading)
         if not possible:
             return []
         out: list[ScoreRecord] = []
@@ -84,7 +86,7 @@ class ScoreListing:
             for row in rows:
                 if (row.symbol, row.timeframe) not in self._configured:
                     continue
-                served = self._verdicts.serve(row)
+                served = self._verdicts.serve(row, reading)
                 if state is None or served.state is state:
                     out.append(served)
             if len(rows) < query.limit:
@@ -92,12 +94,14 @@ class ScoreListing:
             after = (rows[-1].symbol, rows[-1].timeframe)
         return out[:want]
 
-    def _stored_filter(self, state: SeriesState | None) -> tuple[bool, SeriesState | None]:
+    def _stored_filter(
+        self, state: SeriesState | None, reading: Reading | None
+    ) -> tuple[bool, SeriesState | None]:
         """Whether any series can be served as ``state`` now, and the stored state
         that can (None: any)."""
         if state is None or not self._verdicts.tail_on:
             return True, None  # with the tail off each verdict ages on its own
-        if not self._verdicts.fresh():
+        if not self._verdicts.vouches(reading):
             return state is SeriesState.UNKNOWN, None
         # Fresh: a stored state is served as it is; UNKNOWN is a series never judged.
         return True, state

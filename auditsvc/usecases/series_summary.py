@@ -50,6 +50,7 @@ class SeriesSummary:
         return self._summary
 
     async def _make(self) -> None:
+        reading = self._verdicts.current()  # before the rows: see VerdictWatch.current
         try:
             async with asyncio.timeout(self._timeout_s):
                 rows = await self._state.scores()
@@ -57,7 +58,9 @@ class SeriesSummary:
             log.debug("series summary not read", extra={"reason": type(exc).__name__})
             return
         served = [
-            self._verdicts.serve(r) for r in rows if (r.symbol, r.timeframe) in self._configured
+            self._verdicts.serve(r, reading)
+            for r in rows
+            if (r.symbol, r.timeframe) in self._configured
         ]
         self._summary = summarize_scores(served)
         self._made_at = asyncio.get_running_loop().time()

@@ -28,9 +28,11 @@ may date it up to one heartbeat too early (never too late).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
+from dataclasses import dataclass
 
 from auditsvc.domain.records import ScoreRecord
 from auditsvc.domain.timeframes import parse_timeframe
@@ -46,6 +48,18 @@ log = logging.getLogger(__name__)
 # beyond LIVE_STALE_AFTER to push a transition.
 _READ_EVERY = 0.25
 _READ_TIMEOUT = 2.0
+# Confirmations kept for reading_for: a few seconds of heartbeats.
+_HISTORY = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One reading of the heartbeat: the confirmation (None: there was none), the
+    database's now when it was read, and this process's monotonic time then."""
+
+    confirmation: Confirmation | None
+    db_now_ms: int
+    at: float
 
 
 class VerdictWatch:
@@ -68,10 +82,11 @@ class VerdictWatch:
         else:
             self._stale_after_ms = round((2 * audit.interval + live.stale_after) * 1000)
         self._grace_ms = round(audit.ingest_grace * 1000)
-        self._confirmation: Confirmation | None = None
-        # (database now at the reading, monotonic time of the reading)
-        self._reading: tuple[int, float] | None = None
+        self._reading: Reading | None = None
+        # Recent readings with distinct confirmations, oldest first (reading_for).
+        self._history: collections.deque[Reading] = collections.deque(maxlen=_HISTORY)
         self._fresh = False
+        self._moved_at = 0.0
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
 
@@ -97,44 +112,83 @@ class VerdictWatch:
     def tail_on(self) -> bool:
         return self._tail_on
 
-    def now_ms(self) -> int:
-        """The database's now, extrapolated from the last reading (this process's
-        clock before any)."""
-        if self._reading is None:
+    def current(self) -> Reading | None:
+        """The last reading. Taken *before* reading stored scores, it dates them
+        exactly: the confirmation it holds was stored before they were read, so
+        every change judged at its instant is in them."""
+        return self._reading
+
+    def reading_for(self, record: ScoreRecord) -> Reading | None:
+        """The newest reading whose confirmation was written no later than the
+        record's last change (``changed_ms``): it dates a record that reached this
+        process on its own (a change stream event) exactly, whatever was read
+        since. None when none is that old (the record is then UNKNOWN until the
+        next change or reading)."""
+        for reading in reversed(self._history):
+            c = reading.confirmation
+            if c is not None and 0 < c.written_ms <= record.changed_ms:
+                return reading
+        return None
+
+    async def read_now(self) -> Reading | None:
+        """A reading made now (the last one if the database does not answer)."""
+        with contextlib.suppress(Exception):
+            await self._read()
+        return self._reading
+
+    def now_ms(self, reading: Reading | None = None) -> int:
+        """The database's now, extrapolated from a reading (this process's clock
+        before any)."""
+        reading = reading or self._reading
+        if reading is None:
             return self._clock.now_ms()
-        db_now, at = self._reading
-        return db_now + round((self._clock.monotonic() - at) * 1000)
+        return reading.db_now_ms + round((self._clock.monotonic() - reading.at) * 1000)
 
-    def confirmed_ms(self) -> int | None:
-        """The leader's last confirmation (None: none read, or the tail is off)."""
-        if not self._tail_on or self._confirmation is None:
-            return None
-        return self._confirmation.confirmed_ms
-
-    def fresh(self) -> bool:
-        """Whether the confirmation is recent enough to vouch for unchanged series."""
+    def vouching(self) -> bool:
+        """Whether the last confirmation is recent enough to vouch for unchanged series."""
         if not self._tail_on:
             return True
-        confirmed = self.confirmed_ms()
-        return confirmed is not None and self.now_ms() - confirmed <= self._stale_after_ms
+        return self.vouches(self._reading)
 
-    def serve(self, record: ScoreRecord) -> ScoreRecord:
-        """The stored ``record`` as served now (see :func:`auditsvc.domain.verdict.serve`)."""
-        if self._tail_on and self._reading is None:
+    def vouches(self, reading: Reading | None) -> bool:
+        """Whether ``reading``'s confirmation is recent enough (always, tail off)."""
+        if not self._tail_on:
+            return True
+        if reading is None or reading.confirmation is None:
+            return False
+        return self.now_ms(reading) - reading.confirmation.confirmed_ms <= self._stale_after_ms
+
+    def serve(self, record: ScoreRecord, reading: Reading | None) -> ScoreRecord:
+        """The stored ``record`` as served now, dated by ``reading`` (see
+        :func:`auditsvc.domain.verdict.serve`); pass the reading taken before the
+        record was read."""
+        if not self._tail_on:
+            return serve(
+                parse_timeframe(record.timeframe),
+                record,
+                None,
+                self.now_ms(reading),
+                self._stale_after_ms,
+                self._grace_ms,
+            )
+        if reading is None:
             return unknown(record, verdict_time(record, None))
+        confirmed = None if reading.confirmation is None else reading.confirmation.confirmed_ms
         return serve(
             parse_timeframe(record.timeframe),
             record,
-            self.confirmed_ms(),
-            self.now_ms(),
+            confirmed,
+            self.now_ms(reading),
             self._stale_after_ms,
             self._grace_ms,
         )
 
-    async def changes(self) -> None:
-        """Returns at the next move between fresh and stale."""
+    async def changes(self) -> float:
+        """Returns at the next move between vouching and not: the event loop's time
+        of that move (a read begun at or after it reflects it)."""
         async with self._changed:
             await self._changed.wait()
+        return self._moved_at
 
     async def _run(self) -> None:
         # Reading and publishing run apart: a read that hangs (an unreachable
@@ -161,18 +215,29 @@ class VerdictWatch:
         except Exception as exc:
             log.debug("verdict heartbeat not read", extra={"reason": type(exc).__name__})
             raise
-        self._confirmation = found
-        self._reading = (db_now, self._clock.monotonic())
+        reading = Reading(found, db_now, self._clock.monotonic())
+        # Readings run concurrently (read_now): never step back to an older one.
+        if self._reading is None or reading.db_now_ms >= self._reading.db_now_ms:
+            self._reading = reading
+            last = self._history[-1].confirmation if self._history else None
+            if found is not None and found != last:
+                self._history.append(reading)
 
     async def _publish(self) -> None:
-        fresh = self.fresh()
-        confirmed = self.confirmed_ms()
+        fresh = self.vouching()
         if self._tail_on:
+            reading = self._reading
+            confirmed = (
+                None
+                if reading is None or reading.confirmation is None
+                else (reading.confirmation.confirmed_ms)
+            )
             # No confirmation ever read: infinitely old, so the stale alert fires.
             age = math.inf if confirmed is None else max(0, self.now_ms() - confirmed) / 1000
             self._metrics.verdict_age.set(age)
         if fresh != self._fresh:
             self._fresh = fresh
+            self._moved_at = asyncio.get_running_loop().time()
             log.info("live verdicts %s", "confirmed" if fresh else "stale: serving UNKNOWN")
             async with self._changed:
                 self._changed.notify_all()

@@ -313,7 +313,15 @@ class MongoVerdictSource:
         cursor = await self._db[VERDICTS].aggregate(
             [
                 {"$match": {"_id": HEARTBEAT_ID}},
-                {"$project": {"epoch": 1, "mode": 1, "confirmed_at": 1, "now": "$$NOW"}},
+                {
+                    "$project": {
+                        "epoch": 1,
+                        "mode": 1,
+                        "confirmed_at": 1,
+                        "written_at": 1,
+                        "now": "$$NOW",
+                    }
+                },
             ]
         )
         docs = await cursor.to_list(1)
@@ -322,4 +330,5 @@ class MongoVerdictSource:
             return None, to_ms(hello["localTime"])
         d = docs[0]
         epoch, mode = int(d.get("epoch", 0)), str(d.get("mode", ""))
-        return Confirmation(epoch, to_ms(d["confirmed_at"]), mode), to_ms(d["now"])
+        written = to_ms(d["written_at"]) if d.get("written_at") else 0
+        return Confirmation(epoch, to_ms(d["confirmed_at"]), mode, written), to_ms(d["now"])
