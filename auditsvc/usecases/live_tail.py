@@ -167,26 +167,29 @@ class LiveTail:
         # What an earlier term of this process saw is stale: start from nothing, so
         # a candle seen before the snapshot reveals no gap against an old newest.
         self._newest.clear()
-        watcher = None
-        if mode == "change_stream":
-            opened = asyncio.Event()
-            watcher = asyncio.create_task(
-                self._consume_stream(term.epoch, opened), name="live-watch"
-            )
-            # The stream first, then the snapshot: a candle inserted in between is
-            # in the stream, one inserted before is in the snapshot.
-            opening = asyncio.ensure_future(opened.wait())
-            await asyncio.wait((opening, watcher), return_when=asyncio.FIRST_COMPLETED)
-            opening.cancel()  # the stream failed first: the loop below falls back to polling
+        watcher: asyncio.Task[None] | None = None
         try:
+            if mode == "change_stream":
+                opened = asyncio.Event()
+                watcher = asyncio.create_task(
+                    self._consume_stream(term.epoch, opened), name="live-watch"
+                )
+                # The stream first, then the snapshot: a candle inserted in between is
+                # in the stream, one inserted before is in the snapshot.
+                opening = asyncio.ensure_future(opened.wait())
+                try:
+                    await asyncio.wait((opening, watcher), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    opening.cancel()  # the stream failed first: the loop below polls
             await self._snapshot()
             await self._failpoints.reach("live.take_office")
             while True:
                 if watcher is not None and watcher.done():
                     exc = watcher.exception()
+                    reason = "it ended" if exc is None else f"{type(exc).__name__}: {exc}"
                     log.warning(
                         "candle change stream failed; polling instead",
-                        extra={"reason": f"{type(exc).__name__}: {exc}"[:300]},
+                        extra={"reason": reason[:300]},
                     )
                     watcher = None
                     self._set_mode("poll")
