@@ -37,17 +37,18 @@ class AnomalyConfig:
     """Expected close time = next slot's open + this; Binance uses -1 ms."""
 
     spike_window: int = 60
-    """Trailing close-to-close moves whose median absolute log return is the scale."""
+    """Trailing non-zero close-to-close moves whose median absolute log return is the scale."""
 
     spike_min_history: int = 20
-    """Moves a series needs in its window before any candle is judged a spike."""
+    """Non-zero moves a series needs in its window before any candle is judged a spike."""
 
     spike_multiple: float = 20.0
     """A spike departs from the previous close by more than this many times the scale."""
 
-    spike_min_move: float = 0.05
-    """...and by more than this fraction (0.05 = 5 %) whatever the scale, so that a
-    quiet (flat) stretch, whose scale is 0, does not make every tick a spike."""
+    spike_min_move: float = 0.10
+    """...and by more than this fraction (0.10 = 10 %) whatever the scale, so that a
+    quiet (flat) stretch, whose scale is 0, does not make every tick a spike. On a
+    million clean generated 1h candles the largest reverted move was 9.9 %."""
 
     spike_revert_fraction: float = 0.25
     """The next candle reverts when its close is back within this fraction of the
