@@ -29,6 +29,7 @@ from auditsvc.domain.candle import Candle, is_number, is_price, is_volume
 from auditsvc.domain.timeframes import Timeframe
 
 R = AnomalyRule
+_ORDER = {rule: i for i, rule in enumerate(AnomalyRule)}
 
 
 def _num(value: object) -> float | None:
@@ -220,5 +221,4 @@ def check_candle(
         out += _taker(candle, volume, config.price_rel_tol)
         if prices_ok:
             out += _quote(candle, volume, config.quote_rel_tol)
-    order = list(AnomalyRule)
-    return sorted(out, key=lambda a: order.index(a.rule))
+    return sorted(out, key=lambda a: _ORDER[a.rule])
