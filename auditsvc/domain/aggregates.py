@@ -9,7 +9,8 @@ Guarantees:
   ``1w`` -> ``1M`` nor ``3d`` -> ``1w``.
 * :func:`aggregate` is the exchange's own definition: open = first child's open,
   close = last child's close, high = max, low = min, volume = sum (``math.fsum``,
-  so the order of children does not change it). The optional fields are summed
+  so the order of children does not change it; ``inf`` past the largest float,
+  which never agrees with a stored volume). The optional fields are summed
   when every child carries them.
 * :func:`check_aggregate` never reports a mismatch it cannot prove: a missing or
   repeated child slot, or a child or parent with an invalid price or volume (their
@@ -62,10 +63,18 @@ def child_opens(higher: Timeframe, child: Timeframe, open_ms: int) -> list[int]:
     return list(child.iter_opens(open_ms, higher.next_open(open_ms)))
 
 
+def _sum(values: Iterable[float | int]) -> float:
+    """An exact sum; inf when it exceeds the largest float (fsum raises there)."""
+    try:
+        return math.fsum(values)
+    except OverflowError:
+        return math.inf
+
+
 def _sum_optional(values: Sequence[float | int | None]) -> float | None:
     if any(v is None for v in values):
         return None
-    return math.fsum(v for v in values if v is not None)
+    return _sum(v for v in values if v is not None)
 
 
 def aggregate(children: Sequence[Candle], open_ms: int | None = None) -> Candle:
@@ -85,7 +94,7 @@ def aggregate(children: Sequence[Candle], open_ms: int | None = None) -> Candle:
         high=max(highs),
         low=min(lows),
         close=children[-1].close,
-        volume=math.fsum(c.volume for c in children if c.volume is not None),
+        volume=_sum(c.volume for c in children if c.volume is not None),
         trade_count=None if trades is None else int(trades),
         taker_buy_volume=_sum_optional([c.taker_buy_volume for c in children]),
         quote_volume=_sum_optional([c.quote_volume for c in children]),
@@ -108,6 +117,9 @@ class AggregateCheck:
 
 
 def _agrees(stored: float, aggregated: float, tol: float) -> bool:
+    # A sum past the largest float (inf) never agrees with a stored finite value.
+    if not math.isfinite(aggregated):
+        return False
     return abs(stored - aggregated) <= tol * max(abs(stored), abs(aggregated))
 
 

@@ -94,19 +94,19 @@ class SpikeDetector:
         ref = prev.close
         assert ref is not None and cand.high is not None and cand.low is not None
         assert nxt.high is not None and nxt.low is not None and nxt.close is not None
-        up, down = math.log(cand.high / ref), math.log(ref / cand.low)
+        up, down = _ln(cand.high, ref), _ln(ref, cand.low)
         if up >= down:
             excursion, extreme, field = up, cand.high, "high"
-            back = math.log(nxt.high / ref)
+            back = _ln(nxt.high, ref)
         else:
             excursion, extreme, field = down, cand.low, "low"
-            back = math.log(ref / nxt.low)
+            back = _ln(ref, nxt.low)
         scale = statistics.median(self._moves)
         threshold = max(self._cfg.spike_multiple * scale, self._floor)
         if excursion <= threshold:
             return None
         allowed = self._cfg.spike_revert_fraction * excursion
-        if abs(math.log(nxt.close / ref)) > allowed or back > allowed:
+        if abs(_ln(nxt.close, ref)) > allowed or back > allowed:
             return None  # it persists: a jump, not a spike
         detail = (
             f"{field} {extreme!r} departs {math.expm1(excursion):.1%} from the previous close "
@@ -116,9 +116,15 @@ class SpikeDetector:
         return Anomaly(cand.open_time_ms, AnomalyRule.SPIKE, detail, field, extreme, ref)
 
 
+def _ln(a: float, b: float) -> float:
+    """ln(a / b) for valid prices, as a difference: the ratio of two extreme floats
+    would overflow to inf or underflow to 0 (and log(0) raises)."""
+    return math.log(a) - math.log(b)
+
+
 def _move(a: Candle, b: Candle) -> float:
     assert a.close is not None and b.close is not None
-    return abs(math.log(b.close / a.close))
+    return abs(_ln(b.close, a.close))
 
 
 def detect_spikes(

@@ -141,6 +141,13 @@ class TestTolerances:
         reordered = [dataclasses.replace(k, volume=v) for k, v in backwards]
         assert aggregate(kids).volume == aggregate(reordered).volume == math.fsum(volumes)
 
+    def test_volume_sum_beyond_the_largest_float(self) -> None:
+        """Children whose volumes overflow a float sum mismatch any stored volume."""
+        kids = [dataclasses.replace(k, volume=1e308) for k in days(MONDAY, 7)]
+        week = parent(days(MONDAY, 7), MONDAY, volume=1e308)
+        result = check_aggregate(tf("1w"), week, tf("1d"), kids)
+        assert result.finding is not None and result.finding.expected == math.inf
+
 
 class TestIncomplete:
     """Whatever cannot prove a mismatch is incomplete."""

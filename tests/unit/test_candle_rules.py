@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from auditsvc.domain.anomalies import Anomaly, AnomalyRule
 from auditsvc.domain.anomaly_config import AnomalyConfig
 from auditsvc.domain.candle import Candle
 from auditsvc.domain.candle_rules import check_candle
+from auditsvc.domain.content_audit import audit_candles
 from auditsvc.domain.timeframes import parse_timeframe
 from auditsvc.domain.validity import anomalous_candles, validity
 
@@ -232,3 +236,34 @@ class TestConfig:
         """Each out-of-range parameter raises ValueError."""
         with pytest.raises(ValueError):
             AnomalyConfig(**{field: value})  # type: ignore[arg-type]
+
+
+values = st.one_of(
+    st.none(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(2**70), 2**70),
+    st.booleans(),
+)
+
+
+class TestTotal:
+    """The rules never raise, whatever a document holds."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        prices=st.lists(values, min_size=6, max_size=6),
+        extras=st.lists(values, min_size=3, max_size=3),
+        close=st.one_of(st.none(), st.integers(-(2**63), 2**63)),
+    )
+    def test_any_values(self, prices: list[Any], extras: list[Any], close: int | None) -> None:
+        """Any mix of values gives at most one finding per rule, and streaming never raises."""
+        # Four neighbours, so the spike rule judges the third against the first move.
+        candles = [
+            Candle(T0 + i * M, *(prices[i:] + prices[:i])[:5], close, *extras)  # type: ignore[misc]
+            for i in range(4)
+        ]
+        for c in candles:
+            found = [a.rule for a in check_candle(c, ONE_MIN, NOW)]
+            assert len(found) == len(set(found))
+        config = AnomalyConfig(spike_min_history=1, frozen_min_run=2)
+        audit_candles(candles, ONE_MIN, NOW, config)

@@ -161,6 +161,12 @@ class TestStreaming:
         out += det.push(candles[-1])
         assert [a.open_time_ms for a in out] == [T0 + 60 * M]
 
+    def test_extreme_prices_do_not_overflow(self) -> None:
+        """Moves between the largest and smallest floats are computed without overflow."""
+        closes = [1e308, 5e-324, 1e308, 5e-324, 1e308]
+        candles = [bar(i, c) for i, c in enumerate(closes)]
+        assert spikes(candles, spike_min_history=1) == []  # it always moves that much
+
     def test_spike_stays_out_of_the_scale(self) -> None:
         """After a spike the next candidate is judged against the last good close."""
         candles = with_candidate(math.log(10))
