@@ -23,12 +23,15 @@ frozen-feed and aggregate rules to find.
 
 from __future__ import annotations
 
+import math
+
 from auditsvc.domain.anomalies import Anomaly, AnomalyRule
 from auditsvc.domain.anomaly_config import AnomalyConfig
 from auditsvc.domain.candle import Candle, is_number, is_price, is_volume
 from auditsvc.domain.timeframes import Timeframe
 
 R = AnomalyRule
+_DEFAULT = AnomalyConfig()
 _ORDER = {rule: i for i, rule in enumerate(AnomalyRule)}
 
 
@@ -193,11 +196,50 @@ def _quote(c: Candle, volume: float, tol: float) -> list[Anomaly]:
     ]
 
 
+def _plainly_clean(c: Candle, tf: Timeframe, now_ms: int, config: AnomalyConfig) -> bool:
+    """A sufficient condition for no exact finding, in plain comparisons of floats.
+
+    Stricter than the rules (floats only, no tolerance; NaN fails every comparison),
+    so True is always right and False only sends the candle to the full rules. Why:
+    nearly every candle is clean, and this is several times faster than the rules.
+    ``tests/unit/test_candle_rules.py`` checks that both give the same answer.
+    """
+    o, h, lo, cl, v = c.open, c.high, c.low, c.close, c.volume
+    if not (type(o) is type(h) is type(lo) is type(cl) is type(v) is float):
+        return False
+    assert o is not None and h is not None and lo is not None and cl is not None and v is not None
+    if not (0.0 < lo <= o <= h < math.inf and lo <= cl <= h and 0.0 <= v < math.inf):
+        return False
+    t = c.open_time_ms
+    current = tf.floor(now_ms)
+    if tf.floor(t) != t or t > now_ms + tf.next_open(current) - current + config.future_grace_ms:
+        return False
+    ct, n, tb, q = c.close_time_ms, c.trade_count, c.taker_buy_volume, c.quote_volume
+    if ct is not None and ct != tf.next_open(t) + config.close_time_offset_ms:
+        return False
+    if n is not None and not (type(n) is int and n >= 0 and (n == 0) == (v == 0.0)):
+        return False
+    if tb is not None and not (type(tb) is float and 0.0 <= tb <= v):
+        return False
+    if q is None:
+        return True
+    if type(q) is not float:
+        return False
+    return q == 0.0 if v == 0.0 else lo <= q / v <= h
+
+
 def check_candle(
     candle: Candle, tf: Timeframe, now_ms: int, config: AnomalyConfig | None = None
 ) -> list[Anomaly]:
     """Every exact-rule finding on ``candle`` of a ``tf`` series, judged at ``now_ms``."""
-    config = config or AnomalyConfig()
+    config = config or _DEFAULT
+    if _plainly_clean(candle, tf, now_ms, config):
+        return []
+    return all_rules(candle, tf, now_ms, config)
+
+
+def all_rules(candle: Candle, tf: Timeframe, now_ms: int, config: AnomalyConfig) -> list[Anomaly]:
+    """:func:`check_candle` without its fast path for clean candles (the tests compare them)."""
     out = _prices(candle)
     prices_ok = not out
     if prices_ok:

@@ -32,8 +32,8 @@ more is not a one-candle spike and is not reported.
 
 from __future__ import annotations
 
+import bisect
 import math
-import statistics
 from collections import deque
 from collections.abc import Iterable
 
@@ -46,14 +46,26 @@ from auditsvc.domain.timeframes import Timeframe
 class SpikeDetector:
     """Streaming SPIKE state of one series: :meth:`push` each candle in order."""
 
-    __slots__ = ("_cand", "_cfg", "_floor", "_last_open", "_moves", "_pending", "_prev", "_tf")
+    __slots__ = (
+        "_cand",
+        "_cfg",
+        "_floor",
+        "_last_open",
+        "_moves",
+        "_pending",
+        "_prev",
+        "_sorted",
+        "_tf",
+    )
 
     def __init__(self, tf: Timeframe, config: AnomalyConfig | None = None) -> None:
         self._tf = tf
         self._cfg = config or AnomalyConfig()
         self._floor = math.log1p(self._cfg.spike_min_move)
         # Non-zero absolute log moves between consecutive good closes, the candidate's excluded.
-        self._moves: deque[float] = deque(maxlen=self._cfg.spike_window)
+        self._moves: deque[float] = deque()
+        # The same moves kept sorted, so the median costs O(log n), not a sort per candle.
+        self._sorted: list[float] = []
         self._prev: Candle | None = None  # the reference: the last good candle before _cand
         self._cand: Candle | None = None  # waiting for its successor
         self._pending: float | None = None  # the move into _cand, added once _cand is judged
@@ -84,9 +96,20 @@ class SpikeDetector:
             self._pending = _move(self._prev, candle)
             return [found]
         if self._pending:  # neither None nor a zero move: see the module docstring
-            self._moves.append(self._pending)
+            self._add_move(self._pending)
         self._prev, self._cand, self._pending = cand, candle, _move(cand, candle)
         return []
+
+    def _add_move(self, move: float) -> None:
+        if len(self._moves) == self._cfg.spike_window:
+            oldest = self._moves.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, oldest)]
+        self._moves.append(move)
+        bisect.insort(self._sorted, move)
+
+    def _median(self) -> float:
+        s, n = self._sorted, len(self._sorted)
+        return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
 
     def _judge(self, prev: Candle, cand: Candle, nxt: Candle) -> Anomaly | None:
         if len(self._moves) < self._cfg.spike_min_history:
@@ -101,7 +124,7 @@ class SpikeDetector:
         else:
             excursion, extreme, field = down, cand.low, "low"
             back = _ln(ref, nxt.low)
-        scale = statistics.median(self._moves)
+        scale = self._median()
         threshold = max(self._cfg.spike_multiple * scale, self._floor)
         if excursion <= threshold:
             return None

@@ -10,10 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from auditsvc.devtools.fault_injection import inject
+from auditsvc.devtools.market_data import generate
 from auditsvc.domain.anomalies import Anomaly, AnomalyRule
 from auditsvc.domain.anomaly_config import AnomalyConfig
 from auditsvc.domain.candle import Candle
-from auditsvc.domain.candle_rules import check_candle
+from auditsvc.domain.candle_rules import all_rules, check_candle
 from auditsvc.domain.content_audit import audit_candles
 from auditsvc.domain.timeframes import parse_timeframe
 from auditsvc.domain.validity import anomalous_candles, validity
@@ -267,3 +269,41 @@ class TestTotal:
             assert len(found) == len(set(found))
         config = AnomalyConfig(spike_min_history=1, frozen_min_run=2)
         audit_candles(candles, ONE_MIN, NOW, config)
+
+
+near = st.sampled_from(
+    [100.0, math.nextafter(100.0, 0), math.nextafter(100.0, 200), 99.0, 101.0, 0.0, -1.0,
+     math.nan, math.inf, 100, None, True]
+)  # fmt: skip
+
+
+class TestFastPath:
+    """check_candle's fast path for clean candles answers as the full rules do."""
+
+    @settings(max_examples=500, deadline=None)
+    @given(
+        ohlcv=st.lists(near, min_size=5, max_size=5),
+        extras=st.tuples(
+            st.sampled_from([None, T0 + M - 1, T0 + M]),
+            st.sampled_from([None, 0, 1, -1, True]),
+            st.sampled_from([None, 0.0, 1.0, 1e9, math.nan]),
+            st.sampled_from([None, 0.0, 99.0, 100.0, 101.0, 1e9, math.nan]),
+        ),
+        offset=st.sampled_from([0, 1]),
+        tol=st.sampled_from([0.0, 1e-9]),
+    )
+    def test_same_answer(
+        self, ohlcv: list[Any], extras: tuple[Any, ...], offset: int, tol: float
+    ) -> None:
+        """On values at every boundary, with and without tolerance, both agree."""
+        candle = Candle(T0 + offset, *ohlcv, *extras)
+        config = AnomalyConfig(price_rel_tol=tol, quote_rel_tol=tol)
+        assert check_candle(candle, ONE_MIN, NOW, config) == all_rules(candle, ONE_MIN, NOW, config)
+
+    def test_same_answer_on_generated_faults(self) -> None:
+        """On a generated series with every fault injected, both agree candle by candle."""
+        clean = generate(2, ONE_MIN, T0, 6_000)
+        now = T0 + 6_000 * M
+        faulty = inject(clean, ONE_MIN, now, seed=3, per_rule=10, frozen_run=(60, 61)).candles
+        for c in faulty:
+            assert check_candle(c, ONE_MIN, now) == all_rules(c, ONE_MIN, now, AnomalyConfig())

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from auditsvc.domain.anomalies import AnomalyRule
 from auditsvc.domain.anomaly_config import AnomalyConfig
@@ -173,3 +176,19 @@ class TestStreaming:
         # A second spike two slots later is still found.
         candles += [bar(62, 100.0, high=1000.0), bar(63, 100.0)]
         assert spikes(candles) == [T0 + 60 * M, T0 + 62 * M]
+
+
+class TestScale:
+    """The running median over the window equals the textbook median."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        moves=st.lists(st.floats(1e-6, 1.0), min_size=1, max_size=200),
+        window=st.integers(2, 70),
+    )
+    def test_running_median(self, moves: list[float], window: int) -> None:
+        """After any sequence of moves the scale is the median of the last ``window``."""
+        det = SpikeDetector(ONE_MIN, AnomalyConfig(spike_window=window, spike_min_history=1))
+        for m in moves:
+            det._add_move(m)
+        assert det._median() == statistics.median(moves[-window:])
