@@ -60,7 +60,7 @@ class TestGenerator:
         assert generate(1, tf("1m"), T0, 500) != generate(2, tf("1m"), T0, 500)
 
     def test_market_features(self) -> None:
-        """Heavy tails, quiet flat candles with varying volume, short no-trade runs, jumps."""
+        """Heavy tails, clustered volatility, quiet flat candles with varying volume, jumps."""
         cs = generate(3, tf("1m"), T0, 50_000)
         closes = [c.close for c in cs if c.close is not None]
         moves = [math.log(b / a) for a, b in itertools.pairwise(closes)]
@@ -68,6 +68,9 @@ class TestGenerator:
         sd = statistics.pstdev(moving)
         kurtosis = statistics.fmean(m**4 for m in moving) / sd**4
         assert kurtosis > 6  # a Gaussian has 3
+        # Volatility clusters: one hour's median move predicts the next hour's.
+        hourly = [statistics.median(map(abs, moves[i : i + 60])) for i in range(0, 49_920, 60)]
+        assert statistics.correlation(hourly[:-1], hourly[1:]) > 0.3
         flat = [c for c in cs if c.open == c.high == c.low == c.close and c.volume]
         assert len(flat) > 1_000 and len({c.volume for c in flat}) > 0.99 * len(flat)
         zero_runs = Counter[int]()
