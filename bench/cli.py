@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--take-office-series", type=_ints, help="15: series counts (default 1000,30000)"
     )
+    g.add_argument("--cold-series", type=int, help=f"16: series (default {d.cold_series})")
+    g.add_argument("--cold-slots", type=int, help=f"16: candles each (default {d.cold_slots})")
     return p
 
 

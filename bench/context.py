@@ -64,6 +64,9 @@ class Sizes:
     live_failover_trials: int = 3
     # 15. take-office (1h series in one collection)
     take_office_series: tuple[int, ...] = (1000, 30000)
+    # 16. cold audit by layout (1h series)
+    cold_series: int = 2000
+    cold_slots: int = 48
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -94,6 +97,8 @@ TINY = Sizes(
     live_cost_seconds=1.0,
     live_failover_trials=1,
     take_office_series=(20,),
+    cold_series=6,
+    cold_slots=12,
     scale_slots=10,
     ratio_series=4,
     ratio_slots=60,

@@ -18,6 +18,7 @@ from bench.figures import (
     f11_live_cost,
     f12_live_failover,
     f15_take_office,
+    f16_cold_layout,
 )
 
 FIGURES: tuple[ModuleType, ...] = (
@@ -34,5 +35,6 @@ FIGURES: tuple[ModuleType, ...] = (
     f11_live_cost,
     f12_live_failover,
     f15_take_office,
+    f16_cold_layout,
 )
 KEYS: tuple[str, ...] = tuple(m.KEY for m in FIGURES)
