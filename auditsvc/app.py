@@ -84,7 +84,7 @@ class App:
         self.clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
         self.database = connect(s.mongo.uri, s.mongo.database, s.mongo.timeout_ms)
-        self.state = MongoStateStore(self.database)
+        self.state = MongoStateStore(self.database, gap_retention_s=s.backfill.history_retention)
         # The lease, the fence and their gate: one object, one identity per process.
         self.fence = self.leases = MongoLeadershipStore(
             self.database,
@@ -112,7 +112,7 @@ class App:
             self.leadership,
             self.metrics,
             lambda: self.prepared,
-            settled=MongoSettledStore(self.database),
+            settled=MongoSettledStore(self.database, s.backfill.history_retention),
             owns_verdict=s.live.mode == "off",
             failpoints=failpoints,
         )
@@ -137,7 +137,6 @@ class App:
             self.fence,
             self.leadership,
             self.metrics,
-            self.auditor.backfill_for,
             failpoints,
         )
         self.verdicts = VerdictWatch(

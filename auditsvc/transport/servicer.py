@@ -89,6 +89,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):  # type: ignore[misc]
             convert.count_from(request.min_missing_candles),
             request.page_size,
             request.page_token,
+            convert.gap_states_from(request.states),
         )
         return pb.ListGapsResponse(gaps=[convert.gap_pb(g) for g in gaps], next_page_token=token)
 

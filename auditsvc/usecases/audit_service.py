@@ -20,6 +20,7 @@ from auditsvc.domain.errors import (
     ShuttingDown,
     Unavailable,
 )
+from auditsvc.domain.gap_lifecycle import GapState
 from auditsvc.domain.records import (
     RESULT_TTL_DAYS,
     Cycle,
@@ -172,7 +173,10 @@ class AuditService:
         min_missing: int,
         page_size: int,
         page_token: str,
+        states: tuple[GapState, ...] = (),
     ) -> tuple[list[GapRecord], str]:
+        """A page of stored gaps; with no ``states``, those still missing and not
+        given up on (OPEN, BACKFILL_REQUESTED), as before states existed."""
         if page_size < 0 or page_size > MAX_PAGE:
             raise InvalidArgument(f"page_size must be 0..{MAX_PAGE}", field="page_size")
         require_configured(
@@ -181,9 +185,12 @@ class AuditService:
         if start_ms is not None and end_ms is not None and start_ms >= end_ms:
             raise InvalidArgument("start_time must be before end_time", field="start_time")
         limit = page_size or DEFAULT_PAGE
+        # Without states the digest is what it was, so earlier page tokens stay valid.
         filters = digest(symbol, timeframe, start_ms, end_ms, min_missing)
+        if states:
+            filters = digest(filters, sorted(s.value for s in states))
         after = await self._tokens.decode(filters, page_token) if page_token else None
-        query = GapQuery(symbol, timeframe, start_ms, end_ms, min_missing, limit + 1, after)
+        query = GapQuery(symbol, timeframe, start_ms, end_ms, min_missing, limit + 1, after, states)
         gaps = await self._state.list_gaps(query)
         if len(gaps) <= limit:
             return gaps, ""

@@ -1,5 +1,7 @@
 """The audit use case: audit selected series over a window, store the result,
-request backfills. RunAudit and the scheduler both call ``Auditor.run_cycle``.
+run the healing pass (:mod:`auditsvc.usecases.healing`: backfill requests'
+outcomes, new requests by priority). RunAudit and the scheduler both call
+``Auditor.run_cycle``.
 
 A window ending at the live edge (the settled end of the default window when the
 request is selected) is live: its score replaces the series' stored score, which
@@ -15,6 +17,7 @@ twice at once. Inside a cycle, AUDIT_CONCURRENCY series run at a time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import uuid
@@ -31,20 +34,20 @@ from auditsvc.domain.errors import (
 )
 from auditsvc.domain.records import (
     SCHEDULED,
-    BackfillRequest,
     Cycle,
     SeriesReport,
 )
 from auditsvc.domain.scanner import SeriesScanner
 from auditsvc.domain.summary import summarize
 from auditsvc.domain.timeframes import Timeframe, default_window, parse_timeframe
-from auditsvc.domain.values import Gap, Severity, Window
+from auditsvc.domain.values import Window
 from auditsvc.leadership.term import Leadership, Term
 from auditsvc.ops.clock import Clock
 from auditsvc.ops.failpoints import Failpoints
 from auditsvc.ops.metrics import Metrics
 from auditsvc.ops.settings import AuditSettings, BackfillSettings
 from auditsvc.storage.interfaces import BackfillStore, CandleStore, Fence, SettledStore, StateStore
+from auditsvc.usecases.healing import Healer, HealOutcome
 from auditsvc.usecases.sweep import GAP_BATCH, Group, Sweep, conclude, groups
 
 log = logging.getLogger(__name__)
@@ -93,7 +96,6 @@ class Auditor:
         # live tail owns it and a cycle never writes it (one writer per field).
         self._owns_verdict = owns_verdict
         self._failpoints = failpoints or Failpoints()
-        self._backfill = backfill
         self._replica_id = replica_id
         # False until the collections and indexes exist (app.py): a cycle that
         # raced their creation could hang the server in create_collection.
@@ -101,7 +103,7 @@ class Auditor:
         self._clock = clock
         self._candles = candles
         self._state = state
-        self._backfills = backfills
+        self._healer = Healer(backfill, clock, backfills, fence, metrics)
         self._fence = fence
         self._leadership = leadership
         self._metrics = metrics
@@ -118,13 +120,11 @@ class Auditor:
                 settled,
                 fence,
                 metrics,
-                self._maybe_backfill,
                 owns_verdict=owns_verdict,
                 failpoints=self._failpoints,
             )
         )
         self._cycle_lock = asyncio.Lock()
-        self._backfill_lock = asyncio.Lock()
         self.last_cycle: Cycle | None = None
         # Failed cycles that could not be stored (the database was the reason),
         # oldest first; each stays here until it is stored, so the history has no hole.
@@ -265,6 +265,8 @@ class Auditor:
                 self._unsaved = [*self._unsaved, failure][-_MAX_UNSAVED:]
                 log.warning("could not record the failed cycle yet", extra=tags)
             raise
+        # After every series is stored: the cap serves the cycle's worst gaps.
+        reports = _with_backfills(reports, await self._healer.heal(cycle_id, term.epoch))
         cycle = finish(self._clock.now_ms(), series=tuple(reports), summary=summarize(reports))
         await self._store_reports(cycle, term.epoch)
         # The header last: a stored header means every part of its reports is stored.
@@ -310,9 +312,8 @@ class Auditor:
         async for batch in self._candles.timestamps(symbol, tf.name, window):
             scanner.feed(batch)
         found = scanner.finish()
-        report, gaps = await conclude(
+        report, gaps = conclude(
             self._audit,
-            self._maybe_backfill,
             self._clock.now_ms(),
             symbol,
             tf,
@@ -349,40 +350,19 @@ class Auditor:
             self._metrics.health_score.labels(*labels).set(health.quality)
         return report
 
-    async def backfill_for(self, symbol: str, tf: Timeframe, gap: Gap, epoch: int) -> str:
-        """The cycle's backfill rules for a gap found elsewhere (the live tail)."""
-        return (await self._maybe_backfill(symbol, tf, gap, epoch))[0]
 
-    async def _maybe_backfill(
-        self, symbol: str, tf: Timeframe, gap: Gap, epoch: int
-    ) -> tuple[str, int, int]:
-        """Returns (request id or '', 1 if newly requested, 1 if skipped by the cap)."""
-        if not self._backfill.enabled:
-            return "", 0, 0
-        if gap.end_ms - gap.start_ms < self._backfill.min_gap * 1000:
-            return "", 0, 0
-        # One lock so that concurrent series cannot together overshoot the cap.
-        async with self._backfill_lock:
-            existing = await self._backfills.open_request_id(symbol, tf.name, gap.start_ms)
-            if existing is not None:
-                return existing, 0, 0
-            if await self._backfills.open_count() >= self._backfill.max_jobs:
-                self._metrics.backfills_skipped.labels(symbol, tf.name).inc()
-                return "", 0, 1
-            req = BackfillRequest(
-                request_id=f"bf-{uuid.uuid4().hex}",
-                symbol=symbol,
-                timeframe=tf.name,
-                start_ms=gap.start_ms,
-                end_ms=gap.end_ms,
-                priority=1 if gap.severity is Severity.HIGH else 5,
-                epoch=epoch,
-            )
-            made = await self._fence.write_fenced(epoch, lambda s: self._backfills.create(req, s))
-        if made == req.request_id:
-            self._metrics.backfills_triggered.labels(symbol, tf.name, gap.severity.value).inc()
-            return made, 1, 0
-        return made, 0, 0
+def _with_backfills(reports: list[SeriesReport], healed: HealOutcome) -> list[SeriesReport]:
+    """The reports with the healing pass's requests and skips counted per series."""
+    return [
+        dataclasses.replace(
+            r,
+            backfills_requested=healed.requested[(r.symbol, r.timeframe)],
+            backfills_skipped=healed.skipped[(r.symbol, r.timeframe)],
+        )
+        if (r.symbol, r.timeframe) in healed.requested or (r.symbol, r.timeframe) in healed.skipped
+        else r
+        for r in reports
+    ]
 
 
 async def _one(

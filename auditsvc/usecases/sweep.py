@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from auditsvc.domain.records import GapRecord, ScoreRecord, SeriesReport
@@ -39,7 +39,7 @@ from auditsvc.domain.scoring import score
 from auditsvc.domain.series_state import window_state
 from auditsvc.domain.settled import IncrementalScan, Plan, Settled, plan, settle
 from auditsvc.domain.timeframes import Timeframe
-from auditsvc.domain.values import Gap, SeriesScan, Window
+from auditsvc.domain.values import SeriesScan, Window
 from auditsvc.ops.clock import Clock
 from auditsvc.ops.failpoints import Failpoints
 from auditsvc.ops.metrics import Metrics
@@ -50,8 +50,6 @@ from auditsvc.storage.interfaces import CandleStore, Fence, SettledStore, StateS
 CHUNK = 500
 # Gap records per fenced write batch (about 0.3 KB each in BSON).
 GAP_BATCH = 250
-
-Backfill = Callable[[str, Timeframe, Gap, int], Awaitable[tuple[str, int, int]]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -86,7 +84,6 @@ class Sweep:
         settled: SettledStore,
         fence: Fence,
         metrics: Metrics,
-        backfill: Backfill,
         *,
         owns_verdict: bool = False,
         failpoints: Failpoints | None = None,
@@ -100,7 +97,6 @@ class Sweep:
         self._settled = settled
         self._fence = fence
         self._metrics = metrics
-        self._backfill = backfill
 
     async def group(self, g: Group, cycle_id: str, epoch: int) -> list[SeriesReport]:
         """Audits one group and stores its results; returns its reports in symbol order."""
@@ -194,10 +190,9 @@ class Sweep:
         cycle_id: str,
         epoch: int,
     ) -> tuple[SeriesReport, list[GapRecord]]:
-        """The series' report and gap records, backfills requested as a cycle does."""
-        report, gaps = await conclude(
+        """The series' report and gap records."""
+        report, gaps = conclude(
             self._audit,
-            self._backfill,
             self._clock.now_ms(),
             symbol,
             tf,
@@ -210,9 +205,8 @@ class Sweep:
         return report, gaps
 
 
-async def conclude(
+def conclude(
     audit: AuditSettings,
-    backfill: Backfill,
     now: int,
     symbol: str,
     tf: Timeframe,
@@ -223,30 +217,17 @@ async def conclude(
     *,
     historical: bool = False,
 ) -> tuple[SeriesReport, list[GapRecord]]:
-    """A scanned series' report and gap records, with backfills requested for its gaps.
+    """A scanned series' report and gap records. Backfills are the healing pass's
+    (:mod:`auditsvc.usecases.healing`), which fills in the report's counts.
 
     The one place a scan becomes a report, for full scans (``Auditor``) and the
     incremental sweep alike; storing them is the caller's.
     """
     health = score(found, tf)
-    gaps: list[GapRecord] = []
-    requested = skipped = 0
-    for gap in found.gaps:
-        backfill_id, new, capped = await backfill(symbol, tf, gap, epoch)
-        requested += new
-        skipped += capped
-        gaps.append(
-            GapRecord(
-                symbol,
-                tf.name,
-                gap.start_ms,
-                gap.end_ms,
-                gap.missing_candles,
-                gap.severity,
-                now,
-                backfill_id,
-            )
-        )
+    gaps = [
+        GapRecord(symbol, tf.name, gap.start_ms, gap.end_ms, gap.missing_candles, gap.severity, now)
+        for gap in found.gaps
+    ]
     grace_ms = round(audit.ingest_grace * 1000)
     record = ScoreRecord(symbol, tf.name, health, now, cycle_id)
     # A report (historical window) vouches for nothing about the present.
@@ -273,8 +254,8 @@ async def conclude(
         duplicate_groups=len(found.duplicates),
         surplus_documents=found.surplus_documents,
         misaligned_candles=found.misaligned_candles,
-        backfills_requested=requested,
-        backfills_skipped=skipped,
+        backfills_requested=0,
+        backfills_skipped=0,
         health=record,
         historical=historical,
     )

@@ -4,7 +4,7 @@ cycles in-process without an App."""
 from __future__ import annotations
 
 from auditsvc.leadership.term import Standalone
-from auditsvc.ops.clock import SystemClock
+from auditsvc.ops.clock import Clock, SystemClock
 from auditsvc.ops.metrics import Metrics
 from auditsvc.ops.settings import Settings
 from auditsvc.storage.mongo import (
@@ -25,11 +25,12 @@ def standalone_auditor(
     *,
     state: MongoStateStore | None = None,
     incremental: bool = True,
+    clock: Clock | None = None,
 ) -> Auditor:
     """Reads through ``candles`` and stores through ``state`` (the plain stores when
     None); ``incremental``: default-window cycles go through the sweep (settled
     records), else every series is audited on its own."""
-    clock = SystemClock()
+    clock = clock or SystemClock()
     return Auditor(
         settings.audit,
         settings.backfill,

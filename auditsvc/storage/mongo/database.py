@@ -115,6 +115,13 @@ INDEXES: dict[str, list[IndexModel]] = {
             [("symbol", ASCENDING), ("timeframe", ASCENDING), ("start_time", ASCENDING)],
             name="by_series_start",
         ),
+        # Filled and unfillable gaps carry their own expiry (now + GAP_HISTORY_RETENTION),
+        # so a changed setting applies to new history without rebuilding the index.
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="gap_history_ttl"),
+        # The healing pass: a cycle's OPEN gaps worst first, and the requested gaps.
+        # (SecantusDB plans the sort in memory either way: the cycle's OPEN gaps only.)
+        IndexModel([("cycle_id", ASCENDING), ("state", ASCENDING)], name="heal_candidates"),
+        IndexModel([("state", ASCENDING)], name="by_state"),
     ],
     BACKFILLS: [
         # One open request per gap: data writers set open=false when they finish.
@@ -125,6 +132,8 @@ INDEXES: dict[str, list[IndexModel]] = {
             name="one_open_per_gap",
         ),
         IndexModel([("open", ASCENDING)], name="by_open"),
+        # The healing pass judges live requests oldest progress first.
+        IndexModel([("open", ASCENDING), ("progress_at", ASCENDING)], name="by_open_progress"),
     ],
     ARCHIVE: [
         IndexModel([("request_id", ASCENDING)], name="by_request"),

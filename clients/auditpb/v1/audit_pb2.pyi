@@ -44,6 +44,15 @@ class CycleStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CYCLE_STATUS_SUCCEEDED: _ClassVar[CycleStatus]
     CYCLE_STATUS_FAILED: _ClassVar[CycleStatus]
 
+class GapState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GAP_STATE_UNSPECIFIED: _ClassVar[GapState]
+    GAP_STATE_OPEN: _ClassVar[GapState]
+    GAP_STATE_BACKFILL_REQUESTED: _ClassVar[GapState]
+    GAP_STATE_FILLED: _ClassVar[GapState]
+    GAP_STATE_UNFILLABLE: _ClassVar[GapState]
+    GAP_STATE_ACKNOWLEDGED: _ClassVar[GapState]
+
 class StatusView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     STATUS_VIEW_UNSPECIFIED: _ClassVar[StatusView]
@@ -68,6 +77,12 @@ SERIES_STATE_UNKNOWN: SeriesState
 CYCLE_STATUS_UNSPECIFIED: CycleStatus
 CYCLE_STATUS_SUCCEEDED: CycleStatus
 CYCLE_STATUS_FAILED: CycleStatus
+GAP_STATE_UNSPECIFIED: GapState
+GAP_STATE_OPEN: GapState
+GAP_STATE_BACKFILL_REQUESTED: GapState
+GAP_STATE_FILLED: GapState
+GAP_STATE_UNFILLABLE: GapState
+GAP_STATE_ACKNOWLEDGED: GapState
 STATUS_VIEW_UNSPECIFIED: StatusView
 STATUS_VIEW_BASIC: StatusView
 STATUS_VIEW_FULL: StatusView
@@ -283,7 +298,7 @@ class ListHealthScoresResponse(_message.Message):
     def __init__(self, scores: _Optional[_Iterable[_Union[HealthScore, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListGapsRequest(_message.Message):
-    __slots__ = ("symbol", "timeframe", "start_time", "end_time", "min_missing_candles", "page_size", "page_token")
+    __slots__ = ("symbol", "timeframe", "start_time", "end_time", "min_missing_candles", "page_size", "page_token", "states")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -291,6 +306,7 @@ class ListGapsRequest(_message.Message):
     MIN_MISSING_CANDLES_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     timeframe: str
     start_time: _timestamp_pb2.Timestamp
@@ -298,7 +314,8 @@ class ListGapsRequest(_message.Message):
     min_missing_candles: int
     page_size: int
     page_token: str
-    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., min_missing_candles: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    states: _containers.RepeatedScalarFieldContainer[GapState]
+    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., min_missing_candles: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., states: _Optional[_Iterable[_Union[GapState, str]]] = ...) -> None: ...
 
 class ListGapsResponse(_message.Message):
     __slots__ = ("gaps", "next_page_token")
@@ -309,7 +326,7 @@ class ListGapsResponse(_message.Message):
     def __init__(self, gaps: _Optional[_Iterable[_Union[Gap, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Gap(_message.Message):
-    __slots__ = ("symbol", "timeframe", "start_time", "end_time", "missing_candles", "severity", "backfill_request_id", "detected_at", "detected_live")
+    __slots__ = ("symbol", "timeframe", "start_time", "end_time", "missing_candles", "severity", "backfill_request_id", "detected_at", "detected_live", "state", "filled_at", "attempts")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -319,6 +336,9 @@ class Gap(_message.Message):
     BACKFILL_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DETECTED_AT_FIELD_NUMBER: _ClassVar[int]
     DETECTED_LIVE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    FILLED_AT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     timeframe: str
     start_time: _timestamp_pb2.Timestamp
@@ -328,7 +348,10 @@ class Gap(_message.Message):
     backfill_request_id: str
     detected_at: _timestamp_pb2.Timestamp
     detected_live: bool
-    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., missing_candles: _Optional[int] = ..., severity: _Optional[_Union[Severity, str]] = ..., backfill_request_id: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detected_live: _Optional[bool] = ...) -> None: ...
+    state: GapState
+    filled_at: _timestamp_pb2.Timestamp
+    attempts: int
+    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., missing_candles: _Optional[int] = ..., severity: _Optional[_Union[Severity, str]] = ..., backfill_request_id: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detected_live: _Optional[bool] = ..., state: _Optional[_Union[GapState, str]] = ..., filled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ...) -> None: ...
 
 class ResolveDuplicatesRequest(_message.Message):
     __slots__ = ("symbol", "timeframe", "start_time", "end_time", "strategy", "dry_run", "request_id")

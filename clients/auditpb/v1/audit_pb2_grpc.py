@@ -105,7 +105,8 @@ class AuditServiceServicer:
         """ListGaps pages through the missing ranges of every series: those the latest
         cycle found, those the live tail found since (detected_live), and those a
         historical RunAudit found before the default window (until an audit of
-        their range drops them).
+        their range drops them). With states, also the filled and unfillable gaps
+        kept GAP_HISTORY_RETENTION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,188 @@
+"""A cycle's writes of gap documents (``audit_gaps``): found gaps upserted with
+their identity kept, and gaps no longer found marked FILLED or dropped.
+
+Guarantees:
+- **One writer per field.** A cycle sets what it measures (range, size,
+  severity, cycle) and fills only absent lifecycle fields; the state, attempts and
+  ``backfill_request_id`` of a still-missing gap belong to the healing pass
+  (:mod:`auditsvc.usecases.healing`) and are never overwritten here.
+- **Identity.** A found gap that starts where a stored, still-missing gap starts,
+  or inside one (its front was filled), is written under that gap's ``_id``: it
+  keeps its detection time, attempts and request. A gap found again where a
+  FILLED one started opens a new incident in that document (state OPEN, attempts 0).
+- **FILLED, never guessed.** A still-missing gap inside the audited window that
+  the cycle did not find is FILLED (``filled_at`` the database's now) only when
+  the series' report stored every gap it found; otherwise (AUDIT_MAX_GAPS_PER_SERIES
+  dropped some) it is removed as before states existed.
+- **History expires.** FILLED and UNFILLABLE gaps carry ``expires_at`` (now +
+  GAP_HISTORY_RETENTION; a TTL index removes them). An UNFILLABLE gap found again
+  pushes its ``expires_at`` on, so it stays listed while it is still missing.
+
+Limits: identity is matched within one write batch; a gap split in two by a fill
+in its middle keeps the identity for its first part only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pymongo import UpdateOne
+
+from auditsvc.domain.gap_lifecycle import GapState, severity_rank
+from auditsvc.domain.records import GapRecord
+from auditsvc.storage.mongo import documents as codec
+from auditsvc.storage.mongo.database import to_dt, to_ms
+
+_FILLED = GapState.FILLED.value
+_UNFILLABLE = GapState.UNFILLABLE.value
+_OPEN = GapState.OPEN.value
+# GAP_HISTORY_RETENTION's default, for stores built without settings.
+DEFAULT_RETENTION_S = 7 * 86400
+
+
+async def upsert_gaps(
+    col: Any,
+    gaps: Sequence[GapRecord],
+    cycle_id: str,
+    epoch: int,
+    *,
+    historical: bool,
+    retention_s: int,
+    session: Any = None,
+) -> None:
+    """Upserts one batch of found gaps (see the module docstring)."""
+    if not gaps:
+        return
+    ids = await _identities(col, gaps, session)
+    ops = [
+        UpdateOne(
+            {"_id": ids[i]},
+            _found(g, cycle_id, epoch, historical=historical, retention_s=retention_s),
+            upsert=True,
+        )
+        for i, g in enumerate(gaps)
+    ]
+    await col.bulk_write(ops, ordered=False, session=session)
+
+
+async def _identities(col: Any, gaps: Sequence[GapRecord], session: Any) -> list[str]:
+    """The ``_id`` each gap is written under: a stored still-missing gap's whose
+    range holds the new gap's start, else the key of its own start."""
+    # One clause per gap of the batch (GAP_BATCH at most): never grows with history.
+    clauses = [
+        {
+            "symbol": g.symbol,
+            "timeframe": g.timeframe,
+            "start_time": {"$lte": to_dt(g.start_ms)},
+            "end_time": {"$gt": to_dt(g.start_ms)},
+        }
+        for g in gaps
+    ]
+    stored = await col.find(
+        {"$or": clauses, "state": {"$ne": _FILLED}},
+        {"symbol": 1, "timeframe": 1, "start_time": 1, "end_time": 1},
+        session=session,
+    ).to_list(None)
+    taken: set[str] = set()
+    out = [""] * len(gaps)
+    # In start order, so the gap starting where a stored one starts claims it first.
+    for i in sorted(range(len(gaps)), key=lambda i: _order(gaps[i])):
+        g = gaps[i]
+        match = codec.gap_doc(g, "", 0)["_id"]
+        for d in stored:
+            if (d["symbol"], d["timeframe"]) != (g.symbol, g.timeframe) or d["_id"] in taken:
+                continue
+            if to_ms(d["start_time"]) <= g.start_ms < to_ms(d["end_time"]):
+                match = str(d["_id"])
+                break
+        taken.add(match)
+        out[i] = match
+    return out
+
+
+def _order(g: GapRecord) -> tuple[str, str, int]:
+    return g.symbol, g.timeframe, g.start_ms
+
+
+def _found(
+    g: GapRecord, cycle_id: str, epoch: int, *, historical: bool, retention_s: int
+) -> list[dict[str, Any]]:
+    """The pipeline update of one found gap (see the module docstring)."""
+    was = {"$ifNull": ["$state", None]}
+    # A new document, or a FILLED one found missing again: a new incident.
+    fresh = {"$or": [{"$eq": [was, None]}, {"$eq": [was, _FILLED]}]}
+
+    def keep(field: str, default: Any) -> dict[str, Any]:
+        return {"$cond": [fresh, {"$literal": default}, {"$ifNull": [f"${field}", default]}]}
+
+    measured = {
+        "symbol": {"$literal": g.symbol},
+        "timeframe": {"$literal": g.timeframe},
+        "start_time": {"$literal": to_dt(g.start_ms)},
+        "end_time": {"$literal": to_dt(g.end_ms)},
+        "missing_candles": g.missing_candles,
+        "severity": {"$literal": g.severity.value},
+        "severity_rank": severity_rank(g.severity),
+        "length_ms": g.end_ms - g.start_ms,
+        "cycle_id": {"$literal": cycle_id},
+        "epoch": epoch,
+        "historical": historical,
+    }
+    legacy_state = {
+        "$cond": [
+            {"$ne": [{"$ifNull": ["$backfill_request_id", ""]}, ""]},
+            GapState.BACKFILL_REQUESTED.value,
+            _OPEN,
+        ]
+    }
+    lifecycle = {
+        "state": {"$cond": [fresh, _OPEN, {"$ifNull": ["$state", legacy_state]}]},
+        "attempts": keep("attempts", 0),
+        "backfill_request_id": keep("backfill_request_id", ""),
+        "detected_at": keep("detected_at", to_dt(g.detected_ms)),
+        "detected_live": keep("detected_live", g.detected_live),
+        "filled_at": "$$REMOVE",
+        # Only an UNFILLABLE gap that is still missing keeps a (pushed-on) expiry.
+        "expires_at": {
+            "$cond": [
+                {"$eq": [was, _UNFILLABLE]},
+                {"$add": ["$$NOW", retention_s * 1000]},
+                "$$REMOVE",
+            ]
+        },
+    }
+    return [{"$set": {**measured, **lifecycle}}]
+
+
+async def retire(
+    col: Any,
+    in_window: dict[str, Any],
+    scrolled_out: dict[str, Any] | None,
+    *,
+    all_stored: bool,
+    retention_s: int,
+    session: Any = None,
+) -> None:
+    """Gaps the cycle did not find: inside its window (``in_window``) FILLED when
+    ``all_stored``, else removed; before it (``scrolled_out``) removed. History
+    (documents with ``expires_at``) is left to its TTL."""
+    pending = {"expires_at": {"$exists": False}}
+    if all_stored:
+        await col.update_many(
+            {**in_window, "state": {"$ne": _FILLED}},
+            [
+                {
+                    "$set": {
+                        "state": _FILLED,
+                        "filled_at": "$$NOW",
+                        "expires_at": {"$add": ["$$NOW", retention_s * 1000]},
+                    }
+                }
+            ],
+            session=session,
+        )
+    else:
+        await col.delete_many({**in_window, **pending}, session=session)
+    if scrolled_out is not None:
+        await col.delete_many({**scrolled_out, **pending}, session=session)
