@@ -41,6 +41,7 @@ from auditsvc.storage.mongo import (
     MongoStateStore,
     connect,
 )
+from auditsvc.storage.mongo.ack_store import MongoAckStore
 from auditsvc.storage.mongo.database import detect_transactions, ensure_indexes
 from auditsvc.storage.mongo.fence import MajorityUnavailable
 from auditsvc.storage.mongo.live_store import (
@@ -100,6 +101,7 @@ class App:
         self.ready = False
         # Collections and indexes exist; set once, before any cycle may start.
         self.prepared = False
+        acks = MongoAckStore(self.database)
         self.auditor = Auditor(
             s.audit,
             s.backfill,
@@ -115,6 +117,7 @@ class App:
             settled=MongoSettledStore(self.database, s.backfill.history_retention),
             owns_verdict=s.live.mode == "off",
             failpoints=failpoints,
+            acks=acks,
         )
         dedupe = Deduplicator(
             s.audit,
@@ -157,6 +160,8 @@ class App:
             self._next_cycle_ms,
             self.verdicts,
             read_timeout_ms=s.mongo.timeout_ms,
+            acks=acks,
+            clock=self.clock,
         )
         if s.audit.enabled:
             self.scheduler = Scheduler(

@@ -89,6 +89,9 @@ class SeriesReport:
     historical: bool = False
     # Counted in gap_count but not stored (AUDIT_MAX_GAPS_PER_SERIES).
     gaps_not_stored: int = 0
+    # Inside acknowledged windows: counted here, not in gap_count, missing or expected.
+    acknowledged_gap_count: int = 0
+    acknowledged_missing_candles: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from auditsvc.domain.acknowledgement import Acknowledgement
 from auditsvc.domain.gap_lifecycle import GapState
 from auditsvc.domain.records import (
     BackfillRequest,
@@ -264,6 +265,22 @@ class BackfillStore(Protocol):
     async def expire(self, request_id: str, now_ms: int, session: Any = None) -> bool: ...
 
     async def close_filled(self, request_id: str, now_ms: int, session: Any = None) -> bool: ...
+
+
+class AckStore(Protocol):
+    """Acknowledged outages (``gap_acknowledgements``)."""
+
+    async def all(self, limit: int) -> list[Acknowledgement]: ...
+
+    async def count(self) -> int: ...
+
+    async def page(self, after: str | None, limit: int) -> list[Acknowledgement]: ...
+
+    async def get(self, ack_id: str) -> Acknowledgement | None: ...
+
+    async def insert(self, ack: Acknowledgement, epoch: int, session: Any = None) -> None: ...
+
+    async def delete(self, ack_id: str, session: Any = None) -> bool: ...
 
 
 class DuplicateStore(Protocol):

@@ -10,6 +10,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from auditpb.v1 import audit_pb2 as pb
+from auditsvc.domain.acknowledgement import Acknowledgement
 from auditsvc.domain.errors import InvalidArgument
 from auditsvc.domain.gap_lifecycle import GapState
 from auditsvc.domain.records import (
@@ -163,6 +164,8 @@ def report_pb(r: SeriesReport) -> pb.SeriesReport:
         misaligned_candles=r.misaligned_candles,
         backfills_requested=r.backfills_requested,
         backfills_skipped=r.backfills_skipped,
+        acknowledged_gap_count=r.acknowledged_gap_count,
+        acknowledged_missing_candles=r.acknowledged_missing_candles,
         health=score_pb(r.health),
         historical=r.historical,
         gaps_not_stored=r.gaps_not_stored,
@@ -198,6 +201,18 @@ def gap_pb(g: GapRecord) -> pb.Gap:
         state=_GAP_STATE_PB[g.state],
         filled_at=ts(g.filled_ms) if g.filled_ms is not None else None,
         attempts=g.attempts,
+    )
+
+
+def ack_pb(a: Acknowledgement) -> pb.Acknowledgement:
+    return pb.Acknowledgement(
+        id=a.ack_id,
+        symbols=list(a.symbols),
+        timeframes=list(a.timeframes),
+        start_time=ts(a.start_ms),
+        end_time=ts(a.end_ms),
+        reason=a.reason,
+        created_at=ts(a.created_ms),
     )
 
 

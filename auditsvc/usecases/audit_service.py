@@ -36,8 +36,10 @@ from auditsvc.domain.records import (
 from auditsvc.domain.series_state import SeriesState
 from auditsvc.domain.values import Strategy
 from auditsvc.leadership.term import Leadership
+from auditsvc.ops.clock import Clock
 from auditsvc.ops.settings import AuditSettings, DuplicateSettings
-from auditsvc.storage.interfaces import Fence, StateStore
+from auditsvc.storage.interfaces import AckStore, Fence, StateStore
+from auditsvc.usecases.acknowledgements import Acknowledgements
 from auditsvc.usecases.auditing import Auditor
 from auditsvc.usecases.dedupe import Deduplicator
 from auditsvc.usecases.page_tokens import PageTokens
@@ -68,6 +70,9 @@ class AuditService:
         next_cycle_ms: Callable[[], int | None],
         verdicts: VerdictWatch,
         read_timeout_ms: int = 5000,
+        *,
+        acks: AckStore,
+        clock: Clock,
     ) -> None:
         self._audit = audit
         self._duplicates = duplicates
@@ -85,6 +90,10 @@ class AuditService:
         self._listing = ScoreListing(audit, state, tokens, verdicts)
         self._summary = SeriesSummary(audit, state, verdicts, read_timeout_ms / 1000)
         self._requests = RequestLedger(state, fence, leadership)
+        # AcknowledgeGaps and its siblings, over the same request_id ledger.
+        self.acknowledgements = Acknowledgements(
+            audit, clock, acks, fence, leadership, self._requests, tokens
+        )
         self._last_cycle = LastCycleCache(state, read_timeout_ms)
         # Set on shutdown: open streams end with UNAVAILABLE "shutting down"
         # (a status every generic client retries) instead of being cut.

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
+from auditsvc.domain.acknowledgement import MAX_ACKS, Acknowledgement, windows_for
 from auditsvc.domain.errors import (
     AuditError,
     Cancelled,
@@ -46,7 +47,14 @@ from auditsvc.ops.clock import Clock
 from auditsvc.ops.failpoints import Failpoints
 from auditsvc.ops.metrics import Metrics
 from auditsvc.ops.settings import AuditSettings, BackfillSettings
-from auditsvc.storage.interfaces import BackfillStore, CandleStore, Fence, SettledStore, StateStore
+from auditsvc.storage.interfaces import (
+    AckStore,
+    BackfillStore,
+    CandleStore,
+    Fence,
+    SettledStore,
+    StateStore,
+)
 from auditsvc.usecases.healing import Healer, HealOutcome
 from auditsvc.usecases.sweep import GAP_BATCH, Group, Sweep, conclude, groups
 
@@ -90,6 +98,7 @@ class Auditor:
         *,
         owns_verdict: bool = False,
         failpoints: Failpoints | None = None,
+        acks: AckStore | None = None,
     ) -> None:
         self._audit = audit
         # LIVE_MODE=off: the cycle stores the series' live verdict. Otherwise the
@@ -104,6 +113,8 @@ class Auditor:
         self._candles = candles
         self._state = state
         self._healer = Healer(backfill, clock, backfills, fence, metrics)
+        # Acknowledged outages, read once per cycle (None: none, for in-process tests).
+        self._acks = acks
         self._fence = fence
         self._leadership = leadership
         self._metrics = metrics
@@ -218,9 +229,12 @@ class Auditor:
         begun = self._clock.monotonic()
         gate = asyncio.Semaphore(self._audit.concurrency)
 
+        # Read once: every series of the cycle judges its gaps by the same windows.
+        acks = await self._acks.all(MAX_ACKS) if self._acks is not None else []
+
         async def one(target: Target) -> SeriesReport:
             async with gate:
-                return await self._series(target, cycle_id, term.epoch)
+                return await self._series(target, cycle_id, term.epoch, acks)
 
         await self._save_unsaved(term.epoch)
         tags = {"cycle_id": cycle_id, "epoch": term.epoch}
@@ -238,7 +252,7 @@ class Auditor:
 
             async def group(g: Group) -> list[SeriesReport]:
                 async with gate:
-                    return await sweep.group(g, cycle_id, term.epoch)
+                    return await sweep.group(g, cycle_id, term.epoch, acks)
 
             plain = [(t.symbol, t.tf, t.window) for t in selection]
             tasks = [asyncio.ensure_future(group(g)) for g in groups(self._candles, plain)]
@@ -306,7 +320,9 @@ class Auditor:
     async def _store_cycle(self, cycle: Cycle, session: object) -> None:
         await self._state.save_cycle(cycle, session)
 
-    async def _series(self, target: Target, cycle_id: str, epoch: int) -> SeriesReport:
+    async def _series(
+        self, target: Target, cycle_id: str, epoch: int, acks: Sequence[Acknowledgement] = ()
+    ) -> SeriesReport:
         symbol, tf, window, historical = target
         scanner = SeriesScanner(tf, window, self._audit.max_gaps_per_series)
         async for batch in self._candles.timestamps(symbol, tf.name, window):
@@ -322,6 +338,7 @@ class Auditor:
             cycle_id,
             epoch,
             historical=historical,
+            acknowledged=windows_for(acks, symbol, tf.name),
         )
         health = report.health.score
         # Gaps in fenced batches of GAP_BATCH, so no transaction grows with the

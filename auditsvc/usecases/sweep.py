@@ -34,6 +34,8 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+from auditsvc.domain.acknowledgement import Acknowledgement, split, windows_for
+from auditsvc.domain.gap_lifecycle import GapState
 from auditsvc.domain.records import GapRecord, ScoreRecord, SeriesReport
 from auditsvc.domain.scoring import score
 from auditsvc.domain.series_state import window_state
@@ -98,8 +100,11 @@ class Sweep:
         self._fence = fence
         self._metrics = metrics
 
-    async def group(self, g: Group, cycle_id: str, epoch: int) -> list[SeriesReport]:
-        """Audits one group and stores its results; returns its reports in symbol order."""
+    async def group(
+        self, g: Group, cycle_id: str, epoch: int, acks: Sequence[Acknowledgement] = ()
+    ) -> list[SeriesReport]:
+        """Audits one group and stores its results; returns its reports in symbol order.
+        Gaps inside ``acks`` are ACKNOWLEDGED (:mod:`auditsvc.domain.acknowledgement`)."""
         known, basis = await self._settled.load(g.collection, g.tf.name, g.symbols)
         recheck_ms = round(self._audit.recheck * 1000)
         plans = {
@@ -116,7 +121,9 @@ class Sweep:
         reports: list[SeriesReport] = []
         for first in range(0, len(g.symbols), CHUNK):
             chunk = g.symbols[first : first + CHUNK]
-            reports += await self._conclude_chunk(g, chunk, scans, plans, basis, cycle_id, epoch)
+            reports += await self._conclude_chunk(
+                g, chunk, scans, plans, basis, cycle_id, epoch, acks
+            )
         return reports
 
     async def _conclude_chunk(
@@ -128,6 +135,7 @@ class Sweep:
         basis: dict[str, int],
         cycle_id: str,
         epoch: int,
+        acks: Sequence[Acknowledgement],
     ) -> list[SeriesReport]:
         reports: list[SeriesReport] = []
         gaps: list[GapRecord] = []
@@ -135,7 +143,7 @@ class Sweep:
         for symbol in symbols:
             found = scans.pop(symbol).finish()
             report, series_gaps = await self._conclude(
-                symbol, g.tf, g.window, found, cycle_id, epoch
+                symbol, g.tf, g.window, found, cycle_id, epoch, windows_for(acks, symbol, g.tf.name)
             )
             reports.append(report)
             gaps += series_gaps
@@ -189,6 +197,7 @@ class Sweep:
         found: SeriesScan,
         cycle_id: str,
         epoch: int,
+        acknowledged: Sequence[tuple[int, int]],
     ) -> tuple[SeriesReport, list[GapRecord]]:
         """The series' report and gap records."""
         report, gaps = conclude(
@@ -200,6 +209,7 @@ class Sweep:
             found,
             cycle_id,
             epoch,
+            acknowledged=acknowledged,
         )
         self._metrics.health_score.labels(symbol, tf.name).set(report.health.score.quality)
         return report, gaps
@@ -216,6 +226,7 @@ def conclude(
     epoch: int,
     *,
     historical: bool = False,
+    acknowledged: Sequence[tuple[int, int]] = (),
 ) -> tuple[SeriesReport, list[GapRecord]]:
     """A scanned series' report and gap records. Backfills are the healing pass's
     (:mod:`auditsvc.usecases.healing`), which fills in the report's counts.
@@ -223,10 +234,24 @@ def conclude(
     The one place a scan becomes a report, for full scans (``Auditor``) and the
     incremental sweep alike; storing them is the caller's.
     """
+    # Gaps inside acknowledged windows leave the counts and scores, not the records.
+    found, known = split(found, acknowledged)
     health = score(found, tf)
     gaps = [
         GapRecord(symbol, tf.name, gap.start_ms, gap.end_ms, gap.missing_candles, gap.severity, now)
         for gap in found.gaps
+    ] + [
+        GapRecord(
+            symbol,
+            tf.name,
+            gap.start_ms,
+            gap.end_ms,
+            gap.missing_candles,
+            gap.severity,
+            now,
+            state=GapState.ACKNOWLEDGED,
+        )
+        for gap in known
     ]
     grace_ms = round(audit.ingest_grace * 1000)
     record = ScoreRecord(symbol, tf.name, health, now, cycle_id)
@@ -251,6 +276,8 @@ def conclude(
         missing_candles=found.missing_candles,
         gap_count=found.gap_count,
         gaps_not_stored=found.dropped_gaps,
+        acknowledged_gap_count=len(known),
+        acknowledged_missing_candles=sum(g.missing_candles for g in known),
         duplicate_groups=len(found.duplicates),
         surplus_documents=found.surplus_documents,
         misaligned_candles=found.misaligned_candles,

@@ -24,6 +24,7 @@ GAPS = "audit_gaps"
 # The live tail's heartbeat: one document, the instant it last vouched for every series.
 VERDICTS = "audit_verdicts"
 BACKFILLS = "backfill_requests"
+ACKS = "gap_acknowledgements"
 ARCHIVE = "duplicate_archive"
 AUDIT_LOG = "audit_log"
 REQUESTS = "audit_requests"
@@ -163,6 +164,7 @@ COLLECTIONS = (
     GAPS,
     VERDICTS,
     BACKFILLS,
+    ACKS,
     ARCHIVE,
     AUDIT_LOG,
     REQUESTS,
@@ -182,6 +184,7 @@ async def ensure_indexes(database: Database) -> list[str]:
         GAPS,
         VERDICTS,
         BACKFILLS,
+        ACKS,
         ARCHIVE,
         AUDIT_LOG,
         REQUESTS,

@@ -101,6 +101,8 @@ _REPORT_INTS = (
     "backfills_requested",
     "backfills_skipped",
     "gaps_not_stored",
+    "acknowledged_gap_count",
+    "acknowledged_missing_candles",
 )
 
 

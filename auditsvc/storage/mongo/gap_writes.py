@@ -14,9 +14,13 @@ Guarantees:
   the cycle did not find is FILLED (``filled_at`` the database's now) only when
   the series' report stored every gap it found; otherwise (AUDIT_MAX_GAPS_PER_SERIES
   dropped some) it is removed as before states existed.
-- **History expires.** FILLED and UNFILLABLE gaps carry ``expires_at`` (now +
-  GAP_HISTORY_RETENTION; a TTL index removes them). An UNFILLABLE gap found again
-  pushes its ``expires_at`` on, so it stays listed while it is still missing.
+- **Acknowledged.** A found gap the cycle judged inside an acknowledged window
+  (``GapRecord.state`` ACKNOWLEDGED) is written ACKNOWLEDGED; one stored
+  ACKNOWLEDGED that no acknowledgement covers any more is OPEN again.
+- **History expires.** FILLED, UNFILLABLE and ACKNOWLEDGED gaps carry
+  ``expires_at`` (now + GAP_HISTORY_RETENTION; a TTL index removes them). An
+  UNFILLABLE or ACKNOWLEDGED gap found again pushes it on, so it stays listed
+  while it is still missing.
 
 Limits: identity is matched within one write batch; a gap split in two by a fill
 in its middle keeps the identity for its first part only.
@@ -37,6 +41,7 @@ from auditsvc.storage.mongo.database import to_dt, to_ms
 _FILLED = GapState.FILLED.value
 _UNFILLABLE = GapState.UNFILLABLE.value
 _OPEN = GapState.OPEN.value
+_ACKNOWLEDGED = GapState.ACKNOWLEDGED.value
 # GAP_HISTORY_RETENTION's default, for stores built without settings.
 DEFAULT_RETENTION_S = 7 * 86400
 
@@ -136,20 +141,31 @@ def _found(
             _OPEN,
         ]
     }
+    acknowledged = g.state is GapState.ACKNOWLEDGED
+    if acknowledged:
+        # Inside an acknowledged window now: whatever it was, it is ACKNOWLEDGED.
+        state: Any = _ACKNOWLEDGED
+    else:
+        state = {
+            "$cond": [
+                # A new incident, or an acknowledgement that no longer covers it.
+                {"$or": [fresh, {"$eq": [was, _ACKNOWLEDGED]}]},
+                _OPEN,
+                {"$ifNull": ["$state", legacy_state]},
+            ]
+        }
+    # History expires: an acknowledged gap, or an UNFILLABLE one still found, stays
+    # GAP_HISTORY_RETENTION past its last sighting.
+    keeps_history = True if acknowledged else {"$eq": [was, _UNFILLABLE]}
     lifecycle = {
-        "state": {"$cond": [fresh, _OPEN, {"$ifNull": ["$state", legacy_state]}]},
+        "state": state,
         "attempts": keep("attempts", 0),
         "backfill_request_id": keep("backfill_request_id", ""),
         "detected_at": keep("detected_at", to_dt(g.detected_ms)),
         "detected_live": keep("detected_live", g.detected_live),
         "filled_at": "$$REMOVE",
-        # Only an UNFILLABLE gap that is still missing keeps a (pushed-on) expiry.
         "expires_at": {
-            "$cond": [
-                {"$eq": [was, _UNFILLABLE]},
-                {"$add": ["$$NOW", retention_s * 1000]},
-                "$$REMOVE",
-            ]
+            "$cond": [keeps_history, {"$add": ["$$NOW", retention_s * 1000]}, "$$REMOVE"]
         },
     }
     return [{"$set": {**measured, **lifecycle}}]

@@ -208,7 +208,7 @@ class AuditCycle(_message.Message):
     def __init__(self, cycle_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., served_by: _Optional[str] = ..., epoch: _Optional[int] = ..., series: _Optional[_Iterable[_Union[SeriesReport, _Mapping]]] = ..., status: _Optional[_Union[CycleStatus, str]] = ..., error: _Optional[str] = ..., trigger: _Optional[str] = ..., historical: _Optional[bool] = ...) -> None: ...
 
 class SeriesReport(_message.Message):
-    __slots__ = ("symbol", "timeframe", "window_start", "window_end", "expected_candles", "present_candles", "missing_candles", "gap_count", "duplicate_groups", "surplus_documents", "misaligned_candles", "backfills_requested", "health", "backfills_skipped", "historical", "gaps_not_stored")
+    __slots__ = ("symbol", "timeframe", "window_start", "window_end", "expected_candles", "present_candles", "missing_candles", "gap_count", "duplicate_groups", "surplus_documents", "misaligned_candles", "backfills_requested", "health", "backfills_skipped", "historical", "gaps_not_stored", "acknowledged_gap_count", "acknowledged_missing_candles")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
     WINDOW_START_FIELD_NUMBER: _ClassVar[int]
@@ -225,6 +225,8 @@ class SeriesReport(_message.Message):
     BACKFILLS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     HISTORICAL_FIELD_NUMBER: _ClassVar[int]
     GAPS_NOT_STORED_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_GAP_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_MISSING_CANDLES_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     timeframe: str
     window_start: _timestamp_pb2.Timestamp
@@ -241,7 +243,9 @@ class SeriesReport(_message.Message):
     backfills_skipped: int
     historical: bool
     gaps_not_stored: int
-    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_candles: _Optional[int] = ..., present_candles: _Optional[int] = ..., missing_candles: _Optional[int] = ..., gap_count: _Optional[int] = ..., duplicate_groups: _Optional[int] = ..., surplus_documents: _Optional[int] = ..., misaligned_candles: _Optional[int] = ..., backfills_requested: _Optional[int] = ..., health: _Optional[_Union[HealthScore, _Mapping]] = ..., backfills_skipped: _Optional[int] = ..., historical: _Optional[bool] = ..., gaps_not_stored: _Optional[int] = ...) -> None: ...
+    acknowledged_gap_count: int
+    acknowledged_missing_candles: int
+    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_candles: _Optional[int] = ..., present_candles: _Optional[int] = ..., missing_candles: _Optional[int] = ..., gap_count: _Optional[int] = ..., duplicate_groups: _Optional[int] = ..., surplus_documents: _Optional[int] = ..., misaligned_candles: _Optional[int] = ..., backfills_requested: _Optional[int] = ..., health: _Optional[_Union[HealthScore, _Mapping]] = ..., backfills_skipped: _Optional[int] = ..., historical: _Optional[bool] = ..., gaps_not_stored: _Optional[int] = ..., acknowledged_gap_count: _Optional[int] = ..., acknowledged_missing_candles: _Optional[int] = ...) -> None: ...
 
 class HealthScore(_message.Message):
     __slots__ = ("symbol", "timeframe", "quality", "completeness", "consistency", "freshness", "gap_count", "duplicate_groups", "computed_at", "cycle_id", "state", "last_candle_open", "late_candles", "verdict_time")
@@ -428,3 +432,71 @@ class StreamHealthScoresResponse(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     score: HealthScore
     def __init__(self, score: _Optional[_Union[HealthScore, _Mapping]] = ...) -> None: ...
+
+class AcknowledgeGapsRequest(_message.Message):
+    __slots__ = ("symbols", "timeframes", "start_time", "end_time", "reason", "request_id")
+    SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    TIMEFRAMES_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    symbols: _containers.RepeatedScalarFieldContainer[str]
+    timeframes: _containers.RepeatedScalarFieldContainer[str]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    reason: str
+    request_id: str
+    def __init__(self, symbols: _Optional[_Iterable[str]] = ..., timeframes: _Optional[_Iterable[str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class AcknowledgeGapsResponse(_message.Message):
+    __slots__ = ("acknowledgement",)
+    ACKNOWLEDGEMENT_FIELD_NUMBER: _ClassVar[int]
+    acknowledgement: Acknowledgement
+    def __init__(self, acknowledgement: _Optional[_Union[Acknowledgement, _Mapping]] = ...) -> None: ...
+
+class Acknowledgement(_message.Message):
+    __slots__ = ("id", "symbols", "timeframes", "start_time", "end_time", "reason", "created_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    TIMEFRAMES_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    symbols: _containers.RepeatedScalarFieldContainer[str]
+    timeframes: _containers.RepeatedScalarFieldContainer[str]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    reason: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., symbols: _Optional[_Iterable[str]] = ..., timeframes: _Optional[_Iterable[str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListAcknowledgementsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAcknowledgementsResponse(_message.Message):
+    __slots__ = ("acknowledgements", "next_page_token")
+    ACKNOWLEDGEMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    acknowledgements: _containers.RepeatedCompositeFieldContainer[Acknowledgement]
+    next_page_token: str
+    def __init__(self, acknowledgements: _Optional[_Iterable[_Union[Acknowledgement, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteAcknowledgementRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class DeleteAcknowledgementResponse(_message.Message):
+    __slots__ = ("acknowledgement",)
+    ACKNOWLEDGEMENT_FIELD_NUMBER: _ClassVar[int]
+    acknowledgement: Acknowledgement
+    def __init__(self, acknowledgement: _Optional[_Union[Acknowledgement, _Mapping]] = ...) -> None: ...
