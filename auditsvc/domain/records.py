@@ -249,6 +249,16 @@ class TrackedGap:
 
 
 @dataclass(frozen=True, slots=True)
+class FillReport:
+    """A gap a cycle found filled, not yet observed in the detection-to-fill metric."""
+
+    gap_id: str
+    timeframe: str
+    detected_ms: int
+    filled_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class LiveRequest:
     """An open backfill request, as the healing pass judges it."""
 
@@ -257,6 +267,7 @@ class LiveRequest:
     # The gap's size when last seen shrinking (or when requested), and since when.
     missing_candles: int
     progress_ms: int
+    timeframe: str = ""
 
 
 def report_to_dict(r: DuplicateReport) -> dict[str, Any]:

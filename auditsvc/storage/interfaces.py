@@ -14,6 +14,7 @@ from auditsvc.domain.gap_lifecycle import GapState
 from auditsvc.domain.records import (
     BackfillRequest,
     Cycle,
+    FillReport,
     GapQuery,
     GapRecord,
     LiveRequest,
@@ -263,6 +264,12 @@ class BackfillStore(Protocol):
     ) -> None: ...
 
     async def expire(self, request_id: str, now_ms: int, session: Any = None) -> bool: ...
+
+    async def live_by_timeframe(self) -> dict[str, int]: ...
+
+    async def unreported_fills(self, limit: int) -> list[FillReport]: ...
+
+    async def mark_reported(self, gap_ids: Sequence[str], session: Any = None) -> None: ...
 
     async def close_filled(self, request_id: str, now_ms: int, session: Any = None) -> bool: ...
 

@@ -78,14 +78,18 @@ class Healer:
         self._store = store
         self._fence = fence
         self._metrics = metrics
+        # Timeframes the live-request gauge has shown, so each drops to 0 when drained.
+        self._gauged: set[str] = set()
 
     async def heal(self, cycle_id: str, epoch: int) -> HealOutcome:
         """One run (see the module docstring); the caller holds the cycle lock."""
         out = HealOutcome()
+        await self._report_fills(epoch)
         judged = await self._judge_live(epoch, out)
         await self._judge_closed(epoch, judged, out)
         if self._settings.enabled:
             await self._request(cycle_id, epoch, out)
+        await self._gauge_live()
         if out.filled or out.expired or out.unfillable or out.requested:
             log.info(
                 "backfill requests judged",
@@ -99,6 +103,26 @@ class Healer:
                 },
             )
         return out
+
+    async def _report_fills(self, epoch: int) -> None:
+        """Observes detection-to-fill of the gaps cycles found filled, once each."""
+        fills = await self._store.unreported_fills(SCAN_LIMIT)
+        if not fills:
+            return
+        await self._fence.write_fenced(
+            epoch, functools.partial(self._store.mark_reported, [f.gap_id for f in fills])
+        )
+        for f in fills:
+            took = max(0.0, (f.filled_ms - f.detected_ms) / 1000)
+            self._metrics.gap_fill_seconds.labels(f.timeframe).observe(took)
+
+    async def _gauge_live(self) -> None:
+        live = await self._store.live_by_timeframe()
+        for tf in self._gauged - live.keys():
+            self._metrics.backfills_live.labels(tf).set(0)
+        for tf, n in live.items():
+            self._metrics.backfills_live.labels(tf).set(n)
+        self._gauged |= live.keys()
 
     async def _judge_live(self, epoch: int, out: HealOutcome) -> set[str]:
         """Step 1; returns the ids of the requests it saw open."""
@@ -142,6 +166,7 @@ class Healer:
 
         if await self._fence.write_fenced(epoch, work):
             out.expired += 1
+            self._metrics.backfills_expired.labels(r.timeframe).inc()
             log.info(
                 "backfill request expired",
                 extra={"request_id": r.request_id, "gap_id": r.gap_id},
@@ -159,6 +184,7 @@ class Healer:
         await self._store.release(gap.gap_id, request_id, state, now + wait_ms, expires, session)
         if state is GapState.UNFILLABLE:
             out.unfillable += 1
+            self._metrics.gaps_unfillable.labels(gap.timeframe).inc()
             log.warning(
                 "gap unfillable: no more backfill requests",
                 extra={"gap_id": gap.gap_id, "attempts": gap.attempts},

@@ -132,6 +132,21 @@ class TestFilled:
         assert doc["expires_at"] > doc["filled_at"]  # kept GAP_HISTORY_RETENTION
         (req,) = await requests(database)
         assert (req["open"], req["status"]) == (False, "filled")
+        registry = audits._metrics.registry
+        fills = registry.get_sample_value(
+            "data_manager_audit_gap_fill_seconds_count", {"timeframe": "1m"}
+        )
+        assert fills == 1  # observed once, by the filling cycle's healing pass
+        await cycle(audits)
+        assert (
+            registry.get_sample_value(
+                "data_manager_audit_gap_fill_seconds_count", {"timeframe": "1m"}
+            )
+            == 1
+        )
+        assert (
+            registry.get_sample_value("data_manager_audit_backfills_live", {"timeframe": "1m"}) == 0
+        )
 
     async def test_partly_filled_keeps_identity(
         self, make_settings: Callable[..., Settings], database: Database
@@ -190,6 +205,10 @@ class TestExpiry:
         assert (await gap_doc(database, BTC))["state"] == "unfillable"
         reqs = await requests(database)
         assert [(r["open"], r["status"]) for r in reqs] == [(False, "expired")] * 2
+        registry = audits._metrics.registry
+        labels = {"timeframe": "1m"}
+        assert registry.get_sample_value("data_manager_audit_backfills_expired_total", labels) == 2
+        assert registry.get_sample_value("data_manager_audit_gaps_unfillable_total", labels) == 1
 
     async def test_writer_closed_without_filling(
         self, make_settings: Callable[..., Settings], database: Database

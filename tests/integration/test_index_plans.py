@@ -47,6 +47,7 @@ QUERIES: list[tuple[str, dict[str, Any], dict[str, int] | str | None, int]] = [
     # The healing pass (MongoBackfillStore)
     (BACKFILLS, {"open": True}, {"progress_at": 1}, 1000),
     (GAPS, {"state": "backfill_requested"}, None, 1000),
+    (GAPS, {"fill_unreported": True}, None, 1000),
     (
         GAPS,
         {"cycle_id": "c", "state": "open"},

@@ -23,7 +23,7 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from auditsvc.domain.gap_lifecycle import EXPIRED, FILLED, PENDING, GapState
-from auditsvc.domain.records import BackfillRequest, LiveRequest, TrackedGap
+from auditsvc.domain.records import BackfillRequest, FillReport, LiveRequest, TrackedGap
 from auditsvc.domain.values import Severity
 from auditsvc.storage.mongo.database import BACKFILLS, GAPS, Database, to_dt, to_ms
 from auditsvc.storage.mongo.documents import gap_state
@@ -188,6 +188,34 @@ class MongoBackfillStore:
             session=session,
         )
 
+    async def live_by_timeframe(self) -> dict[str, int]:
+        """Open requests per timeframe (one small aggregation: a group per timeframe)."""
+        cursor = await self._col.aggregate(
+            [{"$match": {"open": True}}, {"$group": {"_id": "$timeframe", "n": {"$sum": 1}}}]
+        )
+        return {str(d["_id"]): int(d["n"]) for d in await cursor.to_list(None)}
+
+    async def unreported_fills(self, limit: int) -> list[FillReport]:
+        docs = (
+            await self._gaps.find(
+                {"fill_unreported": True}, {"timeframe": 1, "detected_at": 1, "filled_at": 1}
+            )
+            .limit(limit)
+            .to_list(limit)
+        )
+        return [
+            FillReport(
+                str(d["_id"]), d["timeframe"], to_ms(d["detected_at"]), to_ms(d["filled_at"])
+            )
+            for d in docs
+            if d.get("filled_at") is not None
+        ]
+
+    async def mark_reported(self, gap_ids: Sequence[str], session: Any = None) -> None:
+        await self._gaps.update_many(
+            {"_id": {"$in": list(gap_ids)}}, {"$unset": {"fill_unreported": ""}}, session=session
+        )
+
     async def expire(self, request_id: str, now_ms: int, session: Any = None) -> bool:
         return await self.close(request_id, EXPIRED, now_ms, session)
 
@@ -203,6 +231,7 @@ def _live_request(d: dict[str, Any]) -> LiveRequest:
         gap_id=str(d.get("gap_id") or d["gap_key"]),
         missing_candles=int(d.get("missing_candles", 0)),
         progress_ms=to_ms(at),
+        timeframe=str(d.get("timeframe", "")),
     )
 
 

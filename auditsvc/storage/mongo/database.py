@@ -123,6 +123,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         # (SecantusDB plans the sort in memory either way: the cycle's OPEN gaps only.)
         IndexModel([("cycle_id", ASCENDING), ("state", ASCENDING)], name="heal_candidates"),
         IndexModel([("state", ASCENDING)], name="by_state"),
+        IndexModel([("fill_unreported", ASCENDING)], name="fills_to_report"),
     ],
     BACKFILLS: [
         # One open request per gap: data writers set open=false when they finish.
@@ -135,6 +136,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("open", ASCENDING)], name="by_open"),
         # The healing pass judges live requests oldest progress first.
         IndexModel([("open", ASCENDING), ("progress_at", ASCENDING)], name="by_open_progress"),
+        IndexModel([("open", ASCENDING), ("timeframe", ASCENDING)], name="by_open_timeframe"),
     ],
     ARCHIVE: [
         IndexModel([("request_id", ASCENDING)], name="by_request"),

@@ -192,6 +192,8 @@ async def retire(
                     "$set": {
                         "state": _FILLED,
                         "filled_at": "$$NOW",
+                        # The healing pass observes detection-to-fill, then clears it.
+                        "fill_unreported": True,
                         "expires_at": {"$add": ["$$NOW", retention_s * 1000]},
                     }
                 }
