@@ -106,6 +106,8 @@ class CycleSummary:
     median_quality: float
     # At most WORST_SERIES scores, lowest quality first.
     worst: tuple[ScoreRecord, ...]
+    # Stored gaps per state, one entry per state present (GetStatus's summary only).
+    gap_states: tuple[tuple[GapState, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -277,6 +277,7 @@ def summary_pb(s: CycleSummary) -> pb.StatusSummary:
         min_quality=s.min_quality,
         median_quality=s.median_quality,
         worst_series=[score_pb(w) for w in s.worst],
+        gap_states=[pb.GapStateCount(state=_GAP_STATE_PB[st], count=n) for st, n in s.gap_states],
     )
 
 

@@ -23,6 +23,7 @@ from auditsvc.storage.mongo.database import BACKFILLS, GAPS, Database, ensure_in
 from auditsvc.usecases.auditing import Auditor
 from auditsvc.usecases.healing import Healer
 from tests.integration.standalone import standalone_auditor
+from tests.support import eventually
 
 TIMEOUT = 30.0
 MIN = 60_000
@@ -332,7 +333,7 @@ class TestListGapsDefault:
         start_replica: Callable[..., Any],
         database: Database,
     ) -> None:
-        """Over gRPC a FILLED gap carries its state, filled_at and attempts."""
+        """Over gRPC a FILLED gap carries its state, filled_at and attempts; GetStatus counts it."""
         settings = settings_for(make_settings)
         await seed(database, BTC, [range(100, 104)])
         replica = await start_replica(settings)
@@ -350,6 +351,13 @@ class TestListGapsDefault:
         (gap,) = reply.gaps
         assert (gap.state, gap.attempts) == (pb.GAP_STATE_FILLED, 1)
         assert gap.HasField("filled_at") and gap.filled_at.ToMilliseconds() > 0
+
+        async def counted() -> bool:
+            status = await replica.stub.GetStatus(pb.GetStatusRequest(), timeout=TIMEOUT)
+            by_state = {c.state: c.count for c in status.summary.gap_states}
+            return by_state == {pb.GAP_STATE_FILLED: 1}
+
+        await eventually(counted, within=TIMEOUT)  # the summary refreshes every second
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await replica.stub.ListGaps(pb.ListGapsRequest(states=[42]), timeout=TIMEOUT)  # type: ignore[list-item]
         assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT

@@ -230,6 +230,30 @@ class MongoStateStore:
         )
         return [codec.gap_record(d) for d in await cursor.to_list(q.limit)]
 
+    async def gap_state_counts(self) -> list[tuple[GapState, int]]:
+        """Stored gaps per state (one group per state); a gap stored before states
+        existed counts as documents.gap_state says."""
+        cursor = await self._db[GAPS].aggregate(
+            [
+                {
+                    "$group": {
+                        "_id": {
+                            "state": "$state",
+                            "requested": {"$ne": [{"$ifNull": ["$backfill_request_id", ""]}, ""]},
+                        },
+                        "n": {"$sum": 1},
+                    }
+                }
+            ]
+        )
+        counts: dict[GapState, int] = {}
+        for d in await cursor.to_list(None):
+            key = d["_id"]
+            legacy = {"backfill_request_id": "x" if key.get("requested") else ""}
+            state = codec.gap_state({"state": key.get("state"), **legacy})
+            counts[state] = counts.get(state, 0) + int(d["n"])
+        return sorted(counts.items(), key=lambda kv: list(GapState).index(kv[0]))
+
     async def scores(self) -> list[ScoreRecord]:
         docs = await self._db[SERIES].find({}, {"report": 0}).to_list(None)
         return [codec.score_record(d) for d in docs]

@@ -122,20 +122,30 @@ class SeriesStateCount(_message.Message):
     def __init__(self, state: _Optional[_Union[SeriesState, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class StatusSummary(_message.Message):
-    __slots__ = ("series_count", "states", "open_gaps", "min_quality", "median_quality", "worst_series")
+    __slots__ = ("series_count", "states", "open_gaps", "min_quality", "median_quality", "worst_series", "gap_states")
     SERIES_COUNT_FIELD_NUMBER: _ClassVar[int]
     STATES_FIELD_NUMBER: _ClassVar[int]
     OPEN_GAPS_FIELD_NUMBER: _ClassVar[int]
     MIN_QUALITY_FIELD_NUMBER: _ClassVar[int]
     MEDIAN_QUALITY_FIELD_NUMBER: _ClassVar[int]
     WORST_SERIES_FIELD_NUMBER: _ClassVar[int]
+    GAP_STATES_FIELD_NUMBER: _ClassVar[int]
     series_count: int
     states: _containers.RepeatedCompositeFieldContainer[SeriesStateCount]
     open_gaps: int
     min_quality: float
     median_quality: float
     worst_series: _containers.RepeatedCompositeFieldContainer[HealthScore]
-    def __init__(self, series_count: _Optional[int] = ..., states: _Optional[_Iterable[_Union[SeriesStateCount, _Mapping]]] = ..., open_gaps: _Optional[int] = ..., min_quality: _Optional[float] = ..., median_quality: _Optional[float] = ..., worst_series: _Optional[_Iterable[_Union[HealthScore, _Mapping]]] = ...) -> None: ...
+    gap_states: _containers.RepeatedCompositeFieldContainer[GapStateCount]
+    def __init__(self, series_count: _Optional[int] = ..., states: _Optional[_Iterable[_Union[SeriesStateCount, _Mapping]]] = ..., open_gaps: _Optional[int] = ..., min_quality: _Optional[float] = ..., median_quality: _Optional[float] = ..., worst_series: _Optional[_Iterable[_Union[HealthScore, _Mapping]]] = ..., gap_states: _Optional[_Iterable[_Union[GapStateCount, _Mapping]]] = ...) -> None: ...
+
+class GapStateCount(_message.Message):
+    __slots__ = ("state", "count")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    state: GapState
+    count: int
+    def __init__(self, state: _Optional[_Union[GapState, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
     __slots__ = ("replica_id", "role", "auditor_enabled", "last_cycle", "next_cycle_at", "series_count", "version", "database_reachable", "leader_id", "epoch", "summary")
