@@ -59,6 +59,7 @@ from auditsvc.transport.servicer import AuditServicer
 from auditsvc.usecases.audit_service import AuditService
 from auditsvc.usecases.auditing import Auditor
 from auditsvc.usecases.dedupe import Deduplicator
+from auditsvc.usecases.fill_watch import FillWatch
 from auditsvc.usecases.live_tail import LiveTail
 from auditsvc.usecases.page_tokens import PageTokens
 from auditsvc.usecases.scheduler import Scheduler
@@ -102,6 +103,7 @@ class App:
         # Collections and indexes exist; set once, before any cycle may start.
         self.prepared = False
         acks = MongoAckStore(self.database)
+        backfills = MongoBackfillStore(self.database)
         self.auditor = Auditor(
             s.audit,
             s.backfill,
@@ -109,7 +111,7 @@ class App:
             self.clock,
             candles,
             self.state,
-            MongoBackfillStore(self.database),
+            backfills,
             self.fence,
             self.leadership,
             self.metrics,
@@ -131,6 +133,7 @@ class App:
             self.metrics,
             failpoints,
         )
+        fills = FillWatch(s.backfill, self.clock, candles, backfills, self.fence)
         self.livetail = LiveTail(
             s.audit,
             s.live,
@@ -141,6 +144,7 @@ class App:
             self.leadership,
             self.metrics,
             failpoints,
+            fills=fills,
         )
         self.verdicts = VerdictWatch(
             s.audit, s.live, MongoVerdictSource(self.database), self.clock, self.metrics

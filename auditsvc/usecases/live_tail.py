@@ -72,6 +72,7 @@ from auditsvc.ops.failpoints import Failpoints
 from auditsvc.ops.metrics import Metrics
 from auditsvc.ops.settings import AuditSettings, LiveSettings
 from auditsvc.storage.interfaces import CandleFeed, Fence, LiveStore
+from auditsvc.usecases.fill_watch import FillWatch
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class LiveTail:
         leadership: Leadership,
         metrics: Metrics,
         failpoints: Failpoints | None = None,
+        fills: FillWatch | None = None,
     ) -> None:
         self._audit = audit
         self._live = live
@@ -103,6 +105,8 @@ class LiveTail:
         self._leadership = leadership
         self._metrics = metrics
         self._failpoints = failpoints or Failpoints()
+        # Requested gaps found whole are FILLED within a poll (usecases/fill_watch.py).
+        self._fills = fills
         self._grace = round(audit.ingest_grace * 1000)
         self._interval = live.poll_interval
         self._series: dict[Key, Timeframe] = {
@@ -188,6 +192,8 @@ class LiveTail:
                 if watcher is None:
                     await self._poll(term.epoch)
                 await self._evaluate(term.epoch)
+                if self._fills is not None:
+                    await self._fills.check(term.epoch)
                 await self._sleep_until_due()
         finally:
             self._metrics.live_tail_up.set(0)

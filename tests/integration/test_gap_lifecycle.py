@@ -397,3 +397,40 @@ class TestSweepPath:
         assert doc["state"] == "filled" and doc["filled_at"] is not None
         (req,) = await requests(database)
         assert (req["open"], req["status"]) == (False, "filled")
+
+
+class TestLiveFill:
+    """With the live tail on, a requested gap found whole is FILLED without a cycle."""
+
+    async def test_filled_within_a_poll(
+        self,
+        make_settings: Callable[..., Settings],
+        start_replica: Callable[..., Any],
+        database: Database,
+    ) -> None:
+        """The writer fills a requested gap; FILLED and the request closed within seconds."""
+        settings = settings_for(
+            make_settings, AUDIT_SYMBOLS=BTC, AUDIT_LOOKBACK="3600", LIVE_MODE="poll"
+        )
+        replica = await start_replica(settings)
+        (target,) = replica.app.auditor.select([BTC], ["1m"], None, None)
+        start, end = target.window.start_ms, target.window.end_ms
+        hole = range(start + 10 * MIN, start + 14 * MIN, MIN)
+        docs = [
+            {"symbol": BTC, "timestamp": to_dt(t)} for t in range(start, end, MIN) if t not in hole
+        ]
+        await asyncio.wait_for(database.db[f"candles_{BTC}_1m"].insert_many(docs), TIMEOUT)
+        await replica.stub.RunAudit(
+            pb.RunAuditRequest(symbols=[BTC], timeframes=["1m"]), timeout=TIMEOUT
+        )
+        doc = await gap_doc(database, BTC)
+        assert doc["state"] == "backfill_requested"
+        fills = [{"symbol": BTC, "timestamp": to_dt(t)} for t in hole]
+        await asyncio.wait_for(database.db[f"candles_{BTC}_1m"].insert_many(fills), TIMEOUT)
+
+        async def healed() -> bool:
+            got = await database.db[GAPS].find_one({"_id": doc["_id"]})
+            req = await database.db[BACKFILLS].find_one({"request_id": doc["backfill_request_id"]})
+            return bool(got and got["state"] == "filled" and req and req["status"] == "filled")
+
+        await eventually(healed, within=10)

@@ -188,6 +188,25 @@ class MongoBackfillStore:
             session=session,
         )
 
+    async def mark_filled(self, gap_id: str, retention_ms: int, session: Any = None) -> bool:
+        """A requested gap found whole: FILLED now, kept ``retention_ms``; False if it
+        was no longer BACKFILL_REQUESTED."""
+        result = await self._gaps.update_one(
+            {"_id": gap_id, "state": GapState.BACKFILL_REQUESTED.value},
+            [
+                {
+                    "$set": {
+                        "state": GapState.FILLED.value,
+                        "filled_at": "$$NOW",
+                        "expires_at": {"$add": ["$$NOW", retention_ms]},
+                        "fill_unreported": True,
+                    }
+                }
+            ],
+            session=session,
+        )
+        return bool(result.modified_count)
+
     async def live_by_timeframe(self) -> dict[str, int]:
         """Open requests per timeframe (one small aggregation: a group per timeframe)."""
         cursor = await self._col.aggregate(
