@@ -22,8 +22,10 @@ Guarantees:
   UNFILLABLE or ACKNOWLEDGED gap found again pushes it on, so it stays listed
   while it is still missing.
 
-Limits: identity is matched within one write batch; a gap split in two by a fill
-in its middle keeps the identity for its first part only.
+Limits: a gap split in two by a fill in its middle keeps the identity for its
+first part only; identity follows the nearest stored gap before a found one, so a
+FILLED record between them hides an older still-missing one (it is then a new
+record, and the older one is retired as not found).
 """
 
 from __future__ import annotations
@@ -72,37 +74,47 @@ async def upsert_gaps(
 
 
 async def _identities(col: Any, gaps: Sequence[GapRecord], session: Any) -> list[str]:
-    """The ``_id`` each gap is written under: a stored still-missing gap's whose
-    range holds the new gap's start, else the key of its own start."""
-    # One clause per gap of the batch (GAP_BATCH at most): never grows with history.
-    clauses = [
-        {
-            "symbol": g.symbol,
-            "timeframe": g.timeframe,
-            "start_time": {"$lte": to_dt(g.start_ms)},
-            "end_time": {"$gt": to_dt(g.start_ms)},
-        }
-        for g in gaps
-    ]
-    stored = await col.find(
-        {"$or": clauses, "state": {"$ne": _FILLED}},
-        {"symbol": 1, "timeframe": 1, "start_time": 1, "end_time": 1},
-        session=session,
-    ).to_list(None)
-    taken: set[str] = set()
-    out = [""] * len(gaps)
+    """The ``_id`` each gap is written under: its own key (series + start) when a
+    still-missing gap is stored there, else that of the stored still-missing gap
+    whose range holds its start (its front was filled), else its own key.
+
+    Cost per batch: one ``_id $in`` read; then, only for gaps not found by their own
+    key, one indexed read per series (does it have stored gaps at all?) and one
+    indexed read per gap of a series that does (the nearest stored gap before it).
+    """
+    own = [codec.gap_doc(g, "", 0)["_id"] for g in gaps]
+    stored = {
+        str(d["_id"]): d.get("state")
+        for d in await col.find({"_id": {"$in": own}}, {"state": 1}, session=session).to_list(None)
+    }
+    out = [key if key in stored and stored[key] != _FILLED else "" for key in own]
+    taken = {key for key in out if key}
+    has_gaps: dict[tuple[str, str], bool] = {}
     # In start order, so the gap starting where a stored one starts claims it first.
     for i in sorted(range(len(gaps)), key=lambda i: _order(gaps[i])):
+        if out[i]:
+            continue
         g = gaps[i]
-        match = codec.gap_doc(g, "", 0)["_id"]
-        for d in stored:
-            if (d["symbol"], d["timeframe"]) != (g.symbol, g.timeframe) or d["_id"] in taken:
-                continue
-            if to_ms(d["start_time"]) <= g.start_ms < to_ms(d["end_time"]):
-                match = str(d["_id"])
-                break
-        taken.add(match)
-        out[i] = match
+        series = {"symbol": g.symbol, "timeframe": g.timeframe}
+        key = (g.symbol, g.timeframe)
+        if key not in has_gaps:
+            has_gaps[key] = await col.find_one(series, {"_id": 1}, session=session) is not None
+        out[i] = own[i]
+        if not has_gaps[key]:
+            continue
+        nearest = (
+            await col.find({**series, "start_time": {"$lte": to_dt(g.start_ms)}}, session=session)
+            .sort("start_time", -1)
+            .limit(1)
+            .to_list(1)
+        )
+        if nearest:
+            d = nearest[0]
+            held = str(d["_id"])
+            covers = to_ms(d["start_time"]) <= g.start_ms < to_ms(d["end_time"])
+            if covers and d.get("state") != _FILLED and held not in taken:
+                out[i] = held
+        taken.add(out[i])
     return out
 
 
