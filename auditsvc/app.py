@@ -41,6 +41,7 @@ from auditsvc.storage.mongo import (
     MongoStateStore,
     connect,
 )
+from auditsvc.storage.mongo.ack_store import MongoAckStore
 from auditsvc.storage.mongo.database import detect_transactions, ensure_indexes
 from auditsvc.storage.mongo.fence import MajorityUnavailable
 from auditsvc.storage.mongo.live_store import (
@@ -58,6 +59,7 @@ from auditsvc.transport.servicer import AuditServicer
 from auditsvc.usecases.audit_service import AuditService
 from auditsvc.usecases.auditing import Auditor
 from auditsvc.usecases.dedupe import Deduplicator
+from auditsvc.usecases.fill_watch import FillWatch
 from auditsvc.usecases.live_tail import LiveTail
 from auditsvc.usecases.page_tokens import PageTokens
 from auditsvc.usecases.scheduler import Scheduler
@@ -84,7 +86,7 @@ class App:
         self.clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
         self.database = connect(s.mongo.uri, s.mongo.database, s.mongo.timeout_ms)
-        self.state = MongoStateStore(self.database)
+        self.state = MongoStateStore(self.database, gap_retention_s=s.backfill.history_retention)
         # The lease, the fence and their gate: one object, one identity per process.
         self.fence = self.leases = MongoLeadershipStore(
             self.database,
@@ -100,6 +102,8 @@ class App:
         self.ready = False
         # Collections and indexes exist; set once, before any cycle may start.
         self.prepared = False
+        acks = MongoAckStore(self.database)
+        backfills = MongoBackfillStore(self.database)
         self.auditor = Auditor(
             s.audit,
             s.backfill,
@@ -107,14 +111,15 @@ class App:
             self.clock,
             candles,
             self.state,
-            MongoBackfillStore(self.database),
+            backfills,
             self.fence,
             self.leadership,
             self.metrics,
             lambda: self.prepared,
-            settled=MongoSettledStore(self.database),
+            settled=MongoSettledStore(self.database, s.backfill.history_retention),
             owns_verdict=s.live.mode == "off",
             failpoints=failpoints,
+            acks=acks,
         )
         dedupe = Deduplicator(
             s.audit,
@@ -128,6 +133,7 @@ class App:
             self.metrics,
             failpoints,
         )
+        fills = FillWatch(s.backfill, self.clock, candles, backfills, self.fence)
         self.livetail = LiveTail(
             s.audit,
             s.live,
@@ -137,8 +143,8 @@ class App:
             self.fence,
             self.leadership,
             self.metrics,
-            self.auditor.backfill_for,
             failpoints,
+            fills=fills,
         )
         self.verdicts = VerdictWatch(
             s.audit, s.live, MongoVerdictSource(self.database), self.clock, self.metrics
@@ -158,6 +164,8 @@ class App:
             self._next_cycle_ms,
             self.verdicts,
             read_timeout_ms=s.mongo.timeout_ms,
+            acks=acks,
+            clock=self.clock,
         )
         if s.audit.enabled:
             self.scheduler = Scheduler(

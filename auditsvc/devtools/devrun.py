@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from auditsvc.devtools.dbtools import seed_demo
+from auditsvc.devtools.demobackfill import DemoBackfiller
 from auditsvc.devtools.demofeed import PAUSE_FILE, DemoFeed
 from auditsvc.ops.ports import ensure_free
 from auditsvc.ops.settings import Settings
@@ -144,6 +145,9 @@ def _env(replica: int, replicas: int, ports: DevPorts) -> dict[str, str]:
     env.setdefault("MONGODB_DATABASE", "market_data")
     env.setdefault("AUDIT_INTERVAL", "60")
     env.setdefault("AUDIT_STARTUP_DELAY", "2")
+    # The demo writer (devtools/demobackfill.py) honours requests: gaps heal on screen.
+    env.setdefault("ENABLE_AUTO_BACKFILL", "true")
+    env.setdefault("MIN_AUTO_BACKFILL_GAP", "60")
     env["GRPC_PORT"] = str(ports.grpc + replica)
     env["METRICS_PORT"] = str(ports.metrics + replica)
     env["REPLICA_ID"] = f"dev-{replica + 1}"
@@ -232,6 +236,7 @@ def run_dev(*, replicas: int, data_dir: str, ports: DevPorts | None = None) -> i
     db: list[subprocess.Popen[bytes]] = []
     procs: list[subprocess.Popen[bytes]] = []
     feed: DemoFeed | None = None
+    backfiller: DemoBackfiller | None = None
     try:
         _start_db(root, ports.db, db)
         settings = Settings.from_env(_env(0, replicas, ports))
@@ -240,6 +245,8 @@ def run_dev(*, replicas: int, data_dir: str, ports: DevPorts | None = None) -> i
         (root / PAUSE_FILE).unlink(missing_ok=True)
         feed = DemoFeed(settings.mongo, settings.audit, root)
         feed.start()
+        backfiller = DemoBackfiller(settings.mongo, settings.audit)
+        backfiller.start()
         for i in range(replicas):
             proc = _spawn([sys.executable, "-m", "auditsvc", "serve"], env=_env(i, replicas, ports))
             procs.append(proc)
@@ -260,6 +267,8 @@ def run_dev(*, replicas: int, data_dir: str, ports: DevPorts | None = None) -> i
         # A second signal (or Ctrl-C) during cleanup must not cut it short.
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)
+        if backfiller is not None:
+            backfiller.stop()
         if feed is not None:
             feed.stop()
         _stop_all(procs)  # replicas first: they release the lease in the database

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from auditsvc.domain.gap_lifecycle import GapState
 from auditsvc.domain.series_state import LiveState, SeriesState
 from auditsvc.domain.values import HealthScore, Role, Severity, Strategy
 
@@ -29,6 +30,11 @@ class GapRecord:
     backfill_request_id: str = ""
     # Found by the live tail as a later candle arrived, before any cycle.
     detected_live: bool = False
+    state: GapState = GapState.OPEN
+    # When a cycle found the slots present (FILLED only).
+    filled_ms: int | None = None
+    # Backfill requests made for the gap so far.
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +89,9 @@ class SeriesReport:
     historical: bool = False
     # Counted in gap_count but not stored (AUDIT_MAX_GAPS_PER_SERIES).
     gaps_not_stored: int = 0
+    # Inside acknowledged windows: counted here, not in gap_count, missing or expected.
+    acknowledged_gap_count: int = 0
+    acknowledged_missing_candles: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +106,8 @@ class CycleSummary:
     median_quality: float
     # At most WORST_SERIES scores, lowest quality first.
     worst: tuple[ScoreRecord, ...]
+    # Stored gaps per state, one entry per state present (GetStatus's summary only).
+    gap_states: tuple[tuple[GapState, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +203,8 @@ class GapQuery:
     min_missing: int = 0
     limit: int = 100
     after: tuple[str, str, int] | None = None
+    # Empty: DEFAULT_LISTED (the gaps still missing and not given up on).
+    states: tuple[GapState, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +227,49 @@ class BackfillRequest:
     end_ms: int
     priority: int
     epoch: int
+    # The gap document's _id, and its size when requested (a request that has not
+    # shrunk it within BACKFILL_TIMEOUT expires).
+    gap_id: str = ""
+    missing_candles: int = 0
+    created_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedGap:
+    """What the healing pass reads of a stored gap."""
+
+    gap_id: str
+    symbol: str
+    timeframe: str
+    start_ms: int
+    end_ms: int
+    missing_candles: int
+    severity: Severity
+    state: GapState
+    attempts: int
+    backfill_request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FillReport:
+    """A gap a cycle found filled, not yet observed in the detection-to-fill metric."""
+
+    gap_id: str
+    timeframe: str
+    detected_ms: int
+    filled_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRequest:
+    """An open backfill request, as the healing pass judges it."""
+
+    request_id: str
+    gap_id: str
+    # The gap's size when last seen shrinking (or when requested), and since when.
+    missing_candles: int
+    progress_ms: int
+    timeframe: str = ""
 
 
 def report_to_dict(r: DuplicateReport) -> dict[str, Any]:

@@ -13,6 +13,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from auditsvc.ops.ports import ensure_free
 from auditsvc.ops.settings import ConfigError
 
+# Detection to fill: a minute (the live tail and a quick writer) to a week.
+_FILL_BUCKETS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 3 * 86400, 604800)
+
 _CYCLE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _DETECT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)
 _RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -110,6 +113,32 @@ class Metrics:
             "Backfill requests not written because MAX_AUTO_BACKFILL_JOBS were open.",
             series,
             registry=r,
+        )
+        # The healing pass (usecases/healing.py): every request's outcome, by timeframe.
+        self.backfills_live = Gauge(
+            "data_manager_audit_backfills_live",
+            "Backfill requests open now (they count against MAX_AUTO_BACKFILL_JOBS); leader only.",
+            ("timeframe",),
+            registry=r,
+        )
+        self.backfills_expired = Counter(
+            "data_manager_audit_backfills_expired",
+            "Backfill requests closed as expired: their gap stayed unshrunk for BACKFILL_TIMEOUT.",
+            ("timeframe",),
+            registry=r,
+        )
+        self.gaps_unfillable = Counter(
+            "data_manager_audit_gaps_unfillable",
+            "Gaps given up on after BACKFILL_MAX_ATTEMPTS unsuccessful requests.",
+            ("timeframe",),
+            registry=r,
+        )
+        self.gap_fill_seconds = Histogram(
+            "data_manager_audit_gap_fill_seconds",
+            "From a gap's detection to the cycle that found it filled, seconds.",
+            ("timeframe",),
+            registry=r,
+            buckets=_FILL_BUCKETS,
         )
         self.last_success = Gauge(
             "data_manager_audit_last_success_timestamp_seconds",

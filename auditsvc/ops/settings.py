@@ -277,6 +277,24 @@ class BackfillSettings:
     max_jobs: int = setting(
         "MAX_AUTO_BACKFILL_JOBS", "5", "Most backfill requests open at once.", _integer(0, 100_000)
     )
+    timeout: int = setting(
+        "BACKFILL_TIMEOUT",
+        "3600",
+        "Seconds a request may leave its gap unshrunk before it expires; also the first backoff.",
+        _integer(1, 30 * 86400),
+    )
+    max_attempts: int = setting(
+        "BACKFILL_MAX_ATTEMPTS",
+        "3",
+        "Requests a gap gets before it is UNFILLABLE.",
+        _integer(1, 1000),
+    )
+    history_retention: int = setting(
+        "GAP_HISTORY_RETENTION",
+        "604800",
+        "Seconds filled, unfillable and acknowledged gaps stay listed.",
+        _integer(60, 365 * 86400),
+    )
 
 
 @dataclass(frozen=True)

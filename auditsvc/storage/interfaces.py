@@ -9,15 +9,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from auditsvc.domain.acknowledgement import Acknowledgement
+from auditsvc.domain.gap_lifecycle import GapState
 from auditsvc.domain.records import (
     BackfillRequest,
     Cycle,
+    FillReport,
     GapQuery,
     GapRecord,
+    LiveRequest,
     LiveVerdict,
     ScoreQuery,
     ScoreRecord,
     SeriesReport,
+    TrackedGap,
 )
 from auditsvc.domain.settled import Settled
 from auditsvc.domain.values import CandleRef, Resolution, Strategy, Window
@@ -198,6 +203,8 @@ class StateStore(Protocol):
 
     async def list_gaps(self, q: GapQuery) -> list[GapRecord]: ...
 
+    async def gap_state_counts(self) -> list[tuple[GapState, int]]: ...
+
     async def scores(self) -> list[ScoreRecord]: ...
 
     async def list_scores(self, q: ScoreQuery) -> list[ScoreRecord]:
@@ -222,11 +229,69 @@ class StateStore(Protocol):
 
 
 class BackfillStore(Protocol):
+    """Backfill requests and the gap lifecycle fields they drive (healing pass)."""
+
     async def open_count(self) -> int: ...
 
     async def open_request_id(self, symbol: str, timeframe: str, start_ms: int) -> str | None: ...
 
     async def create(self, req: BackfillRequest, session: Any = None) -> str: ...
+
+    async def live_requests(self, limit: int) -> list[LiveRequest]: ...
+
+    async def open_among(self, request_ids: Sequence[str]) -> set[str]: ...
+
+    async def gaps_by_id(self, gap_ids: Sequence[str]) -> dict[str, TrackedGap]: ...
+
+    async def requested_gaps(self, limit: int) -> list[TrackedGap]: ...
+
+    def candidates(
+        self, cycle_id: str, min_length_ms: int, now_ms: int
+    ) -> AsyncIterator[TrackedGap]: ...
+
+    async def request(self, req: BackfillRequest, attempts: int, session: Any = None) -> str: ...
+
+    async def progress(
+        self, request_id: str, missing: int, now_ms: int, session: Any = None
+    ) -> None: ...
+
+    async def release(
+        self,
+        gap_id: str,
+        request_id: str,
+        state: GapState,
+        next_request_ms: int,
+        expires_ms: int | None,
+        session: Any = None,
+    ) -> None: ...
+
+    async def expire(self, request_id: str, now_ms: int, session: Any = None) -> bool: ...
+
+    async def live_by_timeframe(self) -> dict[str, int]: ...
+
+    async def mark_filled(self, gap_id: str, retention_ms: int, session: Any = None) -> bool: ...
+
+    async def unreported_fills(self, limit: int) -> list[FillReport]: ...
+
+    async def mark_reported(self, gap_ids: Sequence[str], session: Any = None) -> None: ...
+
+    async def close_filled(self, request_id: str, now_ms: int, session: Any = None) -> bool: ...
+
+
+class AckStore(Protocol):
+    """Acknowledged outages (``gap_acknowledgements``)."""
+
+    async def all(self, limit: int) -> list[Acknowledgement]: ...
+
+    async def count(self) -> int: ...
+
+    async def page(self, after: str | None, limit: int) -> list[Acknowledgement]: ...
+
+    async def get(self, ack_id: str) -> Acknowledgement | None: ...
+
+    async def insert(self, ack: Acknowledgement, epoch: int, session: Any = None) -> None: ...
+
+    async def delete(self, ack_id: str, session: Any = None) -> bool: ...
 
 
 class DuplicateStore(Protocol):

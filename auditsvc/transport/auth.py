@@ -1,6 +1,7 @@
 """Bearer-token authentication for the AuditService.
 
-With AUDIT_API_TOKEN (or _FILE) set, RunAudit and ResolveDuplicates need
+With AUDIT_API_TOKEN (or _FILE) set, the mutating calls (RunAudit,
+ResolveDuplicates, AcknowledgeGaps, DeleteAcknowledgement: server.MUTATING) need
 ``authorization: Bearer <token>``, and so do reads when
 AUDIT_READS_REQUIRE_TOKEN=true. Health and reflection stay open so probes and
 grpcurl discovery work. The comparison is constant-time and the token never

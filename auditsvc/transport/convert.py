@@ -4,12 +4,15 @@ knows both the generated classes and the domain.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from auditpb.v1 import audit_pb2 as pb
+from auditsvc.domain.acknowledgement import Acknowledgement
 from auditsvc.domain.errors import InvalidArgument
+from auditsvc.domain.gap_lifecycle import GapState
 from auditsvc.domain.records import (
     Cycle,
     CycleSummary,
@@ -93,6 +96,32 @@ def state_from(value: int) -> SeriesState | None:
         raise InvalidArgument(f"unknown state value {value}", field="state") from None
 
 
+_GAP_STATES: dict[int, GapState] = {
+    pb.GAP_STATE_OPEN: GapState.OPEN,
+    pb.GAP_STATE_BACKFILL_REQUESTED: GapState.BACKFILL_REQUESTED,
+    pb.GAP_STATE_FILLED: GapState.FILLED,
+    pb.GAP_STATE_UNFILLABLE: GapState.UNFILLABLE,
+    pb.GAP_STATE_ACKNOWLEDGED: GapState.ACKNOWLEDGED,
+}
+_GAP_STATE_PB: dict[GapState, Any] = {v: k for k, v in _GAP_STATES.items()}
+
+
+def gap_states_from(values: Sequence[int]) -> tuple[GapState, ...]:
+    """ListGaps' states, deduplicated in order; UNSPECIFIED and unknown numbers are
+    refused (an empty list is the default)."""
+    out: list[GapState] = []
+    for value in values:
+        state = _GAP_STATES.get(value)
+        if state is None:
+            raise InvalidArgument(
+                f"{value} is not a gap state (GAP_STATE_OPEN .. GAP_STATE_ACKNOWLEDGED)",
+                field="states",
+            )
+        if state not in out:
+            out.append(state)
+    return tuple(out)
+
+
 def state_pb(state: SeriesState | None) -> Any:
     return pb.SERIES_STATE_UNSPECIFIED if state is None else _STATE_PB[state]
 
@@ -135,6 +164,8 @@ def report_pb(r: SeriesReport) -> pb.SeriesReport:
         misaligned_candles=r.misaligned_candles,
         backfills_requested=r.backfills_requested,
         backfills_skipped=r.backfills_skipped,
+        acknowledged_gap_count=r.acknowledged_gap_count,
+        acknowledged_missing_candles=r.acknowledged_missing_candles,
         health=score_pb(r.health),
         historical=r.historical,
         gaps_not_stored=r.gaps_not_stored,
@@ -167,6 +198,21 @@ def gap_pb(g: GapRecord) -> pb.Gap:
         backfill_request_id=g.backfill_request_id,
         detected_at=ts(g.detected_ms),
         detected_live=g.detected_live,
+        state=_GAP_STATE_PB[g.state],
+        filled_at=ts(g.filled_ms) if g.filled_ms is not None else None,
+        attempts=g.attempts,
+    )
+
+
+def ack_pb(a: Acknowledgement) -> pb.Acknowledgement:
+    return pb.Acknowledgement(
+        id=a.ack_id,
+        symbols=list(a.symbols),
+        timeframes=list(a.timeframes),
+        start_time=ts(a.start_ms),
+        end_time=ts(a.end_ms),
+        reason=a.reason,
+        created_at=ts(a.created_ms),
     )
 
 
@@ -231,6 +277,7 @@ def summary_pb(s: CycleSummary) -> pb.StatusSummary:
         min_quality=s.min_quality,
         median_quality=s.median_quality,
         worst_series=[score_pb(w) for w in s.worst],
+        gap_states=[pb.GapStateCount(state=_GAP_STATE_PB[st], count=n) for st, n in s.gap_states],
     )
 
 

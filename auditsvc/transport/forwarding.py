@@ -1,6 +1,7 @@
 """Follower → leader forwarding of mutating calls.
 
-On a replica that is not leading, RunAudit and ResolveDuplicates are relayed
+On a replica that is not leading, the mutating calls (RunAudit,
+ResolveDuplicates, AcknowledgeGaps, DeleteAcknowledgement: server.MUTATING) are relayed
 as raw bytes to the leader's advertised address over one pooled channel per
 address (never a channel per call). The caller's deadline propagates minus a
 small margin, and so does its metadata (auth included). Forwarded calls carry

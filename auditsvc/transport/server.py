@@ -20,7 +20,10 @@ from auditsvc.ops.settings import ConfigError, Settings
 from auditsvc.transport.health_service import NOT_SERVING, SERVING, HealthServicer
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["AuditService"].full_name
-MUTATING = frozenset({f"/{SERVICE_NAME}/RunAudit", f"/{SERVICE_NAME}/ResolveDuplicates"})
+MUTATING = frozenset(
+    f"/{SERVICE_NAME}/{name}"
+    for name in ("RunAudit", "ResolveDuplicates", "AcknowledgeGaps", "DeleteAcknowledgement")
+)
 ALL_METHODS = frozenset(
     f"/{SERVICE_NAME}/{m.name}" for m in pb.DESCRIPTOR.services_by_name["AuditService"].methods
 )

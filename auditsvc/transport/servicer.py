@@ -89,6 +89,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):  # type: ignore[misc]
             convert.count_from(request.min_missing_candles),
             request.page_size,
             request.page_token,
+            convert.gap_states_from(request.states),
         )
         return pb.ListGapsResponse(gaps=[convert.gap_pb(g) for g in gaps], next_page_token=token)
 
@@ -121,6 +122,38 @@ class AuditServicer(pb_grpc.AuditServiceServicer):  # type: ignore[misc]
             request.request_id,
         )
         return convert.duplicates_pb(report)
+
+    @_unary
+    async def AcknowledgeGaps(
+        self, request: pb.AcknowledgeGapsRequest, context: Any
+    ) -> pb.AcknowledgeGapsResponse:
+        ack = await self._service.acknowledgements.acknowledge(
+            list(request.symbols),
+            list(request.timeframes),
+            convert.ms_from(request, "start_time"),
+            convert.ms_from(request, "end_time"),
+            request.reason,
+            request.request_id,
+        )
+        return pb.AcknowledgeGapsResponse(acknowledgement=convert.ack_pb(ack))
+
+    @_unary
+    async def ListAcknowledgements(
+        self, request: pb.ListAcknowledgementsRequest, context: Any
+    ) -> pb.ListAcknowledgementsResponse:
+        acks, token = await self._service.acknowledgements.page(
+            request.page_size, request.page_token
+        )
+        return pb.ListAcknowledgementsResponse(
+            acknowledgements=[convert.ack_pb(a) for a in acks], next_page_token=token
+        )
+
+    @_unary
+    async def DeleteAcknowledgement(
+        self, request: pb.DeleteAcknowledgementRequest, context: Any
+    ) -> pb.DeleteAcknowledgementResponse:
+        ack = await self._service.acknowledgements.delete(request.id)
+        return pb.DeleteAcknowledgementResponse(acknowledgement=convert.ack_pb(ack))
 
     async def StreamHealthScores(
         self, request: pb.StreamHealthScoresRequest, context: grpc.aio.ServicerContext

@@ -1,26 +1,26 @@
 """The use cases behind the RPCs, over the stores. Transport-free: it takes
 and returns domain records and raises domain errors.
+
+The request_id ledger lives in :mod:`auditsvc.usecases.request_ledger`, GetStatus's
+shared read of the last cycle in :mod:`auditsvc.usecases.status_cache`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
-import hashlib
-import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 from auditsvc import __version__
 from auditsvc.domain.errors import (
-    FailedPrecondition,
     InvalidArgument,
     NotFound,
     ShuttingDown,
     Unavailable,
 )
+from auditsvc.domain.gap_lifecycle import GapState
 from auditsvc.domain.records import (
     RESULT_TTL_DAYS,
     Cycle,
@@ -36,25 +36,24 @@ from auditsvc.domain.records import (
 from auditsvc.domain.series_state import SeriesState
 from auditsvc.domain.values import Strategy
 from auditsvc.leadership.term import Leadership
+from auditsvc.ops.clock import Clock
 from auditsvc.ops.settings import AuditSettings, DuplicateSettings
-from auditsvc.storage.interfaces import Fence, StateStore
+from auditsvc.storage.interfaces import AckStore, Fence, StateStore
+from auditsvc.usecases.acknowledgements import Acknowledgements
 from auditsvc.usecases.auditing import Auditor
 from auditsvc.usecases.dedupe import Deduplicator
 from auditsvc.usecases.page_tokens import PageTokens
+from auditsvc.usecases.request_ledger import RequestLedger, digest
 from auditsvc.usecases.score_listing import ScoreListing, configured_keys
 from auditsvc.usecases.series_selection import require_configured
 from auditsvc.usecases.series_summary import SeriesSummary
+from auditsvc.usecases.status_cache import LastCycleCache
 from auditsvc.usecases.verdicts import Reading, VerdictWatch
 
-T = TypeVar("T")
-# GetStatus reads the newest stored cycle at most this often; concurrent callers share one read.
-STATUS_CACHE_S = 0.5
 # A heartbeat reading and the scores read after it.
 Dated = tuple[Reading | None, list[ScoreRecord]]
 # Streams asking for a dated snapshot within this many seconds share one read.
 _SHARED_SNAPSHOT_S = 0.5
-# Work started for a request_id runs at most this long, whoever is still waiting.
-REQUEST_DEADLINE_S = 15 * 60.0
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
@@ -75,10 +74,11 @@ class AuditService:
         next_cycle_ms: Callable[[], int | None],
         verdicts: VerdictWatch,
         read_timeout_ms: int = 5000,
+        *,
+        acks: AckStore,
+        clock: Clock,
     ) -> None:
         self._audit = audit
-        # MONGODB_TIMEOUT_MS: bounds GetStatus's shared read of the last cycle.
-        self._read_timeout_ms = read_timeout_ms
         self._duplicates = duplicates
         self._replica_id = replica_id
         self.auditor = auditor
@@ -97,12 +97,12 @@ class AuditService:
         ) = None
         self._listing = ScoreListing(audit, state, tokens, verdicts)
         self._summary = SeriesSummary(audit, state, verdicts, read_timeout_ms / 1000)
-        self._inflight: dict[str, asyncio.Task[tuple[str, dict[str, Any]]]] = {}
-        # One cached read per view (with and without the cycle's reports), and the
-        # last object each view returned, kept while the stored cycle is unchanged.
-        self._status_read: dict[bool, asyncio.Future[Cycle | None]] = {}
-        self._status_read_at: dict[bool, float] = {}
-        self._status_cycle: dict[bool, Cycle | None] = {}
+        self._requests = RequestLedger(state, fence, leadership)
+        # AcknowledgeGaps and its siblings, over the same request_id ledger.
+        self.acknowledgements = Acknowledgements(
+            audit, clock, acks, fence, leadership, self._requests, tokens
+        )
+        self._last_cycle = LastCycleCache(state, read_timeout_ms)
         # Set on shutdown: open streams end with UNAVAILABLE "shutting down"
         # (a status every generic client retries) instead of being cut.
         self.closing = asyncio.Event()
@@ -117,7 +117,7 @@ class AuditService:
         trigger: str = "rpc",
     ) -> Cycle:
         selection = self.auditor.select(symbols, timeframes, start_ms, end_ms)
-        body = _digest(sorted(symbols), sorted(timeframes), start_ms, end_ms)
+        body = digest(sorted(symbols), sorted(timeframes), start_ms, end_ms)
 
         # No times requested: the default windows, which may be read incrementally.
         default = start_ms is None and end_ms is None
@@ -140,7 +140,7 @@ class AuditService:
 
         if not request_id:
             return await self.auditor.run_cycle(selection, trigger=trigger, default_window=default)
-        return await self._once("run", request_id, body, work, replay)
+        return await self._requests.once("run", request_id, body, work, replay)
 
     async def resolve_duplicates(
         self,
@@ -156,7 +156,7 @@ class AuditService:
         chosen = strategy or self._duplicates.strategy
         # The request's own fields, as sent: the default window moves with the clock,
         # so hashing it would make a retry a minute later a "different" request.
-        body = _digest(
+        body = digest(
             symbol, timeframe, start_ms, end_ms, strategy.value if strategy else "", dry_run
         )
 
@@ -175,99 +175,11 @@ class AuditService:
             return await self._dedupe.resolve_duplicates(
                 symbol, tf, window, chosen, dry_run, request_id
             )
-        return await self._once("dedupe", request_id, body, work, replay)
-
-    async def _once(
-        self,
-        kind: str,
-        request_id: str,
-        body: str,
-        work: Callable[[], Awaitable[dict[str, Any]]],
-        replay: Callable[[dict[str, Any]], Awaitable[T]],
-    ) -> T:
-        """A repeated request_id returns the first result; the work runs once.
-
-        The work belongs to the service, not to the caller that started it: it runs
-        in its own task, bounded by REQUEST_DEADLINE_S, and a caller that gives up
-        (deadline, cancel) only stops waiting. Every concurrent caller with the same
-        request_id waits for that one task and gets its result or its error.
-        """
-        if len(request_id) > 128:
-            raise InvalidArgument("request_id is longer than 128 characters", field="request_id")
-        key = f"{kind}:{request_id}"
-        task = self._inflight.get(key)
-        if task is None:
-            # Registered before the first await, so a concurrent repeat joins this task.
-            task = asyncio.create_task(self._first(kind, request_id, body, work), name=key)
-            self._inflight[key] = task
-            task.add_done_callback(functools.partial(self._settled, key))
-        try:
-            stored_body, result = await asyncio.shield(task)
-        except asyncio.CancelledError:
-            caller = asyncio.current_task()
-            if task.cancelled() and (caller is None or not caller.cancelling()):
-                # The work was stopped (shutdown), not this caller.
-                raise Unavailable(
-                    "the work for this request_id was stopped; retry with the same request_id"
-                ) from None
-            raise
-        return await self._replay(stored_body, body, result, replay)
-
-    async def _first(
-        self,
-        kind: str,
-        request_id: str,
-        body: str,
-        work: Callable[[], Awaitable[dict[str, Any]]],
-    ) -> tuple[str, dict[str, Any]]:
-        """The stored first result of ``kind:request_id``, doing the work if there is none."""
-        try:
-            async with asyncio.timeout(REQUEST_DEADLINE_S):
-                stored = await self._state.get_request(kind, request_id)
-                if stored is not None:
-                    return str(stored["body_hash"]), stored["result"]
-                result = await work()
-                term = self._leadership.term()
-                epoch = term.epoch if term else self._leadership.epoch
-                # Fenced like every other write under leadership.
-                await self._fence.write_fenced(
-                    epoch,
-                    lambda s: self._state.put_request(kind, request_id, body, result, epoch, s),
-                )
-                return body, result
-        except TimeoutError:
-            raise Unavailable(
-                f"the work for this request_id did not finish within {REQUEST_DEADLINE_S:.0f} s; "
-                "retry with the same request_id"
-            ) from None
-
-    def _settled(self, key: str, task: asyncio.Task[tuple[str, dict[str, Any]]]) -> None:
-        if self._inflight.get(key) is task:
-            del self._inflight[key]
-        if not task.cancelled():
-            task.exception()  # every waiter may have left: never "exception never retrieved"
+        return await self._requests.once("dedupe", request_id, body, work, replay)
 
     async def close(self) -> None:
-        """Cancels request work still running (shutdown); its callers get CANCELLED."""
-        tasks = list(self._inflight.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    @staticmethod
-    async def _replay(
-        stored_body: str,
-        body: str,
-        result: dict[str, Any],
-        replay: Callable[[dict[str, Any]], Awaitable[T]],
-    ) -> T:
-        if stored_body != body:
-            raise FailedPrecondition(
-                "request_id was already used with a different request body",
-                field="request_id",
-                reason="REQUEST_ID_REUSED",
-            )
-        return await replay(result)
+        """Cancels request work still running (shutdown); its callers get UNAVAILABLE."""
+        await self._requests.close()
 
     async def list_gaps(
         self,
@@ -278,7 +190,10 @@ class AuditService:
         min_missing: int,
         page_size: int,
         page_token: str,
+        states: tuple[GapState, ...] = (),
     ) -> tuple[list[GapRecord], str]:
+        """A page of stored gaps; with no ``states``, those still missing and not
+        given up on (OPEN, BACKFILL_REQUESTED), as before states existed."""
         if page_size < 0 or page_size > MAX_PAGE:
             raise InvalidArgument(f"page_size must be 0..{MAX_PAGE}", field="page_size")
         require_configured(
@@ -287,9 +202,12 @@ class AuditService:
         if start_ms is not None and end_ms is not None and start_ms >= end_ms:
             raise InvalidArgument("start_time must be before end_time", field="start_time")
         limit = page_size or DEFAULT_PAGE
-        filters = _digest(symbol, timeframe, start_ms, end_ms, min_missing)
+        # Without states the digest is what it was, so earlier page tokens stay valid.
+        filters = digest(symbol, timeframe, start_ms, end_ms, min_missing)
+        if states:
+            filters = digest(filters, sorted(s.value for s in states))
         after = await self._tokens.decode(filters, page_token) if page_token else None
-        query = GapQuery(symbol, timeframe, start_ms, end_ms, min_missing, limit + 1, after)
+        query = GapQuery(symbol, timeframe, start_ms, end_ms, min_missing, limit + 1, after, states)
         gaps = await self._state.list_gaps(query)
         if len(gaps) <= limit:
             return gaps, ""
@@ -319,7 +237,7 @@ class AuditService:
         last: Cycle | None = None
         if reachable:
             try:
-                last = await self._stored_last_cycle(full)
+                last = await self._last_cycle.get(full)
             except Unavailable:
                 raise  # the read timed out: say so rather than guess
             except Exception:  # GetStatus must answer even when the database does not
@@ -343,46 +261,6 @@ class AuditService:
             epoch=self._leadership.epoch,
             summary=summary,
         )
-
-    async def _stored_last_cycle(self, full: bool) -> Cycle | None:
-        """The newest stored cycle, read at most every STATUS_CACHE_S per view (single
-        flight); without ``full`` only its header and summary are read.
-
-        While the stored cycle does not change, the same object is returned, so
-        callers can key work on it (GetStatus converts each cycle once). The read
-        is bounded by MONGODB_TIMEOUT_MS; past it, Unavailable names the cause.
-        """
-        loop = asyncio.get_running_loop()
-        read = self._status_read.get(full)
-        at = self._status_read_at.get(full, float("-inf"))
-        if read is None or (read.done() and loop.time() - at > STATUS_CACHE_S):
-            read = self._status_read[full] = asyncio.ensure_future(self._read_last_cycle(full))
-            # Every caller may have gone (deadline) before a failure: retrieve it here
-            # so that it is not logged as "Task exception was never retrieved".
-            read.add_done_callback(lambda f: f.cancelled() or f.exception())
-            self._status_read_at[full] = loop.time()
-        try:
-            return await asyncio.shield(read)
-        except BaseException:
-            if self._status_read.get(full) is read and read.done():
-                del self._status_read[full]  # never cache a failure
-            raise
-
-    async def _read_last_cycle(self, full: bool) -> Cycle | None:
-        timeout_ms = self._read_timeout_ms
-        try:
-            async with asyncio.timeout(timeout_ms / 1000):
-                cycle = await self._state.last_cycle(with_series=full)
-        except TimeoutError:
-            raise Unavailable(
-                f"GetStatus: the database did not return the last audit cycle within "
-                f"MONGODB_TIMEOUT_MS ({timeout_ms} ms); retry"
-            ) from None
-        kept = self._status_cycle.get(full)
-        if cycle is not None and cycle == kept:
-            return kept  # unchanged: keep the object its conversion is keyed on
-        self._status_cycle[full] = cycle
-        return cycle
 
     async def health_scores(
         self, symbols: Sequence[str], timeframes: Sequence[str]
@@ -486,7 +364,3 @@ class AuditService:
 def _says(r: ScoreRecord) -> tuple[object, ...]:
     """What a served score tells a subscriber (its verdict's age aside)."""
     return (r.state, r.last_candle_ms, r.late_candles, r.score, r.cycle_id, r.computed_ms)
-
-
-def _digest(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()

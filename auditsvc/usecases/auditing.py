@@ -1,5 +1,7 @@
 """The audit use case: audit selected series over a window, store the result,
-request backfills. RunAudit and the scheduler both call ``Auditor.run_cycle``.
+run the healing pass (:mod:`auditsvc.usecases.healing`: backfill requests'
+outcomes, new requests by priority). RunAudit and the scheduler both call
+``Auditor.run_cycle``.
 
 A window ending at the live edge (the settled end of the default window when the
 request is selected) is live: its score replaces the series' stored score, which
@@ -15,12 +17,14 @@ twice at once. Inside a cycle, AUDIT_CONCURRENCY series run at a time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
+from auditsvc.domain.acknowledgement import MAX_ACKS, Acknowledgement, windows_for
 from auditsvc.domain.errors import (
     AuditError,
     Cancelled,
@@ -31,20 +35,27 @@ from auditsvc.domain.errors import (
 )
 from auditsvc.domain.records import (
     SCHEDULED,
-    BackfillRequest,
     Cycle,
     SeriesReport,
 )
 from auditsvc.domain.scanner import SeriesScanner
 from auditsvc.domain.summary import summarize
 from auditsvc.domain.timeframes import Timeframe, default_window, parse_timeframe
-from auditsvc.domain.values import Gap, Severity, Window
+from auditsvc.domain.values import Window
 from auditsvc.leadership.term import Leadership, Term
 from auditsvc.ops.clock import Clock
 from auditsvc.ops.failpoints import Failpoints
 from auditsvc.ops.metrics import Metrics
 from auditsvc.ops.settings import AuditSettings, BackfillSettings
-from auditsvc.storage.interfaces import BackfillStore, CandleStore, Fence, SettledStore, StateStore
+from auditsvc.storage.interfaces import (
+    AckStore,
+    BackfillStore,
+    CandleStore,
+    Fence,
+    SettledStore,
+    StateStore,
+)
+from auditsvc.usecases.healing import Healer, HealOutcome
 from auditsvc.usecases.sweep import GAP_BATCH, Group, Sweep, conclude, groups
 
 log = logging.getLogger(__name__)
@@ -87,13 +98,13 @@ class Auditor:
         *,
         owns_verdict: bool = False,
         failpoints: Failpoints | None = None,
+        acks: AckStore | None = None,
     ) -> None:
         self._audit = audit
         # LIVE_MODE=off: the cycle stores the series' live verdict. Otherwise the
         # live tail owns it and a cycle never writes it (one writer per field).
         self._owns_verdict = owns_verdict
         self._failpoints = failpoints or Failpoints()
-        self._backfill = backfill
         self._replica_id = replica_id
         # False until the collections and indexes exist (app.py): a cycle that
         # raced their creation could hang the server in create_collection.
@@ -101,7 +112,9 @@ class Auditor:
         self._clock = clock
         self._candles = candles
         self._state = state
-        self._backfills = backfills
+        self._healer = Healer(backfill, clock, backfills, fence, metrics)
+        # Acknowledged outages, read once per cycle (None: none, for in-process tests).
+        self._acks = acks
         self._fence = fence
         self._leadership = leadership
         self._metrics = metrics
@@ -118,13 +131,11 @@ class Auditor:
                 settled,
                 fence,
                 metrics,
-                self._maybe_backfill,
                 owns_verdict=owns_verdict,
                 failpoints=self._failpoints,
             )
         )
         self._cycle_lock = asyncio.Lock()
-        self._backfill_lock = asyncio.Lock()
         self.last_cycle: Cycle | None = None
         # Failed cycles that could not be stored (the database was the reason),
         # oldest first; each stays here until it is stored, so the history has no hole.
@@ -218,9 +229,12 @@ class Auditor:
         begun = self._clock.monotonic()
         gate = asyncio.Semaphore(self._audit.concurrency)
 
+        # Read once: every series of the cycle judges its gaps by the same windows.
+        acks = await self._acks.all(MAX_ACKS) if self._acks is not None else []
+
         async def one(target: Target) -> SeriesReport:
             async with gate:
-                return await self._series(target, cycle_id, term.epoch)
+                return await self._series(target, cycle_id, term.epoch, acks)
 
         await self._save_unsaved(term.epoch)
         tags = {"cycle_id": cycle_id, "epoch": term.epoch}
@@ -238,7 +252,7 @@ class Auditor:
 
             async def group(g: Group) -> list[SeriesReport]:
                 async with gate:
-                    return await sweep.group(g, cycle_id, term.epoch)
+                    return await sweep.group(g, cycle_id, term.epoch, acks)
 
             plain = [(t.symbol, t.tf, t.window) for t in selection]
             tasks = [asyncio.ensure_future(group(g)) for g in groups(self._candles, plain)]
@@ -265,6 +279,8 @@ class Auditor:
                 self._unsaved = [*self._unsaved, failure][-_MAX_UNSAVED:]
                 log.warning("could not record the failed cycle yet", extra=tags)
             raise
+        # After every series is stored: the cap serves the cycle's worst gaps.
+        reports = _with_backfills(reports, await self._healer.heal(cycle_id, term.epoch))
         cycle = finish(self._clock.now_ms(), series=tuple(reports), summary=summarize(reports))
         await self._store_reports(cycle, term.epoch)
         # The header last: a stored header means every part of its reports is stored.
@@ -304,15 +320,16 @@ class Auditor:
     async def _store_cycle(self, cycle: Cycle, session: object) -> None:
         await self._state.save_cycle(cycle, session)
 
-    async def _series(self, target: Target, cycle_id: str, epoch: int) -> SeriesReport:
+    async def _series(
+        self, target: Target, cycle_id: str, epoch: int, acks: Sequence[Acknowledgement] = ()
+    ) -> SeriesReport:
         symbol, tf, window, historical = target
         scanner = SeriesScanner(tf, window, self._audit.max_gaps_per_series)
         async for batch in self._candles.timestamps(symbol, tf.name, window):
             scanner.feed(batch)
         found = scanner.finish()
-        report, gaps = await conclude(
+        report, gaps = conclude(
             self._audit,
-            self._maybe_backfill,
             self._clock.now_ms(),
             symbol,
             tf,
@@ -321,6 +338,7 @@ class Auditor:
             cycle_id,
             epoch,
             historical=historical,
+            acknowledged=windows_for(acks, symbol, tf.name),
         )
         health = report.health.score
         # Gaps in fenced batches of GAP_BATCH, so no transaction grows with the
@@ -349,40 +367,19 @@ class Auditor:
             self._metrics.health_score.labels(*labels).set(health.quality)
         return report
 
-    async def backfill_for(self, symbol: str, tf: Timeframe, gap: Gap, epoch: int) -> str:
-        """The cycle's backfill rules for a gap found elsewhere (the live tail)."""
-        return (await self._maybe_backfill(symbol, tf, gap, epoch))[0]
 
-    async def _maybe_backfill(
-        self, symbol: str, tf: Timeframe, gap: Gap, epoch: int
-    ) -> tuple[str, int, int]:
-        """Returns (request id or '', 1 if newly requested, 1 if skipped by the cap)."""
-        if not self._backfill.enabled:
-            return "", 0, 0
-        if gap.end_ms - gap.start_ms < self._backfill.min_gap * 1000:
-            return "", 0, 0
-        # One lock so that concurrent series cannot together overshoot the cap.
-        async with self._backfill_lock:
-            existing = await self._backfills.open_request_id(symbol, tf.name, gap.start_ms)
-            if existing is not None:
-                return existing, 0, 0
-            if await self._backfills.open_count() >= self._backfill.max_jobs:
-                self._metrics.backfills_skipped.labels(symbol, tf.name).inc()
-                return "", 0, 1
-            req = BackfillRequest(
-                request_id=f"bf-{uuid.uuid4().hex}",
-                symbol=symbol,
-                timeframe=tf.name,
-                start_ms=gap.start_ms,
-                end_ms=gap.end_ms,
-                priority=1 if gap.severity is Severity.HIGH else 5,
-                epoch=epoch,
-            )
-            made = await self._fence.write_fenced(epoch, lambda s: self._backfills.create(req, s))
-        if made == req.request_id:
-            self._metrics.backfills_triggered.labels(symbol, tf.name, gap.severity.value).inc()
-            return made, 1, 0
-        return made, 0, 0
+def _with_backfills(reports: list[SeriesReport], healed: HealOutcome) -> list[SeriesReport]:
+    """The reports with the healing pass's requests and skips counted per series."""
+    return [
+        dataclasses.replace(
+            r,
+            backfills_requested=healed.requested[(r.symbol, r.timeframe)],
+            backfills_skipped=healed.skipped[(r.symbol, r.timeframe)],
+        )
+        if (r.symbol, r.timeframe) in healed.requested or (r.symbol, r.timeframe) in healed.skipped
+        else r
+        for r in reports
+    ]
 
 
 async def _one(

@@ -17,6 +17,9 @@ replica is refused with FAILED_PRECONDITION rather than left to decide from
 the same snapshot with the opposite strategy. Under leadership the fence does
 that job, and a claim left by a killed leader would only block its successor.
 
+This module validates, orders and claims; one run's counters and its fenced
+batches live in :class:`~auditsvc.usecases.removal.Removal`.
+
 Each fenced batch is bounded in time as well as in count: its size adapts to
 the durations measured (:class:`~auditsvc.domain.batch_sizing.AdaptiveBatch`), so a
 renewal queued behind one batch waits about a quarter of a second, whatever
@@ -28,43 +31,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
-from auditsvc.domain.batch_sizing import AdaptiveBatch
-from auditsvc.domain.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    NotLeader,
-    Unavailable,
-)
-from auditsvc.domain.records import DuplicateReport, GroupReport
-from auditsvc.domain.survivor import resolve, sort_ids
+from auditsvc.domain.errors import FailedPrecondition, InvalidArgument, NotFound, NotLeader
+from auditsvc.domain.records import DuplicateReport
 from auditsvc.domain.timeframes import Timeframe, default_window, parse_timeframe
-from auditsvc.domain.values import CandleRef, Resolution, Strategy, Window
+from auditsvc.domain.values import CandleRef, Strategy, Window
 from auditsvc.leadership.term import Leadership
 from auditsvc.ops.clock import Clock
 from auditsvc.ops.failpoints import Failpoints
 from auditsvc.ops.metrics import Metrics
 from auditsvc.ops.settings import AuditSettings, DuplicateSettings
 from auditsvc.storage.interfaces import CandleStore, DuplicateStore, Fence
+from auditsvc.usecases.removal import CLAIM_TTL_MS, REPORTED_GROUPS, Removal
 
 log = logging.getLogger(__name__)
 
-# Groups in the first batch, and the most in any: the measured duration decides
-# in between, so a fenced transaction stays short next to the lease heartbeat.
-BATCH_GROUPS = 20
-MAX_BATCH_GROUPS = 500
-REPORTED_GROUPS = 100
 # Slots per grouping query: one $group over a whole window is a single server
 # command whose cost grows with the window (on a single-threaded server it
 # held off the lease renewal for seconds); slices bound it.
 SCAN_SLOTS = 250
-# How long a removal's claim on its collection outlives its last batch.
-CLAIM_TTL_MS = 60_000
 
 
 class Deduplicator:
@@ -131,128 +118,42 @@ class Deduplicator:
             raise NotLeader("not leader", leader_address=self._leadership.last_known_address())
         removing = self._policy.removal_enabled and not dry_run and strategy is not Strategy.MANUAL
         collection = self._candles.collection(symbol, tf.name)
-        groups = surplus = archived = removed = 0
-        reported: list[GroupReport] = []
-        skipped: list[int] = []  # timestamps of groups that changed since the grouping
-        batch: list[Resolution] = []
-        sizer = AdaptiveBatch(initial=BATCH_GROUPS, maximum=MAX_BATCH_GROUPS)
-
-        async def fenced(work: list[Resolution]) -> tuple[int, int, list[int]]:
-            """One fenced batch; one over the fence's time budget is split and retried."""
-
-            async def batch_work(session: Any) -> tuple[int, int, list[int]]:
-                safe, changed = await self._duplicates.guard(
-                    collection, symbol, work, self._policy.version_field, session
-                )
-                dropped = [r.timestamp_ms for r in changed]
-                a = await self._duplicates.archive(
-                    collection,
-                    safe,
-                    request_id=request_id,
-                    strategy=strategy,
-                    epoch=term.epoch,
-                    timeframe=tf.name,
-                    session=session,
-                )
-                self._failpoints.hit("dedupe.between_archive_and_delete")
-                d = await self._duplicates.delete(
-                    collection,
-                    safe,
-                    request_id=request_id,
-                    strategy=strategy,
-                    epoch=term.epoch,
-                    archived=a,
-                    skipped=dropped,
-                    session=session,
-                )
-                if d:
-                    # In the batch: the next cycle cannot trust a record that still
-                    # counts these copies (settled_store's module docstring).
-                    await self._duplicates.mark_rewritten(symbol, tf.name, session)
-                return a, d, dropped
-
-            started = time.monotonic()
-            try:
-                outcome = await self._fence.write_fenced(term.epoch, batch_work)
-            except Unavailable:
-                took = time.monotonic() - started
-                sizer.record(len(work), took)
-                # An over-budget batch was aborted whole (nothing committed), so
-                # halves of it can simply be run again; a single group cannot shrink.
-                if len(work) < 2 or not self._over_budget(took):
-                    raise
-                log.info(
-                    "removal batch over its time budget; splitting",
-                    extra={"request_id": request_id, "groups": len(work), "seconds": took},
-                )
-                half = len(work) // 2
-                first, second = await fenced(work[:half]), await fenced(work[half:])
-                return first[0] + second[0], first[1] + second[1], first[2] + second[2]
-            took = time.monotonic() - started
-            sizer.record(len(work), took)
-            log.debug(
-                "removal batch",
-                extra={"request_id": request_id, "groups": len(work), "seconds": round(took, 3)},
-            )
-            return outcome
-
-        async def flush() -> None:
-            nonlocal archived, removed
-            if not batch:
-                return
-            work = list(batch)
-            batch.clear()
-            self._failpoints.hit("dedupe.before_batch")
-            a, d, dropped = await fenced(work)
-            self._failpoints.hit("dedupe.after_batch")
-            archived += a
-            removed += d
-            skipped.extend(dropped)
-            self._metrics.duplicates_removed.labels(symbol, tf.name, strategy.value).inc(d)
-            if claim and not await self._duplicates.claim(collection, owner, CLAIM_TTL_MS):
-                raise FailedPrecondition(
-                    f"the removal claim on {collection} expired and another removal took it",
-                    field="symbol",
-                )
-
         owner = f"{self._replica_id}/{uuid.uuid4().hex}"
         lock = self._locks.setdefault(collection, asyncio.Lock())
         # Under leadership the fence already orders removals across replicas (and a
         # claim left by a killed leader would block its successor); epoch 0 has no fence.
         claim = removing and term.epoch == 0
+        run = Removal(
+            symbol=symbol,
+            tf=tf,
+            collection=collection,
+            strategy=strategy,
+            request_id=request_id,
+            epoch=term.epoch,
+            removing=removing,
+            claim=claim,
+            owner=owner,
+            version_field=self._policy.version_field,
+            fence=self._fence,
+            duplicates=self._duplicates,
+            metrics=self._metrics,
+            failpoints=self._failpoints,
+        )
         async with term.guard(), lock, self._claimed(collection, owner, claim):
             async for refs in self._groups(symbol, tf, window):
-                if not tf.is_aligned(refs[0].timestamp_ms):
-                    continue  # misaligned documents are reported by audits, never removed
-                groups += 1
-                surplus += len(refs) - 1
-                ids = [str(i) for i in sort_ids([r.doc_id for r in refs])]
-                if strategy is Strategy.MANUAL:
-                    if len(reported) < REPORTED_GROUPS:
-                        reported.append(GroupReport(refs[0].timestamp_ms, "", (), tuple(ids)))
-                    continue
-                decision = resolve(strategy, refs)
-                if len(reported) < REPORTED_GROUPS:
-                    reported.append(
-                        GroupReport(
-                            decision.timestamp_ms,
-                            str(decision.kept.doc_id),
-                            tuple(str(r.doc_id) for r in decision.removed),
-                            tuple(ids),
-                        )
-                    )
-                if removing:
-                    batch.append(decision)
-                    if len(batch) >= sizer.size:
-                        await flush()
-            if removing:
-                await flush()
+                await run.add(refs)
+            await run.finish()
+        return self._report(run, dry_run)
+
+    def _report(self, run: Removal, dry_run: bool) -> DuplicateReport:
+        """The reply of a finished run, logged."""
+        skipped = run.skipped
         if skipped:
             log.warning(
                 "duplicate groups changed during the removal; skipped",
                 extra={
-                    "request_id": request_id,
-                    "collection": collection,
+                    "request_id": run.request_id,
+                    "collection": run.collection,
                     "skipped": len(skipped),
                     "skipped_timestamps": skipped[:REPORTED_GROUPS],
                 },
@@ -260,36 +161,30 @@ class Deduplicator:
         log.info(
             "duplicates resolved",
             extra={
-                "request_id": request_id,
-                "groups": groups,
-                "removed": removed,
+                "request_id": run.request_id,
+                "groups": run.groups,
+                "removed": run.removed,
                 "skipped": len(skipped),
-                "epoch": term.epoch,
+                "epoch": run.epoch,
             },
         )
+        enabled = self._policy.removal_enabled
         return DuplicateReport(
-            request_id=request_id,
-            strategy=strategy,
+            request_id=run.request_id,
+            strategy=run.strategy,
             dry_run=dry_run,
-            removal_enabled=self._policy.removal_enabled,
-            duplicate_groups=groups,
-            surplus_documents=surplus,
-            documents_removed=removed,
-            documents_archived=archived,
+            removal_enabled=enabled,
+            duplicate_groups=run.groups,
+            surplus_documents=run.surplus,
+            documents_removed=run.removed,
+            documents_archived=run.archived,
             served_by=self._replica_id,
-            epoch=term.epoch,
-            message=_message(
-                self._policy.removal_enabled, dry_run, strategy, removed, len(skipped)
-            ),
-            groups=tuple(reported),
+            epoch=run.epoch,
+            message=_message(enabled, dry_run, run.strategy, run.removed, len(skipped)),
+            groups=tuple(run.reported),
             groups_skipped=len(skipped),
             skipped_timestamps=tuple(skipped[:REPORTED_GROUPS]),
         )
-
-    def _over_budget(self, took: float) -> bool:
-        """Whether a failed batch ran into the fence's per-batch time budget, if it has one."""
-        budget = getattr(self._fence, "batch_budget_s", None)
-        return isinstance(budget, int | float) and took >= budget
 
     async def _groups(
         self, symbol: str, tf: Timeframe, window: Window

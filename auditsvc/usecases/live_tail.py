@@ -32,8 +32,8 @@ Guarantees:
   decays on time); the candle that ends the lateness stores LIVE at once.
 * A candle arriving more than one slot after the previous newest stores the
   skipped slots as a gap marked ``detected_live``, keyed like the cycle's gaps
-  (series + start) so the next cycle reconciles the same record; backfill rules
-  are the cycle's.
+  (series + start) so the next cycle reconciles the same record; its backfill
+  is requested by the next cycle's healing pass, by priority with every other gap.
 
 Modes (LIVE_MODE): ``change_stream`` watches the candle collections;
 ``poll`` queries each candle collection every LIVE_POLL_INTERVAL seconds, one
@@ -51,7 +51,6 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
 
 from auditsvc.domain.errors import Cancelled, Fenced, NotLeader, Unavailable
 from auditsvc.domain.poll_plan import plan_poll
@@ -73,6 +72,7 @@ from auditsvc.ops.failpoints import Failpoints
 from auditsvc.ops.metrics import Metrics
 from auditsvc.ops.settings import AuditSettings, LiveSettings
 from auditsvc.storage.interfaces import CandleFeed, Fence, LiveStore
+from auditsvc.usecases.fill_watch import FillWatch
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,6 @@ _IDLE_POLL = 0.2
 _MIN_SLEEP = 0.01
 _STORE_BATCH = 50
 Key = tuple[str, str]
-# (symbol, timeframe, gap, epoch) -> backfill request id or "".
-Backfill = Callable[[str, Timeframe, Gap, int], Awaitable[str]]
 
 
 class LiveTail:
@@ -95,8 +93,8 @@ class LiveTail:
         fence: Fence,
         leadership: Leadership,
         metrics: Metrics,
-        backfill: Backfill | None = None,
         failpoints: Failpoints | None = None,
+        fills: FillWatch | None = None,
     ) -> None:
         self._audit = audit
         self._live = live
@@ -106,8 +104,9 @@ class LiveTail:
         self._fence = fence
         self._leadership = leadership
         self._metrics = metrics
-        self._backfill = backfill
         self._failpoints = failpoints or Failpoints()
+        # Requested gaps found whole are FILLED within a poll (usecases/fill_watch.py).
+        self._fills = fills
         self._grace = round(audit.ingest_grace * 1000)
         self._interval = live.poll_interval
         self._series: dict[Key, Timeframe] = {
@@ -196,6 +195,8 @@ class LiveTail:
                 if watcher is None:
                     await self._poll(term.epoch)
                 await self._evaluate(term.epoch)
+                if self._fills is not None:
+                    await self._fills.check(term.epoch)
                 await self._sleep_until_due()
         finally:
             self._metrics.live_tail_up.set(0)
@@ -307,9 +308,7 @@ class LiveTail:
         return True
 
     async def _store_gap(self, key: Key, tf: Timeframe, gap: Gap, epoch: int) -> None:
-        backfill_id = ""
-        if self._backfill is not None:
-            backfill_id = await self._backfill(key[0], tf, gap, epoch)
+        # Requested by the next cycle's healing pass, by priority with every other gap.
         record = GapRecord(
             key[0],
             key[1],
@@ -318,7 +317,6 @@ class LiveTail:
             gap.missing_candles,
             gap.severity,
             self._clock.now_ms(),
-            backfill_id,
             detected_live=True,
         )
         await self._fence.write_fenced(epoch, lambda s: self._store.save_live_gap(record, epoch, s))

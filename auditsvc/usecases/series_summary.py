@@ -7,12 +7,14 @@ the summary is refreshed in the background at most every ``REFRESH_S`` and a
 caller gets the newest one made (single flight; only the very first call
 waits). A summary is at most ``REFRESH_S`` plus one read old; a read that fails
 keeps the last one, and None until one succeeds (GetStatus then shows the last
-cycle's own summary).
+cycle's own summary). The same refresh counts the stored gaps by state (one
+aggregation, a group per state).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from auditsvc.domain.records import CycleSummary
@@ -54,6 +56,7 @@ class SeriesSummary:
         try:
             async with asyncio.timeout(self._timeout_s):
                 rows = await self._state.scores()
+                gap_states = await self._state.gap_state_counts()
         except Exception as exc:  # GetStatus must answer: keep the last summary
             log.debug("series summary not read", extra={"reason": type(exc).__name__})
             return
@@ -62,5 +65,5 @@ class SeriesSummary:
             for r in rows
             if (r.symbol, r.timeframe) in self._configured
         ]
-        self._summary = summarize_scores(served)
+        self._summary = dataclasses.replace(summarize_scores(served), gap_states=tuple(gap_states))
         self._made_at = asyncio.get_running_loop().time()

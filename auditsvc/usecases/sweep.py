@@ -31,15 +31,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from auditsvc.domain.acknowledgement import Acknowledgement, split, windows_for
+from auditsvc.domain.gap_lifecycle import GapState
 from auditsvc.domain.records import GapRecord, ScoreRecord, SeriesReport
 from auditsvc.domain.scoring import score
 from auditsvc.domain.series_state import window_state
 from auditsvc.domain.settled import IncrementalScan, Plan, Settled, plan, settle
 from auditsvc.domain.timeframes import Timeframe
-from auditsvc.domain.values import Gap, SeriesScan, Window
+from auditsvc.domain.values import SeriesScan, Window
 from auditsvc.ops.clock import Clock
 from auditsvc.ops.failpoints import Failpoints
 from auditsvc.ops.metrics import Metrics
@@ -50,8 +52,6 @@ from auditsvc.storage.interfaces import CandleStore, Fence, SettledStore, StateS
 CHUNK = 500
 # Gap records per fenced write batch (about 0.3 KB each in BSON).
 GAP_BATCH = 250
-
-Backfill = Callable[[str, Timeframe, Gap, int], Awaitable[tuple[str, int, int]]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -86,7 +86,6 @@ class Sweep:
         settled: SettledStore,
         fence: Fence,
         metrics: Metrics,
-        backfill: Backfill,
         *,
         owns_verdict: bool = False,
         failpoints: Failpoints | None = None,
@@ -100,10 +99,12 @@ class Sweep:
         self._settled = settled
         self._fence = fence
         self._metrics = metrics
-        self._backfill = backfill
 
-    async def group(self, g: Group, cycle_id: str, epoch: int) -> list[SeriesReport]:
-        """Audits one group and stores its results; returns its reports in symbol order."""
+    async def group(
+        self, g: Group, cycle_id: str, epoch: int, acks: Sequence[Acknowledgement] = ()
+    ) -> list[SeriesReport]:
+        """Audits one group and stores its results; returns its reports in symbol order.
+        Gaps inside ``acks`` are ACKNOWLEDGED (:mod:`auditsvc.domain.acknowledgement`)."""
         known, basis = await self._settled.load(g.collection, g.tf.name, g.symbols)
         recheck_ms = round(self._audit.recheck * 1000)
         plans = {
@@ -120,7 +121,9 @@ class Sweep:
         reports: list[SeriesReport] = []
         for first in range(0, len(g.symbols), CHUNK):
             chunk = g.symbols[first : first + CHUNK]
-            reports += await self._conclude_chunk(g, chunk, scans, plans, basis, cycle_id, epoch)
+            reports += await self._conclude_chunk(
+                g, chunk, scans, plans, basis, cycle_id, epoch, acks
+            )
         return reports
 
     async def _conclude_chunk(
@@ -132,6 +135,7 @@ class Sweep:
         basis: dict[str, int],
         cycle_id: str,
         epoch: int,
+        acks: Sequence[Acknowledgement],
     ) -> list[SeriesReport]:
         reports: list[SeriesReport] = []
         gaps: list[GapRecord] = []
@@ -139,7 +143,7 @@ class Sweep:
         for symbol in symbols:
             found = scans.pop(symbol).finish()
             report, series_gaps = await self._conclude(
-                symbol, g.tf, g.window, found, cycle_id, epoch
+                symbol, g.tf, g.window, found, cycle_id, epoch, windows_for(acks, symbol, g.tf.name)
             )
             reports.append(report)
             gaps += series_gaps
@@ -193,11 +197,11 @@ class Sweep:
         found: SeriesScan,
         cycle_id: str,
         epoch: int,
+        acknowledged: Sequence[tuple[int, int]],
     ) -> tuple[SeriesReport, list[GapRecord]]:
-        """The series' report and gap records, backfills requested as a cycle does."""
-        report, gaps = await conclude(
+        """The series' report and gap records."""
+        report, gaps = conclude(
             self._audit,
-            self._backfill,
             self._clock.now_ms(),
             symbol,
             tf,
@@ -205,14 +209,14 @@ class Sweep:
             found,
             cycle_id,
             epoch,
+            acknowledged=acknowledged,
         )
         self._metrics.health_score.labels(symbol, tf.name).set(report.health.score.quality)
         return report, gaps
 
 
-async def conclude(
+def conclude(
     audit: AuditSettings,
-    backfill: Backfill,
     now: int,
     symbol: str,
     tf: Timeframe,
@@ -222,31 +226,33 @@ async def conclude(
     epoch: int,
     *,
     historical: bool = False,
+    acknowledged: Sequence[tuple[int, int]] = (),
 ) -> tuple[SeriesReport, list[GapRecord]]:
-    """A scanned series' report and gap records, with backfills requested for its gaps.
+    """A scanned series' report and gap records. Backfills are the healing pass's
+    (:mod:`auditsvc.usecases.healing`), which fills in the report's counts.
 
     The one place a scan becomes a report, for full scans (``Auditor``) and the
     incremental sweep alike; storing them is the caller's.
     """
+    # Gaps inside acknowledged windows leave the counts and scores, not the records.
+    found, known = split(found, acknowledged)
     health = score(found, tf)
-    gaps: list[GapRecord] = []
-    requested = skipped = 0
-    for gap in found.gaps:
-        backfill_id, new, capped = await backfill(symbol, tf, gap, epoch)
-        requested += new
-        skipped += capped
-        gaps.append(
-            GapRecord(
-                symbol,
-                tf.name,
-                gap.start_ms,
-                gap.end_ms,
-                gap.missing_candles,
-                gap.severity,
-                now,
-                backfill_id,
-            )
+    gaps = [
+        GapRecord(symbol, tf.name, gap.start_ms, gap.end_ms, gap.missing_candles, gap.severity, now)
+        for gap in found.gaps
+    ] + [
+        GapRecord(
+            symbol,
+            tf.name,
+            gap.start_ms,
+            gap.end_ms,
+            gap.missing_candles,
+            gap.severity,
+            now,
+            state=GapState.ACKNOWLEDGED,
         )
+        for gap in known
+    ]
     grace_ms = round(audit.ingest_grace * 1000)
     record = ScoreRecord(symbol, tf.name, health, now, cycle_id)
     # A report (historical window) vouches for nothing about the present.
@@ -270,11 +276,13 @@ async def conclude(
         missing_candles=found.missing_candles,
         gap_count=found.gap_count,
         gaps_not_stored=found.dropped_gaps,
+        acknowledged_gap_count=len(known),
+        acknowledged_missing_candles=sum(g.missing_candles for g in known),
         duplicate_groups=len(found.duplicates),
         surplus_documents=found.surplus_documents,
         misaligned_candles=found.misaligned_candles,
-        backfills_requested=requested,
-        backfills_skipped=skipped,
+        backfills_requested=0,
+        backfills_skipped=0,
         health=record,
         historical=historical,
     )

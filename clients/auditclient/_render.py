@@ -178,7 +178,7 @@ def summary(s: audit_pb2.StatusSummary) -> str:
 def gaps(items: Sequence[audit_pb2.Gap]) -> str:
     """Render gaps, one row each, with a count line."""
     rows = table(
-        ("SYMBOL", "TF", "START", "END", "MISSING", "SEVERITY", "BACKFILL"),
+        ("SYMBOL", "TF", "START", "END", "MISSING", "SEVERITY", "BACKFILL", "STATE", "ATTEMPTS"),
         (
             (
                 g.symbol,
@@ -188,11 +188,37 @@ def gaps(items: Sequence[audit_pb2.Gap]) -> str:
                 g.missing_candles,
                 _enum(audit_pb2.Severity, g.severity, "SEVERITY_"),
                 g.backfill_request_id or "-",
+                _enum(audit_pb2.GapState, g.state, "GAP_STATE_"),
+                g.attempts,
             )
             for g in items
         ),
     )
     return f"{rows}\n{len(items)} gap(s)"
+
+
+def acks(items: Sequence[audit_pb2.Acknowledgement]) -> str:
+    """Render acknowledgements, one row each, with a count line."""
+    rows = table(
+        ("ID", "SYMBOLS", "TIMEFRAMES", "START", "END", "REASON"),
+        (
+            (
+                a.id,
+                ",".join(a.symbols) or "*",
+                ",".join(a.timeframes) or "*",
+                timestamp(a, "start_time"),
+                timestamp(a, "end_time"),
+                a.reason,
+            )
+            for a in items
+        ),
+    )
+    return f"{rows}\n{len(items)} acknowledgement(s)"
+
+
+def acks_json(items: Iterable[audit_pb2.Acknowledgement]) -> str:
+    """Return ``{"acknowledgements": [...]}`` for every page."""
+    return to_json({"acknowledgements": [message_dict(a) for a in items]})
 
 
 def resolve(response: audit_pb2.ResolveDuplicatesResponse) -> str:

@@ -79,6 +79,7 @@ def list_gaps_request(
     end: datetime | None,
     min_missing_candles: int,
     page_size: int,
+    states: Iterable[GapStateLike] = (),
 ) -> audit_pb2.ListGapsRequest:
     """Build the first ListGapsRequest; later pages only change ``page_token``."""
     return audit_pb2.ListGapsRequest(
@@ -88,6 +89,45 @@ def list_gaps_request(
         end_time=to_timestamp(end, "end"),
         min_missing_candles=min_missing_candles,
         page_size=page_size,
+        states=[gap_state_value(s) for s in states],
+    )
+
+
+GapStateLike = int | str
+"""A ``GapState`` enum value or a name such as ``"filled"`` or ``"GAP_STATE_FILLED"``."""
+
+
+def gap_state_value(state: GapStateLike) -> audit_pb2.GapState:
+    """Return the ``GapState`` enum value for an enum value or a (short) name; an unknown
+    name or number raises ``ValueError``."""
+    if isinstance(state, int):
+        audit_pb2.GapState.Name(state)  # raises ValueError on an unknown number
+        return cast("audit_pb2.GapState", state)
+    name = state.strip().upper().replace("-", "_")
+    if not name.startswith("GAP_STATE_"):
+        name = "GAP_STATE_" + name
+    try:
+        return cast("audit_pb2.GapState", audit_pb2.GapState.Value(name))
+    except ValueError:
+        raise ValueError(f"unknown gap state {state!r}") from None
+
+
+def acknowledge_gaps_request(
+    symbols: Iterable[str],
+    timeframes: Iterable[str],
+    start: datetime,
+    end: datetime,
+    reason: str,
+    request_id: str,
+) -> audit_pb2.AcknowledgeGapsRequest:
+    """Build an AcknowledgeGapsRequest (both times required; they may lie in the future)."""
+    return audit_pb2.AcknowledgeGapsRequest(
+        symbols=list(symbols),
+        timeframes=list(timeframes),
+        start_time=to_timestamp(start, "start"),
+        end_time=to_timestamp(end, "end"),
+        reason=reason,
+        request_id=request_id,
     )
 
 

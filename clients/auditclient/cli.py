@@ -63,6 +63,7 @@ STATES = {
     "no_data": audit_pb2.SERIES_STATE_NO_DATA,
     "unknown": audit_pb2.SERIES_STATE_UNKNOWN,
 }
+GAP_STATES = ("open", "backfill_requested", "filled", "unfillable", "acknowledged")
 _CLEAR = "\x1b[H\x1b[2J"
 
 
@@ -176,6 +177,24 @@ def build_parser() -> argparse.ArgumentParser:
     _window_flags(gaps)
     gaps.add_argument("--min-missing", type=_non_negative, default=0, metavar="N")
     gaps.add_argument("--page-size", type=_non_negative, default=0, help=argparse.SUPPRESS)
+    gaps.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        choices=(*GAP_STATES, "all"),
+        help="repeatable; default open and backfill_requested (still missing)",
+    )
+
+    ack = command("ack", "acknowledge a known outage: its gaps are not backfilled or counted")
+    ack.add_argument("--symbol", action="append", default=[], help="repeatable; default all")
+    ack.add_argument("--timeframe", action="append", default=[], help="repeatable; default all")
+    ack.add_argument("--start", type=_utc, help="ISO-8601 time, UTC if no offset; may be future")
+    ack.add_argument("--end", type=_utc, help="ISO-8601 time, UTC if no offset; may be future")
+    ack.add_argument("--reason", help="why these gaps are expected (at most 500 characters)")
+    ack.add_argument("--request-id", help="idempotency key; makes retries safe")
+    ack.add_argument("--delete", metavar="ID", help="delete this acknowledgement instead")
+
+    command("acks", "list the acknowledgements (all pages)")
 
     run = command("run", "audit the selected series now")
     run.add_argument("--symbol", action="append", default=[], help="repeatable; default all")
@@ -238,6 +257,7 @@ def _unary(args: argparse.Namespace, options: ClientOptions, out: TextIO) -> Non
             leader = client.get_leader()
             out.write((_render.to_json(leader) if args.json else _render.leader(leader)) + "\n")
         elif args.command == "gaps":
+            gap_states = GAP_STATES if "all" in args.state else tuple(dict.fromkeys(args.state))
             found = list(
                 client.list_gaps(
                     args.symbol,
@@ -246,6 +266,7 @@ def _unary(args: argparse.Namespace, options: ClientOptions, out: TextIO) -> Non
                     args.end,
                     args.min_missing,
                     args.page_size,
+                    states=gap_states,
                 )
             )
             out.write((_render.gaps_json(found) if args.json else _render.gaps(found)) + "\n")
@@ -271,6 +292,24 @@ def _unary(args: argparse.Namespace, options: ClientOptions, out: TextIO) -> Non
             )
             text = _render.to_json(resolved) if args.json else _render.resolve(resolved)
             out.write(text + "\n")
+        elif args.command == "ack":
+            if args.delete:
+                made = client.delete_acknowledgement(args.delete)
+            else:
+                if args.start is None or args.end is None or not args.reason:
+                    raise ValueError("ack needs --start, --end and --reason (or --delete ID)")
+                made = client.acknowledge_gaps(
+                    args.start,
+                    args.end,
+                    args.reason,
+                    args.symbol,
+                    args.timeframe,
+                    request_id=args.request_id,
+                )
+            out.write((_render.to_json(made) if args.json else _render.acks([made])) + "\n")
+        elif args.command == "acks":
+            known = list(client.list_acknowledgements())
+            out.write((_render.acks_json(known) if args.json else _render.acks(known)) + "\n")
 
 
 class _Screen:

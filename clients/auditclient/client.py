@@ -125,11 +125,13 @@ class AuditClient:
         min_missing_candles: int = 0,
         page_size: int = 0,
         *,
+        states: Iterable[_requests.GapStateLike] = (),
         call_timeout: float | None = None,
     ) -> AsyncIterator[audit_pb2.Gap]:
-        """Yield every matching gap, fetching page after page (each page has its deadline)."""
+        """Yield every matching gap, fetching page after page (each page has its deadline).
+        No ``states``: the still-missing OPEN and BACKFILL_REQUESTED gaps."""
         request = _requests.list_gaps_request(
-            symbol, timeframe, start, end, min_missing_candles, page_size
+            symbol, timeframe, start, end, min_missing_candles, page_size, states
         )
         while True:
             page: audit_pb2.ListGapsResponse = await self._unary(
@@ -164,6 +166,24 @@ class AuditClient:
             )
             for score in page.scores:
                 yield score
+            token = str(page.next_page_token)
+            if not token:
+                return
+            if token == request.page_token:
+                raise AuditError(None, f"server repeated page token {token!r}")
+            request.page_token = token
+
+    async def list_acknowledgements(
+        self, page_size: int = 0, *, call_timeout: float | None = None
+    ) -> AsyncIterator[audit_pb2.Acknowledgement]:
+        """Yield every acknowledgement, oldest first, page after page."""
+        request = audit_pb2.ListAcknowledgementsRequest(page_size=page_size)
+        while True:
+            page: audit_pb2.ListAcknowledgementsResponse = await self._unary(
+                self.stub.ListAcknowledgements, request, call_timeout
+            )
+            for ack in page.acknowledgements:
+                yield ack
             token = str(page.next_page_token)
             if not token:
                 return
@@ -212,6 +232,37 @@ class AuditClient:
             request_id or _requests.new_request_id(),
         )
         return await self._mutate(self.stub.ResolveDuplicates, request, request_id, call_timeout)
+
+    async def acknowledge_gaps(
+        self,
+        start: datetime,
+        end: datetime,
+        reason: str,
+        symbols: Iterable[str] = (),
+        timeframes: Iterable[str] = (),
+        request_id: str | None = None,
+        *,
+        call_timeout: float | None = None,
+    ) -> audit_pb2.Acknowledgement:
+        """Acknowledge a known outage (empty symbols/timeframes: all); retried on
+        UNAVAILABLE only with ``request_id``."""
+        request = _requests.acknowledge_gaps_request(
+            symbols, timeframes, start, end, reason, request_id or _requests.new_request_id()
+        )
+        reply: audit_pb2.AcknowledgeGapsResponse = await self._mutate(
+            self.stub.AcknowledgeGaps, request, request_id, call_timeout
+        )
+        return reply.acknowledgement
+
+    async def delete_acknowledgement(
+        self, ack_id: str, *, call_timeout: float | None = None
+    ) -> audit_pb2.Acknowledgement:
+        """Delete one acknowledgement; never retried (a retry would be NOT_FOUND)."""
+        request = audit_pb2.DeleteAcknowledgementRequest(id=ack_id)
+        reply: audit_pb2.DeleteAcknowledgementResponse = await self._unary(
+            self.stub.DeleteAcknowledgement, request, call_timeout
+        )
+        return reply.acknowledgement
 
     # -- stream --------------------------------------------------------------------------
 

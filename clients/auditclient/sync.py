@@ -87,11 +87,13 @@ class BlockingAuditClient:
         min_missing_candles: int = 0,
         page_size: int = 0,
         *,
+        states: Iterable[_requests.GapStateLike] = (),
         call_timeout: float | None = None,
     ) -> Iterator[audit_pb2.Gap]:
-        """Yield every matching gap, fetching page after page (each page has its deadline)."""
+        """Yield every matching gap, fetching page after page (each page has its deadline).
+        No ``states``: the still-missing OPEN and BACKFILL_REQUESTED gaps."""
         request = _requests.list_gaps_request(
-            symbol, timeframe, start, end, min_missing_candles, page_size
+            symbol, timeframe, start, end, min_missing_candles, page_size, states
         )
         while True:
             page: audit_pb2.ListGapsResponse = self._unary(
@@ -121,6 +123,23 @@ class BlockingAuditClient:
                 self._stub.ListHealthScores, request, call_timeout
             )
             yield from page.scores
+            token = str(page.next_page_token)
+            if not token:
+                return
+            if token == request.page_token:
+                raise AuditError(None, f"server repeated page token {token!r}")
+            request.page_token = token
+
+    def list_acknowledgements(
+        self, page_size: int = 0, *, call_timeout: float | None = None
+    ) -> Iterator[audit_pb2.Acknowledgement]:
+        """Yield every acknowledgement, oldest first, page after page."""
+        request = audit_pb2.ListAcknowledgementsRequest(page_size=page_size)
+        while True:
+            page: audit_pb2.ListAcknowledgementsResponse = self._unary(
+                self._stub.ListAcknowledgements, request, call_timeout
+            )
+            yield from page.acknowledgements
             token = str(page.next_page_token)
             if not token:
                 return
@@ -173,6 +192,37 @@ class BlockingAuditClient:
             self._stub.ResolveDuplicates, request, request_id, call_timeout
         )
         return response
+
+    def acknowledge_gaps(
+        self,
+        start: datetime,
+        end: datetime,
+        reason: str,
+        symbols: Iterable[str] = (),
+        timeframes: Iterable[str] = (),
+        request_id: str | None = None,
+        *,
+        call_timeout: float | None = None,
+    ) -> audit_pb2.Acknowledgement:
+        """Acknowledge a known outage (empty symbols/timeframes: all); retried on
+        UNAVAILABLE only with ``request_id``."""
+        request = _requests.acknowledge_gaps_request(
+            symbols, timeframes, start, end, reason, request_id or _requests.new_request_id()
+        )
+        reply: audit_pb2.AcknowledgeGapsResponse = self._mutate(
+            self._stub.AcknowledgeGaps, request, request_id, call_timeout
+        )
+        return reply.acknowledgement
+
+    def delete_acknowledgement(
+        self, ack_id: str, *, call_timeout: float | None = None
+    ) -> audit_pb2.Acknowledgement:
+        """Delete one acknowledgement; never retried (a retry would be NOT_FOUND)."""
+        request = audit_pb2.DeleteAcknowledgementRequest(id=ack_id)
+        reply: audit_pb2.DeleteAcknowledgementResponse = self._unary(
+            self._stub.DeleteAcknowledgement, request, call_timeout
+        )
+        return reply.acknowledgement
 
     def _unary(self, method: Callable[..., _T], request: object, call_timeout: float | None) -> _T:
         try:

@@ -213,6 +213,21 @@ class FakeAuditService(audit_pb2_grpc.AuditServiceServicer):
             ],
         )
 
+    async def AcknowledgeGaps(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._enter("AcknowledgeGaps", request, context)
+        return audit_pb2.AcknowledgeGapsResponse(acknowledgement=_ack(request, "ack-1"))
+
+    async def ListAcknowledgements(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._enter("ListAcknowledgements", request, context)
+        made = [_ack(r, f"ack-{i + 1}") for i, r in enumerate(self.requests["AcknowledgeGaps"])]
+        return audit_pb2.ListAcknowledgementsResponse(acknowledgements=made)
+
+    async def DeleteAcknowledgement(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._enter("DeleteAcknowledgement", request, context)
+        return audit_pb2.DeleteAcknowledgementResponse(
+            acknowledgement=audit_pb2.Acknowledgement(id=request.id, reason="gone")
+        )
+
     async def StreamHealthScores(
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
@@ -226,6 +241,18 @@ class FakeAuditService(audit_pb2_grpc.AuditServiceServicer):
             yield audit_pb2.StreamHealthScoresResponse(score=item)
         if last:
             await asyncio.Event().wait()  # hold open until the server stops
+
+
+def _ack(request: Any, ack_id: str) -> Any:
+    """The acknowledgement a server would make of ``request``."""
+    return audit_pb2.Acknowledgement(
+        id=ack_id,
+        symbols=request.symbols,
+        timeframes=request.timeframes,
+        start_time=request.start_time,
+        end_time=request.end_time,
+        reason=request.reason,
+    )
 
 
 def _gap_matches(g: Any, request: Any) -> bool:

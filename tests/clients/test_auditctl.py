@@ -23,7 +23,17 @@ from auditpb.v1 import audit_pb2
 
 from .fakes import FakeAuditService, FakeServer, gap, live, score
 
-SUBCOMMANDS = ("status", "leader", "gaps", "run", "resolve-duplicates", "scores", "watch")
+SUBCOMMANDS = (
+    "status",
+    "leader",
+    "gaps",
+    "run",
+    "resolve-duplicates",
+    "scores",
+    "watch",
+    "ack",
+    "acks",
+)
 
 
 async def auditctl(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -99,6 +109,57 @@ class TestCommands:
         code, out, _ = await auditctl("gaps", "--json", "--target", server.target)
         assert code == 0
         assert len(json.loads(out)["gaps"]) == 3
+
+    async def test_gaps_states(self, server: FakeServer, service: FakeAuditService) -> None:
+        """gaps --state passes the states on; --state all asks for every state."""
+        code, _, err = await auditctl("gaps", "--target", server.target, "--state", "filled")
+        assert code == 0, err
+        assert list(service.requests["ListGaps"][-1].states) == [audit_pb2.GAP_STATE_FILLED]
+        code, _, err = await auditctl("gaps", "--target", server.target, "--state", "all")
+        assert code == 0, err
+        assert len(service.requests["ListGaps"][-1].states) == 5
+        code, _, err = await auditctl("gaps", "--target", server.target)
+        assert code == 0 and list(service.requests["ListGaps"][-1].states) == []
+
+    async def test_ack_acks_and_delete(self, server: FakeServer, service: FakeAuditService) -> None:
+        """ack sends the window, reason and request_id; acks lists; ack --delete deletes."""
+        code, out, err = await auditctl(
+            "ack",
+            "--target",
+            server.target,
+            "--symbol",
+            "BTCUSDT",
+            "--start",
+            "2026-01-01T00:00:00Z",
+            "--end",
+            "2030-01-01T00:00:00Z",
+            "--reason",
+            "exchange maintenance",
+            "--request-id",
+            "ack-req-1",
+        )
+        assert code == 0, err
+        assert "ack-1" in out and "exchange maintenance" in out
+        sent = service.requests["AcknowledgeGaps"][0]
+        assert (list(sent.symbols), sent.reason, sent.request_id) == (
+            ["BTCUSDT"],
+            "exchange maintenance",
+            "ack-req-1",
+        )
+        assert sent.end_time.seconds == 1_893_456_000  # the future is allowed
+        code, out, _ = await auditctl("acks", "--target", server.target, "--json")
+        assert code == 0
+        assert [a["id"] for a in json.loads(out)["acknowledgements"]] == ["ack-1"]
+        code, out, _ = await auditctl("ack", "--target", server.target, "--delete", "ack-1")
+        assert code == 0 and "ack-1" in out
+        assert service.requests["DeleteAcknowledgement"][0].id == "ack-1"
+
+    async def test_ack_needs_window_and_reason(self, server: FakeServer) -> None:
+        """ack without --reason is a usage error before any call."""
+        code, _, err = await auditctl(
+            "ack", "--target", server.target, "--start", "2026-01-01", "--end", "2026-01-02"
+        )
+        assert code == 2 and "--reason" in err
 
     async def test_run_repeatable_filters(
         self, server: FakeServer, service: FakeAuditService

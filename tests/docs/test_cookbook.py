@@ -26,6 +26,8 @@ GRPCURL = Path(sys.executable).parent / "grpcurl"
 START_TIMEOUT = 60.0
 DOC_TARGET = "127.0.0.1:50051"
 PAGE_PLACEHOLDER = "NEXT_PAGE_TOKEN"
+# DeleteAcknowledgement's example deletes the one AcknowledgeGaps' example made.
+ACK_PLACEHOLDER = "ACK_ID"
 TOKEN = "cookbook-token-0123456789"
 # What shlex makes of the prefix that lets the token commands run with AUDIT_TOKEN unset.
 TOKEN_PREFIX = "AUDIT_TOKEN=${AUDIT_TOKEN-}"
@@ -41,12 +43,15 @@ DEADLINE_EXIT = 64 + 4
 RANGE_END_MS = 1_767_225_600_000
 SERVICE = pb.DESCRIPTOR.services_by_name["AuditService"]
 HEALTH_METHODS = ("grpc.health.v1.Health/Check", "grpc.health.v1.Health/Watch")
-MUTATING = ("RunAudit", "ResolveDuplicates")
+MUTATING = ("RunAudit", "ResolveDuplicates", "AcknowledgeGaps", "DeleteAcknowledgement")
 # What the reply of each method must contain, beyond a zero (or deadline) exit.
 EXPECTED_OUTPUT = {
     "GetLeader": '"leader_id": "cookbook-1"',
     "RunAudit": "CYCLE_STATUS_SUCCEEDED",
     "ResolveDuplicates": '"duplicate_groups": 3',
+    "AcknowledgeGaps": '"reason": "Binance maintenance',
+    "ListAcknowledgements": '"reason": "Binance maintenance',
+    "DeleteAcknowledgement": '"reason": "Binance maintenance',
     "StreamHealthScores": '"quality"',
     "Health/Check": '"status": "SERVING"',
     "Health/Watch": '"status": "SERVING"',
@@ -259,7 +264,7 @@ class TestCookbookRuns:
 
         await eventually(leading, within=30)
         env = shell_env(client_env)
-        page_token = ""
+        page_token = ack_id = ""
         failures: list[str] = []
         for block in commands():
             line = block.replace(DOC_TARGET, replica.target)
@@ -268,6 +273,9 @@ class TestCookbookRuns:
                     [f"no earlier reply had a next_page_token for: {block}", *failures]
                 )
                 line = line.replace(PAGE_PLACEHOLDER, page_token)
+            if ACK_PLACEHOLDER in line:
+                assert ack_id, "no earlier AcknowledgeGaps reply gave an id"
+                line = line.replace(ACK_PLACEHOLDER, ack_id)
             code, out, err = await run(["bash", "-c", line], env)
             args = words(block)
             method = short(method_of(args))
@@ -285,6 +293,8 @@ class TestCookbookRuns:
                 failures.append(f"no {expected!r} in the reply of: {block}\n{out}")
             if method == "RunAudit" and '"end_time"' in block and '"historical": true' not in out:
                 failures.append(f"the historical range is not a report: {block}\n{out}")
+            if method == "AcknowledgeGaps":
+                ack_id = json.loads(out)["acknowledgement"]["id"]
             if method == "ListGaps":
                 reply = json.loads(out)
                 page_token = reply.get("next_page_token", page_token)

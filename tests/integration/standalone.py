@@ -4,7 +4,7 @@ cycles in-process without an App."""
 from __future__ import annotations
 
 from auditsvc.leadership.term import Standalone
-from auditsvc.ops.clock import SystemClock
+from auditsvc.ops.clock import Clock, SystemClock
 from auditsvc.ops.metrics import Metrics
 from auditsvc.ops.settings import Settings
 from auditsvc.storage.mongo import (
@@ -13,6 +13,7 @@ from auditsvc.storage.mongo import (
     MongoLeadershipStore,
     MongoStateStore,
 )
+from auditsvc.storage.mongo.ack_store import MongoAckStore
 from auditsvc.storage.mongo.database import Database
 from auditsvc.storage.mongo.settled_store import MongoSettledStore
 from auditsvc.usecases.auditing import Auditor
@@ -25,11 +26,13 @@ def standalone_auditor(
     *,
     state: MongoStateStore | None = None,
     incremental: bool = True,
+    clock: Clock | None = None,
+    acks: MongoAckStore | None = None,
 ) -> Auditor:
     """Reads through ``candles`` and stores through ``state`` (the plain stores when
     None); ``incremental``: default-window cycles go through the sweep (settled
     records), else every series is audited on its own."""
-    clock = SystemClock()
+    clock = clock or SystemClock()
     return Auditor(
         settings.audit,
         settings.backfill,
@@ -42,4 +45,5 @@ def standalone_auditor(
         Standalone(settings.server.replica_id, "127.0.0.1:0", clock.now_ms()),
         Metrics(),
         settled=MongoSettledStore(database) if incremental else None,
+        acks=acks,
     )

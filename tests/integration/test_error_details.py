@@ -57,6 +57,8 @@ CASES = [
     ("ListGaps", pb.ListGapsRequest(timeframe="1M"), "UNKNOWN_TIMEFRAME", "timeframe"),
     ("ListGaps", pb.ListGapsRequest(page_size=-1), "INVALID_ARGUMENT", "page_size"),
     ("ListGaps", pb.ListGapsRequest(page_token="garbage"), "INVALID_PAGE_TOKEN", "page_token"),
+    ("ListGaps", pb.ListGapsRequest(states=[99]), "INVALID_ARGUMENT", "states"),  # type: ignore[list-item]
+    ("ListGaps", pb.ListGapsRequest(states=[0]), "INVALID_ARGUMENT", "states"),  # type: ignore[list-item]
     ("RunAudit", pb.RunAuditRequest(symbols=["NOPE"]), "UNKNOWN_SYMBOL", "symbols"),
     (
         "StreamHealthScores",

@@ -13,7 +13,9 @@ from bson import ObjectId
 
 from auditsvc.storage.mongo.database import (
     ARCHIVE,
+    BACKFILLS,
     CYCLES,
+    GAPS,
     REQUESTS,
     SERIES,
     connect,
@@ -42,6 +44,16 @@ QUERIES: list[tuple[str, dict[str, Any], dict[str, int] | str | None, int]] = [
     (SERIES, {"_id": "BTCUSDT|1m"}, None, 0),
     (SERIES, {"computed_at": {"$gt": NOW}}, {"computed_at": 1}, 0),
     (REQUESTS, {"_id": "dedupe:r"}, None, 0),
+    # The healing pass (MongoBackfillStore)
+    (BACKFILLS, {"open": True}, {"progress_at": 1}, 1000),
+    (GAPS, {"state": "backfill_requested"}, None, 1000),
+    (GAPS, {"fill_unreported": True}, None, 1000),
+    (
+        GAPS,
+        {"cycle_id": "c", "state": "open"},
+        {"severity_rank": 1, "missing_candles": -1, "start_time": -1},
+        0,
+    ),
 ]
 
 

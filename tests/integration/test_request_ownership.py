@@ -64,7 +64,8 @@ class TestImpatientCaller:
         replica = await start_replica(Settings.from_env(replica_env(db.uri, DATABASE)))
         service = replica.app.service
         joined = 0
-        once = service._once
+        ledger = service._requests
+        once = ledger.once
 
         async def counting(*args: Any, **kwargs: Any) -> Any:
             nonlocal joined
@@ -72,7 +73,7 @@ class TestImpatientCaller:
             return await once(*args, **kwargs)
 
         # A probe, not a fake: it counts callers that reached the request_id ledger.
-        monkeypatch.setattr(service, "_once", counting)
+        monkeypatch.setattr(ledger, "once", counting)
         request = pb.RunAuditRequest(
             symbols=["BTCUSDT"],
             timeframes=["1m"],

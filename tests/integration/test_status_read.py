@@ -13,7 +13,7 @@ import grpc
 
 from auditpb.v1 import audit_pb2 as pb
 from auditsvc.ops.settings import Settings
-from auditsvc.usecases.audit_service import STATUS_CACHE_S
+from auditsvc.usecases.status_cache import STATUS_CACHE_S
 from tests.support import SecantusDB, eventually, replica_env
 
 TIMEOUT = 10.0

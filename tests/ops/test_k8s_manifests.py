@@ -390,6 +390,7 @@ class TestMonitoring:
             "DataManagerAuditStalled",
             "DataManagerLeaseRenewFailures",
             "DataManagerBackfillCapHit",
+            "DataManagerBackfillsExpiring",
             "DataManagerSeriesLate",
             "AuditsvcVerdictsStale",
         }
@@ -408,7 +409,7 @@ class TestMonitoring:
         assert match.group(1) == configmap["AUDIT_INTERVAL"]
 
     def test_dashboard(self) -> None:
-        """The dashboard is schemaVersion 39 with unique panel ids and the thirteen queries."""
+        """The dashboard is schemaVersion 39 with unique panel ids and the seventeen queries."""
         dashboard = json.loads((MONITORING / "dashboard.json").read_text())
         assert dashboard["schemaVersion"] == 39
         ids = [p["id"] for p in dashboard["panels"]]
@@ -429,4 +430,9 @@ class TestMonitoring:
             'max(auditsvc_series_state{state="no_data"})',
             "histogram_quantile(0.99, "
             "sum(rate(auditsvc_live_detection_seconds_bucket[5m])) by (le))",
+            "sum by (timeframe) (data_manager_audit_backfills_live)",
+            "sum by (timeframe) (increase(data_manager_audit_backfills_expired_total[1h]))",
+            "sum by (timeframe) (increase(data_manager_audit_gaps_unfillable_total[1h]))",
+            "histogram_quantile(0.9, "
+            "sum(rate(data_manager_audit_gap_fill_seconds_bucket[1h])) by (le, timeframe))",
         }

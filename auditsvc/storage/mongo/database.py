@@ -24,6 +24,7 @@ GAPS = "audit_gaps"
 # The live tail's heartbeat: one document, the instant it last vouched for every series.
 VERDICTS = "audit_verdicts"
 BACKFILLS = "backfill_requests"
+ACKS = "gap_acknowledgements"
 ARCHIVE = "duplicate_archive"
 AUDIT_LOG = "audit_log"
 REQUESTS = "audit_requests"
@@ -115,6 +116,14 @@ INDEXES: dict[str, list[IndexModel]] = {
             [("symbol", ASCENDING), ("timeframe", ASCENDING), ("start_time", ASCENDING)],
             name="by_series_start",
         ),
+        # Filled and unfillable gaps carry their own expiry (now + GAP_HISTORY_RETENTION),
+        # so a changed setting applies to new history without rebuilding the index.
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="gap_history_ttl"),
+        # The healing pass: a cycle's OPEN gaps worst first, and the requested gaps.
+        # (SecantusDB plans the sort in memory either way: the cycle's OPEN gaps only.)
+        IndexModel([("cycle_id", ASCENDING), ("state", ASCENDING)], name="heal_candidates"),
+        IndexModel([("state", ASCENDING)], name="by_state"),
+        IndexModel([("fill_unreported", ASCENDING)], name="fills_to_report"),
     ],
     BACKFILLS: [
         # One open request per gap: data writers set open=false when they finish.
@@ -125,6 +134,9 @@ INDEXES: dict[str, list[IndexModel]] = {
             name="one_open_per_gap",
         ),
         IndexModel([("open", ASCENDING)], name="by_open"),
+        # The healing pass judges live requests oldest progress first.
+        IndexModel([("open", ASCENDING), ("progress_at", ASCENDING)], name="by_open_progress"),
+        IndexModel([("open", ASCENDING), ("timeframe", ASCENDING)], name="by_open_timeframe"),
     ],
     ARCHIVE: [
         IndexModel([("request_id", ASCENDING)], name="by_request"),
@@ -154,6 +166,7 @@ COLLECTIONS = (
     GAPS,
     VERDICTS,
     BACKFILLS,
+    ACKS,
     ARCHIVE,
     AUDIT_LOG,
     REQUESTS,
@@ -173,6 +186,7 @@ async def ensure_indexes(database: Database) -> list[str]:
         GAPS,
         VERDICTS,
         BACKFILLS,
+        ACKS,
         ARCHIVE,
         AUDIT_LOG,
         REQUESTS,

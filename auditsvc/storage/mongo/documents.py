@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from auditsvc.domain.gap_lifecycle import GapState
 from auditsvc.domain.records import (
     Cycle,
     CycleSummary,
@@ -100,6 +101,8 @@ _REPORT_INTS = (
     "backfills_requested",
     "backfills_skipped",
     "gaps_not_stored",
+    "acknowledged_gap_count",
+    "acknowledged_missing_candles",
 )
 
 
@@ -228,4 +231,16 @@ def gap_record(d: dict[str, Any]) -> GapRecord:
         detected_ms=to_ms(d["detected_at"]),
         backfill_request_id=d.get("backfill_request_id", ""),
         detected_live=bool(d.get("detected_live", False)),
+        state=gap_state(d),
+        filled_ms=to_ms(d["filled_at"]) if d.get("filled_at") is not None else None,
+        attempts=int(d.get("attempts", 0)),
     )
+
+
+def gap_state(d: dict[str, Any]) -> GapState:
+    """A stored gap's state; one stored before states existed is OPEN, or
+    BACKFILL_REQUESTED when it names a request."""
+    stored = d.get("state")
+    if stored:
+        return GapState(stored)
+    return GapState.BACKFILL_REQUESTED if d.get("backfill_request_id") else GapState.OPEN

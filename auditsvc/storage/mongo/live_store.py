@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from auditsvc.domain.gap_lifecycle import GapState, severity_rank
 from auditsvc.domain.records import GapRecord, LiveVerdict, ScoreRecord
 from auditsvc.ops.metrics import Metrics
 from auditsvc.storage.interfaces import Confirmation
@@ -291,6 +292,11 @@ class MongoLiveStore:
     async def save_live_gap(self, gap: GapRecord, epoch: int, session: Any = None) -> None:
         doc = codec.gap_doc(gap, "", epoch)
         moving = {k: doc.pop(k) for k in ("end_time", "missing_candles", "severity")}
+        moving["severity_rank"] = severity_rank(gap.severity)
+        moving["length_ms"] = gap.end_ms - gap.start_ms
+        # A new gap is OPEN; a stored one keeps the lifecycle the healing pass gave it.
+        doc["state"] = GapState.OPEN.value
+        doc["attempts"] = 0
         key = doc.pop("_id")
         # The tail saw these slots missing as the next candle arrived: the gap was
         # detected live even when a cycle stored it first (during the outage). A

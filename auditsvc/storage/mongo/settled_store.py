@@ -37,7 +37,9 @@ from typing import Any
 from auditsvc.domain.records import SeriesReport
 from auditsvc.domain.settled import Settled
 from auditsvc.domain.values import DuplicateSlot, Gap, Window
+from auditsvc.storage.mongo import gap_writes
 from auditsvc.storage.mongo.database import GAPS, SERIES, Database, to_dt
+from auditsvc.storage.mongo.gap_writes import DEFAULT_RETENTION_S
 from auditsvc.storage.mongo.series_writes import cycle_writes
 
 # Series looked up by _id; more read the timeframe's records in one pass.
@@ -96,8 +98,10 @@ async def mark_rewritten(db: Any, keys: Sequence[tuple[str, str]], session: Any 
 
 
 class MongoSettledStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, gap_retention_s: int = DEFAULT_RETENTION_S) -> None:
         self._db = database.db
+        # GAP_HISTORY_RETENTION: how long filled gaps stay listed.
+        self._retention_s = gap_retention_s
 
     async def load(
         self, collection: str, timeframe: str, symbols: Sequence[str]
@@ -142,25 +146,26 @@ class MongoSettledStore:
         timeframe, window_end = reports[0].timeframe, reports[0].window_end_ms
         if any(r.timeframe != timeframe or r.window_end_ms != window_end for r in reports):
             raise ValueError("a chunk holds one timeframe and one window end")
-        # Bounded by the caller's chunk (sweep.CHUNK, 500 series): this $in never
-        # grows with the number of series.
-        symbols = [r.symbol for r in reports]
         # Gaps starting at or after the window's end are the live tail's, and a report's
         # gaps before the window stay listed (the same rule as save_series).
         window_start = min(r.window_start_ms for r in reports)
-        await self._db[GAPS].delete_many(
-            {
-                "timeframe": timeframe,
-                "symbol": {"$in": symbols},
-                "cycle_id": {"$ne": cycle_id},
-                "start_time": {"$lt": to_dt(window_end)},
-                "$or": [
-                    {"start_time": {"$gte": to_dt(window_start)}},
-                    {"historical": {"$ne": True}},
-                ],
-            },
-            session=session,
-        )
+        others = {"timeframe": timeframe, "cycle_id": {"$ne": cycle_id}}
+        in_window = {"start_time": {"$gte": to_dt(window_start), "$lt": to_dt(window_end)}}
+        # A series whose report dropped gaps (AUDIT_MAX_GAPS_PER_SERIES) cannot tell a
+        # filled gap from an unstored one: its unfound gaps are removed, not FILLED.
+        for all_stored in (True, False):
+            chosen = [r.symbol for r in reports if (r.gaps_not_stored == 0) is all_stored]
+            if not chosen:
+                continue
+            series = {**others, "symbol": {"$in": chosen}}
+            await gap_writes.retire(
+                self._db[GAPS],
+                {**series, **in_window},
+                {**series, "start_time": {"$lt": to_dt(window_start)}, "historical": {"$ne": True}},
+                all_stored=all_stored,
+                retention_s=self._retention_s,
+                session=session,
+            )
         basis = basis or {}
         series_ops = []
         for r in reports:

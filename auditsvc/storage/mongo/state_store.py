@@ -11,10 +11,10 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from auditsvc.domain.errors import Unavailable
+from auditsvc.domain.gap_lifecycle import DEFAULT_LISTED, GapState
 from auditsvc.domain.records import (
     SCHEDULED,
     Cycle,
@@ -26,6 +26,7 @@ from auditsvc.domain.records import (
 )
 from auditsvc.domain.series_state import SeriesState
 from auditsvc.storage.mongo import documents as codec
+from auditsvc.storage.mongo import gap_writes
 from auditsvc.storage.mongo.database import (
     CYCLE_REPORTS,
     CYCLES,
@@ -36,6 +37,7 @@ from auditsvc.storage.mongo.database import (
     to_dt,
     to_ms,
 )
+from auditsvc.storage.mongo.gap_writes import DEFAULT_RETENTION_S
 from auditsvc.storage.mongo.series_writes import cycle_writes
 
 log = logging.getLogger(__name__)
@@ -45,8 +47,15 @@ _SUBSCRIBER_BACKLOG = 10_000
 
 
 class MongoStateStore:
-    def __init__(self, database: Database, poll_interval: float = 0.25) -> None:
+    def __init__(
+        self,
+        database: Database,
+        poll_interval: float = 0.25,
+        gap_retention_s: int = DEFAULT_RETENTION_S,
+    ) -> None:
         self._database = database
+        # GAP_HISTORY_RETENTION: how long filled and unfillable gaps stay listed.
+        self._retention_s = gap_retention_s
         self._db = database.db
         self._poll_interval = poll_interval
         # One change stream per process, fanned out to every watch_scores() caller.
@@ -75,24 +84,36 @@ class MongoStateStore:
         live score every reader and the health stream follow) is left alone.
         """
         key = {"symbol": report.symbol, "timeframe": report.timeframe}
-        if gaps:
-            ops = [
-                _gap_upsert({**codec.gap_doc(g, cycle_id, epoch), "historical": report.historical})
-                for g in gaps
-            ]
-            await self._db[GAPS].bulk_write(ops, ordered=False, session=session)
+        await self.save_gaps(gaps, cycle_id, epoch, session, historical=report.historical)
         # Gaps starting at or after the window's end are not this audit's to judge:
         # the live tail may have found them in slots not yet due for a cycle.
-        end = {"start_time": {"$lt": to_dt(report.window_end_ms)}}
-        start = {"start_time": {"$gte": to_dt(report.window_start_ms)}}
-        stale: dict[str, Any] = {**key, "cycle_id": {"$ne": cycle_id}}
-        if report.historical:
-            stale["$and"] = [start, end]
-        else:
-            # Gaps that scrolled out of the live window go, except those a report found
-            # there: a report's gaps stay listed until an audit of their range drops them.
-            stale["$and"] = [end, {"$or": [start, {"historical": {"$ne": True}}]}]
-        await self._db[GAPS].delete_many(stale, session=session)
+        others = {**key, "cycle_id": {"$ne": cycle_id}}
+        in_window = {
+            **others,
+            "start_time": {
+                "$gte": to_dt(report.window_start_ms),
+                "$lt": to_dt(report.window_end_ms),
+            },
+        }
+        # Gaps that scrolled out of the live window go, except those a report found
+        # there: a report's gaps stay listed until an audit of their range drops them.
+        scrolled = (
+            None
+            if report.historical
+            else {
+                **others,
+                "start_time": {"$lt": to_dt(report.window_start_ms)},
+                "historical": {"$ne": True},
+            }
+        )
+        await gap_writes.retire(
+            self._db[GAPS],
+            in_window,
+            scrolled,
+            all_stored=report.gaps_not_stored == 0,
+            retention_s=self._retention_s,
+            session=session,
+        )
         if report.historical:
             return
         # $set, not a replace: the series' settled record (written by default-window
@@ -111,13 +132,18 @@ class MongoStateStore:
         *,
         historical: bool = False,
     ) -> None:
-        """Upserts one batch of gaps; a report's are tagged ``historical`` (see save_series)."""
-        if gaps:
-            ops = [
-                _gap_upsert({**codec.gap_doc(g, cycle_id, epoch), "historical": historical})
-                for g in gaps
-            ]
-            await self._db[GAPS].bulk_write(ops, ordered=False, session=session)
+        """Upserts one batch of gaps; a report's are tagged ``historical`` (see save_series).
+        Each keeps the identity and lifecycle of the stored gap it continues
+        (:mod:`auditsvc.storage.mongo.gap_writes`)."""
+        await gap_writes.upsert_gaps(
+            self._db[GAPS],
+            gaps,
+            cycle_id,
+            epoch,
+            historical=historical,
+            retention_s=self._retention_s,
+            session=session,
+        )
 
     async def save_cycle(self, cycle: Cycle, session: Any = None) -> None:
         await self._db[CYCLES].replace_one(
@@ -183,6 +209,7 @@ class MongoStateStore:
             clauses.append({"start_time": {"$lt": to_dt(q.end_ms)}})
         if q.min_missing:
             clauses.append({"missing_candles": {"$gte": q.min_missing}})
+        clauses.append(_states_clause(q.states or DEFAULT_LISTED))
         if q.after is not None:
             sym, tf, start = q.after
             clauses.append(
@@ -202,6 +229,30 @@ class MongoStateStore:
             .limit(q.limit)
         )
         return [codec.gap_record(d) for d in await cursor.to_list(q.limit)]
+
+    async def gap_state_counts(self) -> list[tuple[GapState, int]]:
+        """Stored gaps per state (one group per state); a gap stored before states
+        existed counts as documents.gap_state says."""
+        cursor = await self._db[GAPS].aggregate(
+            [
+                {
+                    "$group": {
+                        "_id": {
+                            "state": "$state",
+                            "requested": {"$ne": [{"$ifNull": ["$backfill_request_id", ""]}, ""]},
+                        },
+                        "n": {"$sum": 1},
+                    }
+                }
+            ]
+        )
+        counts: dict[GapState, int] = {}
+        for d in await cursor.to_list(None):
+            key = d["_id"]
+            legacy = {"backfill_request_id": "x" if key.get("requested") else ""}
+            state = codec.gap_state({"state": key.get("state"), **legacy})
+            counts[state] = counts.get(state, 0) + int(d["n"])
+        return sorted(counts.items(), key=lambda kv: list(GapState).index(kv[0]))
 
     async def scores(self) -> list[ScoreRecord]:
         docs = await self._db[SERIES].find({}, {"report": 0}).to_list(None)
@@ -361,14 +412,16 @@ class MongoStateStore:
             )
 
 
-def _gap_upsert(doc: dict[str, Any]) -> UpdateOne:
-    """The cycle's write of a gap: the same record (series + start) as a live one,
-    keeping ``detected_live`` when the live tail found it first."""
-    key = doc.pop("_id")
-    live = doc.pop("detected_live")
-    return UpdateOne(
-        {"_id": key}, {"$set": doc, "$setOnInsert": {"detected_live": live}}, upsert=True
-    )
+def _states_clause(states: Sequence[GapState]) -> dict[str, Any]:
+    """Gaps in ``states``; a gap stored before states existed has none, and is
+    OPEN or BACKFILL_REQUESTED by whether it names a request (documents.gap_state)."""
+    wanted: list[dict[str, Any]] = [{"state": {"$in": [s.value for s in states]}}]
+    no_state = {"state": {"$exists": False}}
+    if GapState.OPEN in states:
+        wanted.append({**no_state, "backfill_request_id": {"$in": ["", None]}})
+    if GapState.BACKFILL_REQUESTED in states:
+        wanted.append({**no_state, "backfill_request_id": {"$nin": ["", None]}})
+    return {"$or": wanted}
 
 
 def _last_word(queue: asyncio.Queue[ScoreRecord | BaseException], exc: BaseException) -> None:

@@ -44,6 +44,15 @@ class CycleStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CYCLE_STATUS_SUCCEEDED: _ClassVar[CycleStatus]
     CYCLE_STATUS_FAILED: _ClassVar[CycleStatus]
 
+class GapState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GAP_STATE_UNSPECIFIED: _ClassVar[GapState]
+    GAP_STATE_OPEN: _ClassVar[GapState]
+    GAP_STATE_BACKFILL_REQUESTED: _ClassVar[GapState]
+    GAP_STATE_FILLED: _ClassVar[GapState]
+    GAP_STATE_UNFILLABLE: _ClassVar[GapState]
+    GAP_STATE_ACKNOWLEDGED: _ClassVar[GapState]
+
 class StatusView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     STATUS_VIEW_UNSPECIFIED: _ClassVar[StatusView]
@@ -68,6 +77,12 @@ SERIES_STATE_UNKNOWN: SeriesState
 CYCLE_STATUS_UNSPECIFIED: CycleStatus
 CYCLE_STATUS_SUCCEEDED: CycleStatus
 CYCLE_STATUS_FAILED: CycleStatus
+GAP_STATE_UNSPECIFIED: GapState
+GAP_STATE_OPEN: GapState
+GAP_STATE_BACKFILL_REQUESTED: GapState
+GAP_STATE_FILLED: GapState
+GAP_STATE_UNFILLABLE: GapState
+GAP_STATE_ACKNOWLEDGED: GapState
 STATUS_VIEW_UNSPECIFIED: StatusView
 STATUS_VIEW_BASIC: StatusView
 STATUS_VIEW_FULL: StatusView
@@ -107,20 +122,30 @@ class SeriesStateCount(_message.Message):
     def __init__(self, state: _Optional[_Union[SeriesState, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class StatusSummary(_message.Message):
-    __slots__ = ("series_count", "states", "open_gaps", "min_quality", "median_quality", "worst_series")
+    __slots__ = ("series_count", "states", "open_gaps", "min_quality", "median_quality", "worst_series", "gap_states")
     SERIES_COUNT_FIELD_NUMBER: _ClassVar[int]
     STATES_FIELD_NUMBER: _ClassVar[int]
     OPEN_GAPS_FIELD_NUMBER: _ClassVar[int]
     MIN_QUALITY_FIELD_NUMBER: _ClassVar[int]
     MEDIAN_QUALITY_FIELD_NUMBER: _ClassVar[int]
     WORST_SERIES_FIELD_NUMBER: _ClassVar[int]
+    GAP_STATES_FIELD_NUMBER: _ClassVar[int]
     series_count: int
     states: _containers.RepeatedCompositeFieldContainer[SeriesStateCount]
     open_gaps: int
     min_quality: float
     median_quality: float
     worst_series: _containers.RepeatedCompositeFieldContainer[HealthScore]
-    def __init__(self, series_count: _Optional[int] = ..., states: _Optional[_Iterable[_Union[SeriesStateCount, _Mapping]]] = ..., open_gaps: _Optional[int] = ..., min_quality: _Optional[float] = ..., median_quality: _Optional[float] = ..., worst_series: _Optional[_Iterable[_Union[HealthScore, _Mapping]]] = ...) -> None: ...
+    gap_states: _containers.RepeatedCompositeFieldContainer[GapStateCount]
+    def __init__(self, series_count: _Optional[int] = ..., states: _Optional[_Iterable[_Union[SeriesStateCount, _Mapping]]] = ..., open_gaps: _Optional[int] = ..., min_quality: _Optional[float] = ..., median_quality: _Optional[float] = ..., worst_series: _Optional[_Iterable[_Union[HealthScore, _Mapping]]] = ..., gap_states: _Optional[_Iterable[_Union[GapStateCount, _Mapping]]] = ...) -> None: ...
+
+class GapStateCount(_message.Message):
+    __slots__ = ("state", "count")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    state: GapState
+    count: int
+    def __init__(self, state: _Optional[_Union[GapState, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
     __slots__ = ("replica_id", "role", "auditor_enabled", "last_cycle", "next_cycle_at", "series_count", "version", "database_reachable", "leader_id", "epoch", "summary")
@@ -193,7 +218,7 @@ class AuditCycle(_message.Message):
     def __init__(self, cycle_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., served_by: _Optional[str] = ..., epoch: _Optional[int] = ..., series: _Optional[_Iterable[_Union[SeriesReport, _Mapping]]] = ..., status: _Optional[_Union[CycleStatus, str]] = ..., error: _Optional[str] = ..., trigger: _Optional[str] = ..., historical: _Optional[bool] = ...) -> None: ...
 
 class SeriesReport(_message.Message):
-    __slots__ = ("symbol", "timeframe", "window_start", "window_end", "expected_candles", "present_candles", "missing_candles", "gap_count", "duplicate_groups", "surplus_documents", "misaligned_candles", "backfills_requested", "health", "backfills_skipped", "historical", "gaps_not_stored")
+    __slots__ = ("symbol", "timeframe", "window_start", "window_end", "expected_candles", "present_candles", "missing_candles", "gap_count", "duplicate_groups", "surplus_documents", "misaligned_candles", "backfills_requested", "health", "backfills_skipped", "historical", "gaps_not_stored", "acknowledged_gap_count", "acknowledged_missing_candles")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
     WINDOW_START_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +235,8 @@ class SeriesReport(_message.Message):
     BACKFILLS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     HISTORICAL_FIELD_NUMBER: _ClassVar[int]
     GAPS_NOT_STORED_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_GAP_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_MISSING_CANDLES_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     timeframe: str
     window_start: _timestamp_pb2.Timestamp
@@ -226,7 +253,9 @@ class SeriesReport(_message.Message):
     backfills_skipped: int
     historical: bool
     gaps_not_stored: int
-    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_candles: _Optional[int] = ..., present_candles: _Optional[int] = ..., missing_candles: _Optional[int] = ..., gap_count: _Optional[int] = ..., duplicate_groups: _Optional[int] = ..., surplus_documents: _Optional[int] = ..., misaligned_candles: _Optional[int] = ..., backfills_requested: _Optional[int] = ..., health: _Optional[_Union[HealthScore, _Mapping]] = ..., backfills_skipped: _Optional[int] = ..., historical: _Optional[bool] = ..., gaps_not_stored: _Optional[int] = ...) -> None: ...
+    acknowledged_gap_count: int
+    acknowledged_missing_candles: int
+    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_candles: _Optional[int] = ..., present_candles: _Optional[int] = ..., missing_candles: _Optional[int] = ..., gap_count: _Optional[int] = ..., duplicate_groups: _Optional[int] = ..., surplus_documents: _Optional[int] = ..., misaligned_candles: _Optional[int] = ..., backfills_requested: _Optional[int] = ..., health: _Optional[_Union[HealthScore, _Mapping]] = ..., backfills_skipped: _Optional[int] = ..., historical: _Optional[bool] = ..., gaps_not_stored: _Optional[int] = ..., acknowledged_gap_count: _Optional[int] = ..., acknowledged_missing_candles: _Optional[int] = ...) -> None: ...
 
 class HealthScore(_message.Message):
     __slots__ = ("symbol", "timeframe", "quality", "completeness", "consistency", "freshness", "gap_count", "duplicate_groups", "computed_at", "cycle_id", "state", "last_candle_open", "late_candles", "verdict_time")
@@ -283,7 +312,7 @@ class ListHealthScoresResponse(_message.Message):
     def __init__(self, scores: _Optional[_Iterable[_Union[HealthScore, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListGapsRequest(_message.Message):
-    __slots__ = ("symbol", "timeframe", "start_time", "end_time", "min_missing_candles", "page_size", "page_token")
+    __slots__ = ("symbol", "timeframe", "start_time", "end_time", "min_missing_candles", "page_size", "page_token", "states")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -291,6 +320,7 @@ class ListGapsRequest(_message.Message):
     MIN_MISSING_CANDLES_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     timeframe: str
     start_time: _timestamp_pb2.Timestamp
@@ -298,7 +328,8 @@ class ListGapsRequest(_message.Message):
     min_missing_candles: int
     page_size: int
     page_token: str
-    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., min_missing_candles: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    states: _containers.RepeatedScalarFieldContainer[GapState]
+    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., min_missing_candles: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., states: _Optional[_Iterable[_Union[GapState, str]]] = ...) -> None: ...
 
 class ListGapsResponse(_message.Message):
     __slots__ = ("gaps", "next_page_token")
@@ -309,7 +340,7 @@ class ListGapsResponse(_message.Message):
     def __init__(self, gaps: _Optional[_Iterable[_Union[Gap, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Gap(_message.Message):
-    __slots__ = ("symbol", "timeframe", "start_time", "end_time", "missing_candles", "severity", "backfill_request_id", "detected_at", "detected_live")
+    __slots__ = ("symbol", "timeframe", "start_time", "end_time", "missing_candles", "severity", "backfill_request_id", "detected_at", "detected_live", "state", "filled_at", "attempts")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -319,6 +350,9 @@ class Gap(_message.Message):
     BACKFILL_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DETECTED_AT_FIELD_NUMBER: _ClassVar[int]
     DETECTED_LIVE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    FILLED_AT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     timeframe: str
     start_time: _timestamp_pb2.Timestamp
@@ -328,7 +362,10 @@ class Gap(_message.Message):
     backfill_request_id: str
     detected_at: _timestamp_pb2.Timestamp
     detected_live: bool
-    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., missing_candles: _Optional[int] = ..., severity: _Optional[_Union[Severity, str]] = ..., backfill_request_id: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detected_live: _Optional[bool] = ...) -> None: ...
+    state: GapState
+    filled_at: _timestamp_pb2.Timestamp
+    attempts: int
+    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., missing_candles: _Optional[int] = ..., severity: _Optional[_Union[Severity, str]] = ..., backfill_request_id: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detected_live: _Optional[bool] = ..., state: _Optional[_Union[GapState, str]] = ..., filled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ...) -> None: ...
 
 class ResolveDuplicatesRequest(_message.Message):
     __slots__ = ("symbol", "timeframe", "start_time", "end_time", "strategy", "dry_run", "request_id")
@@ -405,3 +442,71 @@ class StreamHealthScoresResponse(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     score: HealthScore
     def __init__(self, score: _Optional[_Union[HealthScore, _Mapping]] = ...) -> None: ...
+
+class AcknowledgeGapsRequest(_message.Message):
+    __slots__ = ("symbols", "timeframes", "start_time", "end_time", "reason", "request_id")
+    SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    TIMEFRAMES_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    symbols: _containers.RepeatedScalarFieldContainer[str]
+    timeframes: _containers.RepeatedScalarFieldContainer[str]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    reason: str
+    request_id: str
+    def __init__(self, symbols: _Optional[_Iterable[str]] = ..., timeframes: _Optional[_Iterable[str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class AcknowledgeGapsResponse(_message.Message):
+    __slots__ = ("acknowledgement",)
+    ACKNOWLEDGEMENT_FIELD_NUMBER: _ClassVar[int]
+    acknowledgement: Acknowledgement
+    def __init__(self, acknowledgement: _Optional[_Union[Acknowledgement, _Mapping]] = ...) -> None: ...
+
+class Acknowledgement(_message.Message):
+    __slots__ = ("id", "symbols", "timeframes", "start_time", "end_time", "reason", "created_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    TIMEFRAMES_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    symbols: _containers.RepeatedScalarFieldContainer[str]
+    timeframes: _containers.RepeatedScalarFieldContainer[str]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    reason: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., symbols: _Optional[_Iterable[str]] = ..., timeframes: _Optional[_Iterable[str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListAcknowledgementsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAcknowledgementsResponse(_message.Message):
+    __slots__ = ("acknowledgements", "next_page_token")
+    ACKNOWLEDGEMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    acknowledgements: _containers.RepeatedCompositeFieldContainer[Acknowledgement]
+    next_page_token: str
+    def __init__(self, acknowledgements: _Optional[_Iterable[_Union[Acknowledgement, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteAcknowledgementRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class DeleteAcknowledgementResponse(_message.Message):
+    __slots__ = ("acknowledgement",)
+    ACKNOWLEDGEMENT_FIELD_NUMBER: _ClassVar[int]
+    acknowledgement: Acknowledgement
+    def __init__(self, acknowledgement: _Optional[_Union[Acknowledgement, _Mapping]] = ...) -> None: ...

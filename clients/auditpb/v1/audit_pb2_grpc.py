@@ -72,6 +72,21 @@ class AuditServiceStub:
                 request_serializer=auditpb_dot_v1_dot_audit__pb2.ListHealthScoresRequest.SerializeToString,
                 response_deserializer=auditpb_dot_v1_dot_audit__pb2.ListHealthScoresResponse.FromString,
                 _registered_method=True)
+        self.AcknowledgeGaps = channel.unary_unary(
+                '/auditpb.v1.AuditService/AcknowledgeGaps',
+                request_serializer=auditpb_dot_v1_dot_audit__pb2.AcknowledgeGapsRequest.SerializeToString,
+                response_deserializer=auditpb_dot_v1_dot_audit__pb2.AcknowledgeGapsResponse.FromString,
+                _registered_method=True)
+        self.ListAcknowledgements = channel.unary_unary(
+                '/auditpb.v1.AuditService/ListAcknowledgements',
+                request_serializer=auditpb_dot_v1_dot_audit__pb2.ListAcknowledgementsRequest.SerializeToString,
+                response_deserializer=auditpb_dot_v1_dot_audit__pb2.ListAcknowledgementsResponse.FromString,
+                _registered_method=True)
+        self.DeleteAcknowledgement = channel.unary_unary(
+                '/auditpb.v1.AuditService/DeleteAcknowledgement',
+                request_serializer=auditpb_dot_v1_dot_audit__pb2.DeleteAcknowledgementRequest.SerializeToString,
+                response_deserializer=auditpb_dot_v1_dot_audit__pb2.DeleteAcknowledgementResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -105,7 +120,8 @@ class AuditServiceServicer:
         """ListGaps pages through the missing ranges of every series: those the latest
         cycle found, those the live tail found since (detected_live), and those a
         historical RunAudit found before the default window (until an audit of
-        their range drops them).
+        their range drops them). With states, also the filled and unfillable gaps
+        kept GAP_HISTORY_RETENTION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -131,6 +147,31 @@ class AuditServiceServicer:
         """ListHealthScores pages through the scores of the configured series, newest
         per series; any replica serves it. A gate checks a series' state and
         verdict_time here before acting.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcknowledgeGaps(self, request, context):
+        """AcknowledgeGaps records a known outage (past or planned): gaps inside the
+        window are ACKNOWLEDGED from the next cycle on, not backfilled and not counted
+        in gap_count, completeness or consistency. The live state does not change.
+        Mutating: forwarded to the leader, needs the token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAcknowledgements(self, request, context):
+        """ListAcknowledgements pages through the acknowledgements, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAcknowledgement(self, request, context):
+        """DeleteAcknowledgement removes one; its gaps count again from the next cycle.
+        Mutating: forwarded to the leader, needs the token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -173,6 +214,21 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.ListHealthScores,
                     request_deserializer=auditpb_dot_v1_dot_audit__pb2.ListHealthScoresRequest.FromString,
                     response_serializer=auditpb_dot_v1_dot_audit__pb2.ListHealthScoresResponse.SerializeToString,
+            ),
+            'AcknowledgeGaps': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeGaps,
+                    request_deserializer=auditpb_dot_v1_dot_audit__pb2.AcknowledgeGapsRequest.FromString,
+                    response_serializer=auditpb_dot_v1_dot_audit__pb2.AcknowledgeGapsResponse.SerializeToString,
+            ),
+            'ListAcknowledgements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAcknowledgements,
+                    request_deserializer=auditpb_dot_v1_dot_audit__pb2.ListAcknowledgementsRequest.FromString,
+                    response_serializer=auditpb_dot_v1_dot_audit__pb2.ListAcknowledgementsResponse.SerializeToString,
+            ),
+            'DeleteAcknowledgement': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAcknowledgement,
+                    request_deserializer=auditpb_dot_v1_dot_audit__pb2.DeleteAcknowledgementRequest.FromString,
+                    response_serializer=auditpb_dot_v1_dot_audit__pb2.DeleteAcknowledgementResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -367,6 +423,87 @@ class AuditService:
             '/auditpb.v1.AuditService/ListHealthScores',
             auditpb_dot_v1_dot_audit__pb2.ListHealthScoresRequest.SerializeToString,
             auditpb_dot_v1_dot_audit__pb2.ListHealthScoresResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeGaps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/auditpb.v1.AuditService/AcknowledgeGaps',
+            auditpb_dot_v1_dot_audit__pb2.AcknowledgeGapsRequest.SerializeToString,
+            auditpb_dot_v1_dot_audit__pb2.AcknowledgeGapsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAcknowledgements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/auditpb.v1.AuditService/ListAcknowledgements',
+            auditpb_dot_v1_dot_audit__pb2.ListAcknowledgementsRequest.SerializeToString,
+            auditpb_dot_v1_dot_audit__pb2.ListAcknowledgementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAcknowledgement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/auditpb.v1.AuditService/DeleteAcknowledgement',
+            auditpb_dot_v1_dot_audit__pb2.DeleteAcknowledgementRequest.SerializeToString,
+            auditpb_dot_v1_dot_audit__pb2.DeleteAcknowledgementResponse.FromString,
             options,
             channel_credentials,
             insecure,
