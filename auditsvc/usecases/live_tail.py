@@ -20,6 +20,10 @@ Guarantees:
   ``LiveSettings.heartbeat`` apart) is stored only after every state change
   judged at its instant is stored, so a reader that sees it may date every
   stored verdict by it.
+* LIVE means the newest due slot is present: a series whose newest candle
+  follows a hole is LATE while the newest due slot lies in that hole.
+* A pass that starts more than two heartbeats after the previous one (a frozen
+  process) polls what arrived meanwhile before it judges, in either mode.
 * A candle opening more than one slot + grace past now is never the series'
   newest (a hostile or mistyped date cannot hold a dead series LIVE); it is
   counted (``auditsvc_candles_ignored_total{reason="future"}``) and logged once
@@ -64,7 +68,7 @@ from auditsvc.domain.series_state import (
     revealed_gap,
     series_state,
 )
-from auditsvc.domain.timeframes import Timeframe, parse_timeframe
+from auditsvc.domain.timeframes import Timeframe, parse_timeframe, settled_end
 from auditsvc.domain.values import Gap
 from auditsvc.leadership.term import Leadership, Term
 from auditsvc.ops.clock import Clock
@@ -124,6 +128,11 @@ class LiveTail:
         self._batch = _STORE_BATCH
         # Monotonic time of the last stored confirmation (None: none this term).
         self._confirmed_at: float | None = None
+        # The slots the last out-of-order-free candle skipped, by series, while the
+        # newest of them may still be due (see _judge).
+        self._holes: dict[Key, Gap] = {}
+        # Monotonic time of the last pass (a longer pause: catch up before judging).
+        self._last_pass: float | None = None
         # Future-dated candles already counted, by series (logged once per series).
         self._future_seen: dict[Key, set[int]] = {}
         self.mode = "off"
@@ -166,6 +175,8 @@ class LiveTail:
         # What an earlier term of this process saw is stale: start from nothing, so
         # a candle seen before the snapshot reveals no gap against an old newest.
         self._newest.clear()
+        self._holes.clear()
+        self._last_pass = None
         watcher: asyncio.Task[None] | None = None
         try:
             if mode == "change_stream":
@@ -192,9 +203,13 @@ class LiveTail:
                     )
                     watcher = None
                     self._set_mode("poll")
-                if watcher is None:
+                if watcher is None or self._paused():
+                    # A pass long after the last one (a frozen process, a starved
+                    # loop) reads what arrived meanwhile before judging, or a stream
+                    # still delivering it would make every series look LATE.
                     await self._poll(term.epoch)
                 await self._evaluate(term.epoch)
+                self._last_pass = self._clock.monotonic()
                 if self._fills is not None:
                     await self._fills.check(term.epoch)
                 await self._sleep_until_due()
@@ -203,6 +218,11 @@ class LiveTail:
             if watcher is not None:
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
+
+    def _paused(self) -> bool:
+        """Whether the last pass was more than two heartbeats ago."""
+        limit = 2 * max(self._interval, self._live.heartbeat)
+        return self._last_pass is not None and self._clock.monotonic() - self._last_pass > limit
 
     async def _snapshot(self) -> None:
         """Each series' newest candle and stored verdict, as the term begins; the two
@@ -216,12 +236,14 @@ class LiveTail:
                 self._stored[key] = LiveState(r.state, r.last_candle_ms, r.late_candles)
 
     async def _read_newest(self) -> None:
-        now = self._clock.now_ms()
         for coll, members in self._collections.items():
             # A live series' newest candle opens within its last two slots + grace.
             slot = max(self._series[k].nominal_ms for k in members.values())
-            since = now - 2 * slot - self._grace
+            since = self._clock.now_ms() - 2 * slot - self._grace
             newest = await self._feed.newest(coll, list(members), since_ms=since)
+            # Judged against the clock after the read: a slow read must not make
+            # the candles inserted meanwhile look dated in the future.
+            now = self._clock.now_ms()
             for sym, key in members.items():
                 t = newest.get(sym)
                 if t is not None and self._in_future(key, t, now):
@@ -286,6 +308,7 @@ class LiveTail:
         self._newest[key] = t
         gap = revealed_gap(tf, previous, t)
         if gap is not None:
+            self._holes[key] = gap
             await self._store_gap(key, tf, gap, epoch)
         return True
 
@@ -332,7 +355,7 @@ class LiveTail:
         counts: Counter[SeriesState] = Counter()
         changed: list[tuple[Key, LiveState, LiveState | None]] = []
         for key, tf in self._series.items():
-            current = series_state(tf, self._newest.get(key), now, self._grace)
+            current = self._judge(key, tf, now)
             counts[current.state] += 1
             previous = self._stored.get(key)
             if must_store(previous, current):
@@ -379,6 +402,24 @@ class LiveTail:
                 break
         self._confirmed_at = self._clock.monotonic()
         self._metrics.live_tail_up.set(1)
+
+    def _judge(self, key: Key, tf: Timeframe, now: int) -> LiveState:
+        """The series' state now; LATE while the newest due slot lies in the hole
+        the series' last candle revealed (a feed back from an outage has a newer
+        candle, but the slot a gate relies on is missing until that candle is due)."""
+        current = series_state(tf, self._newest.get(key), now, self._grace)
+        hole = self._holes.get(key)
+        if hole is None or current.state is not SeriesState.LIVE:
+            return current
+        end = settled_end(tf, now, self._grace)
+        if end > hole.end_ms:
+            del self._holes[key]  # the candle after the hole is due: LIVE stands
+            return current
+        if end <= hole.start_ms:
+            return current
+        return LiveState(
+            SeriesState.LATE, tf.shift(hole.start_ms, -1), tf.count_slots(hole.start_ms, end)
+        )
 
     def _observe(self, key: Key, current: LiveState, previous: LiveState | None, now: int) -> None:
         log.info(

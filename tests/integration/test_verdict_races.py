@@ -255,3 +255,43 @@ class TestUnknown:
             assert back.verdict_time.ToMilliseconds() > stopped_at * 1000
         finally:
             stream.cancel()
+
+
+class TestHole:
+    """A feed back from an outage is not LIVE while the slot a gate relies on is in
+    the hole its first candle revealed."""
+
+    async def test_live_only_once_the_candle_after_the_hole_is_due(
+        self, make_settings: Any, start_replica: Any, feeder: Feeder
+    ) -> None:
+        """Stalled, then resumed from now: every LIVE message names a present slot,
+        never one inside the hole, and LIVE does come back."""
+        await feeder.backfill("BTCUSDT", 150)
+        feeder.symbols.add("BTCUSDT")
+        replica = await start_replica(live_settings(make_settings, "change_stream"))
+        await eventually(lambda: in_state(replica, "BTCUSDT", LIVE), TIMEOUT)
+        stream = replica.stub.StreamHealthScores(
+            pb.StreamHealthScoresRequest(symbols=["BTCUSDT"]), timeout=60
+        )
+        try:
+            feeder.symbols.discard("BTCUSDT")
+            stopped = feeder.newest["BTCUSDT"]
+            await eventually(lambda: in_state(replica, "BTCUSDT", LATE), TIMEOUT)
+            resumed = int(time.time()) * SEC
+            feeder.newest["BTCUSDT"] = resumed - SEC  # the feed skips what it missed
+            feeder.symbols.add("BTCUSDT")
+            hole = range(stopped + SEC, resumed, SEC)
+            assert len(hole) > 0
+
+            async def back_live() -> Any:
+                while True:
+                    msg = await stream.read()
+                    if msg.score.state == LIVE:
+                        named = msg.score.last_candle_open.ToMilliseconds()
+                        if named > stopped:
+                            return named
+
+            named = await asyncio.wait_for(back_live(), TIMEOUT)
+            assert named >= resumed and named not in hole
+        finally:
+            stream.cancel()
