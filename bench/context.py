@@ -62,6 +62,14 @@ class Sizes:
     live_cost_series: tuple[int, ...] = (100, 1000)
     live_cost_seconds: float = 20.0
     live_failover_trials: int = 3
+    # 13. wrong verdicts under churn (live_series fed, live_stopped of them churned)
+    churn_seconds: float = 180.0
+    churn_modes: tuple[str, ...] = ("change_stream", "poll")
+    # 14. stale verdicts: the short freeze, and the election that outlasts it
+    freeze_seconds: float = 20.0
+    freeze_lease: float = 30.0
+    freeze_heartbeat: float = 2.0
+    freeze_stale_after: float = 5.0
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -91,6 +99,14 @@ TINY = Sizes(
     live_cost_series=(4, 8),
     live_cost_seconds=1.0,
     live_failover_trials=1,
+    churn_seconds=10.0,
+    churn_modes=("change_stream",),
+    # The short freeze must outlast LIVE_STALE_AFTER + 1 s yet stay inside the lease
+    # less one heartbeat (the leader's own margin).
+    freeze_seconds=3.5,
+    freeze_lease=6.0,
+    freeze_heartbeat=1.0,
+    freeze_stale_after=2.0,
     scale_slots=10,
     ratio_series=4,
     ratio_slots=60,

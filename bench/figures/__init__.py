@@ -17,6 +17,8 @@ from bench.figures import (
     f10_live_detection,
     f11_live_cost,
     f12_live_failover,
+    f13_live_verdicts,
+    f14_stale_verdicts,
 )
 
 FIGURES: tuple[ModuleType, ...] = (
@@ -32,5 +34,7 @@ FIGURES: tuple[ModuleType, ...] = (
     f10_live_detection,
     f11_live_cost,
     f12_live_failover,
+    f13_live_verdicts,
+    f14_stale_verdicts,
 )
 KEYS: tuple[str, ...] = tuple(m.KEY for m in FIGURES)

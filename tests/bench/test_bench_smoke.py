@@ -31,6 +31,8 @@ FIGURES = (
     "live_detection",
     "live_cost",
     "live_failover",
+    "live_verdicts",
+    "stale_verdicts",
 )
 PROTECTED = (REPO / "bench" / "results" / "latest.json", REPO / "docs" / "PERFORMANCE.md")
 
