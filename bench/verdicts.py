@@ -20,12 +20,20 @@ import grpc
 from auditpb.v1 import audit_pb2 as pb
 from auditsvc.storage.mongo.database import VERDICTS
 from auditsvc.storage.mongo.live_store import HEARTBEAT_ID
-from bench.figures.common import ms
-from bench.live import now_ms
 
 LIVE, LATE = pb.SERIES_STATE_LIVE, pb.SERIES_STATE_LATE
 UNKNOWN = pb.SERIES_STATE_UNKNOWN
 KNOWN = (LIVE, LATE)
+
+
+# bench.figures.common and bench.live have these two; importing either here would
+# import every figure (and figure 13 imports this module).
+def ms(stamp: Any) -> int:
+    return int(stamp.seconds) * 1000 + int(stamp.nanos) // 1_000_000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
