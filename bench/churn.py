@@ -73,6 +73,10 @@ class Tally:
     alarm_states: Counter[str] = field(default_factory=Counter)
     episodes: list[dict[str, Any]] = field(default_factory=list)
     episode_count: int = 0
+    # "newer candle stored": the newest due slot was absent but a later, not yet
+    # due candle was stored (a resume after a hole); "stalled": nothing newer.
+    episode_kinds: Counter[str] = field(default_factory=Counter)
+    alarm_series: set[str] = field(default_factory=set)
 
     def as_dict(self, unit_s: float | None) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -85,6 +89,8 @@ class Tally:
             "false_alarm_states": dict(self.alarm_states),
             "live_naming_absent_candle": self.absent_candle,
             "wrong_live_episodes": self.episode_count,
+            "wrong_live_episode_kinds": dict(self.episode_kinds),
+            "series_with_false_alarms": len(self.alarm_series),
         }
         if unit_s is not None:
             out["series_seconds"] = round(self.observed * unit_s, 1)
@@ -128,32 +134,54 @@ def judge_stream(
             wrong = state == LIVE and sure.covers(t - allow.live_ms, t)
             if wrong:
                 tally.wrong_live += 1
-                episode = episode or _episode(tally, sym, t, sure.around(t), log, origin)
+                episode = episode or _episode(tally, ledger, sym, t, sure.around(t), log, origin)
                 episode["last_s"] = round((t - origin) / 1000, 2)
             else:
                 episode = None
             if state != LIVE and not done.touches(t - allow.alarm_ms, t):
                 tally.false_alarm += 1
                 tally.alarm_states[_name(state)] += 1
+                tally.alarm_series.add(sym)
         tally.absent_candle += sum(start <= m.at < end and _absent(ledger, sym, m) for m in log)
     return tally
 
 
+def _kind(ledger: Ledger, sym: str, t: int) -> str:
+    due = ledger.newest_due(t)
+    newer = any(
+        slot > due and began <= t for slot, (began, _) in ledger.inserted.get(sym, {}).items()
+    )
+    return "newer candle stored" if newer else "stalled"
+
+
 def _episode(
     tally: Tally,
+    ledger: Ledger,
     sym: str,
     t: int,
     span: tuple[int, int] | None,
     log: list[Seen],
     origin: int,
 ) -> dict[str, Any]:
-    """A new wrong-LIVE episode; the first few keep the messages that led to it."""
+    """A new wrong-LIVE episode; the first few keep the messages that led to it and
+    the feed's inserts around it (slot open: insert began, seconds from ``origin``)."""
     tally.episode_count += 1
-    record: dict[str, Any] = {"symbol": sym, "first_s": round((t - origin) / 1000, 2)}
+    kind = _kind(ledger, sym, t)
+    tally.episode_kinds[kind] += 1
+    record: dict[str, Any] = {
+        "symbol": sym,
+        "kind": kind,
+        "first_s": round((t - origin) / 1000, 2),
+    }
     if span is not None:
         record["missing_from_s"] = round((span[0] - origin) / 1000, 2)
         lo = span[0] - 5000
         record["messages"] = [m.describe(origin) for m in log if lo <= m.at <= t][-8:]
+        record["inserted"] = [
+            f"{(slot - origin) / 1000:+.2f}s@{(began - origin) / 1000:+.2f}s"
+            for slot, (began, _) in sorted(ledger.inserted.get(sym, {}).items())
+            if lo - 3000 <= slot <= t + 2000
+        ]
     if len(tally.episodes) < EPISODES_KEPT:
         tally.episodes.append(record)
     return record

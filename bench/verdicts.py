@@ -56,7 +56,7 @@ class Seen:
         name = pb.SeriesState.Name(self.state).removeprefix("SERIES_STATE_")
         parts = [f"{(self.at - origin) / 1000:+.2f}s {name}"]
         if self.candle:
-            parts.append(f"candle {(self.candle - origin) / 1000:+.0f}s")
+            parts.append(f"candle {(self.candle - origin) / 1000:+.2f}s")
         if self.verdict:
             parts.append(f"verdict_time {(self.verdict - origin) / 1000:+.2f}s")
         if self.late:

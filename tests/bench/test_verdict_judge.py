@@ -64,6 +64,7 @@ def test_live_held_past_the_allowance_is_wrong_and_within_it_is_not() -> None:
     # LIVE at missing + 2.0 s .. + 2.9 s: ten samples, one episode.
     assert (tally.wrong_live, tally.episode_count, tally.false_alarm) == (10, 1, 0)
     assert tally.episodes[0]["symbol"] == "A"
+    assert tally.episode_kinds == {"stalled": 1}
 
 
 def test_late_while_present_is_a_false_alarm_after_the_allowance() -> None:
