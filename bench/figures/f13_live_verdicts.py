@@ -1,13 +1,20 @@
 """13. Wrong verdicts under churn: what a follower serves, against the feed's truth.
 
 Per mode (change_stream, poll; ``churn_modes``): two replicas with election,
-``live_series`` 1s series fed live in one collection (bench.live.Feed, primed
-with a 10-minute history), LIVE_POLL_INTERVAL=1, AUDIT_INGEST_GRACE=1,
+``live_series`` 1s series fed live in one collection (bench.live.Feed),
+LIVE_POLL_INTERVAL=1, AUDIT_INGEST_GRACE=1,
 LIVE_STALE_AFTER at its default (5 s), the election at its defaults
 (heartbeat 10 s, lease 30 s: figure 10's 1 s / 3 s lease is lost to the
 database's pauses under this load, and the figure is not about failover),
 scheduled cycles every 5 s
-(AUDIT_INTERVAL=5) over a 10-minute lookback (AUDIT_LOOKBACK=600). On the
+(AUDIT_INTERVAL=5) over a 10-minute lookback (AUDIT_LOOKBACK=600), each
+re-reading the last 30 s (AUDIT_RECHECK=30, no periodic full scan), with 2
+minutes of primed history. At the default recheck (1 h, beyond the lookback)
+every cycle re-reads 10 minutes of every series, 120,000 candles through one
+unbounded ``$in``: on SecantusDB that stalls the database past the lease
+(issue 20 item 6; measured 2026-12-07 18:52, the leader lost its lease
+every 50 s and no series reached LIVE in 120 s), which measures that defect,
+not the verdicts. On the
 follower: one StreamHealthScores subscriber for every series, and
 ListHealthScores every 0.5 s. Once every series is LIVE at the subscriber,
 ``live_stopped`` series pause and resume at random moments for
@@ -70,6 +77,8 @@ MODES_DEFAULT = ("change_stream", "poll")
 POLL_S = 1.0
 AUDIT_INTERVAL_S = 5
 LOOKBACK_S = 600
+HISTORY_S = 120
+RECHECK_S = 30
 SAMPLE_MS = 100
 LIST_EVERY_S = 0.5
 SETTLE_S = 10.0
@@ -127,7 +136,7 @@ async def _one_mode(ctx: Context, mode: str) -> dict[str, Any]:
     syms = live.symbols(sz.live_series, prefix="V")
     ledger = Ledger(round(live.GRACE_S * 1000))
     feed = live.Feed(ctx.client[name], syms, journal=ledger.record)
-    await feed.prime(LOOKBACK_S)
+    await feed.prime(HISTORY_S)
     feed.start()
     env = {
         **cluster.election_env(ctx, syms[0]),
@@ -135,6 +144,8 @@ async def _one_mode(ctx: Context, mode: str) -> dict[str, Any]:
         "ENABLE_AUDITOR": "true",
         "AUDIT_INTERVAL": f"{AUDIT_INTERVAL_S}",
         "AUDIT_LOOKBACK": f"{LOOKBACK_S}",
+        "AUDIT_RECHECK": f"{RECHECK_S}",
+        "AUDIT_FULL_SCAN_EVERY": "1000000",
         "LEADER_ELECTION_HEARTBEAT_INTERVAL": "10",
         "LEADER_ELECTION_TIMEOUT": "30",
     }

@@ -22,6 +22,7 @@ series LIVE at both before each phase.
 The feed never stops, so every series is present throughout: a return as LATE
 is allowed by the target, but counted (``back_as_late``), since it is a false
 alarm. A series that never turned UNKNOWN, or never came back, is a miss.
+``live_again`` is when LIVE itself was served again (within the 30 s wait).
 """
 
 from __future__ import annotations
@@ -148,7 +149,8 @@ async def _phase(
         continued = live.now_ms()
         reference = continued if takeover is None else takeover
         await asyncio.gather(
-            *(sub.until(lambda s=sub: _all_back(s, syms, stopped), BACK_WITHIN_S) for sub in subs)
+            # Until LIVE, not merely known: a return as LATE is followed to its LIVE.
+            *(sub.until(lambda s=sub: _all_live(s, syms, stopped), BACK_WITHIN_S) for sub in subs)
         )
     finally:
         leader.signal(signal.SIGCONT)  # whatever failed, never leave it frozen
@@ -156,6 +158,7 @@ async def _phase(
             await sub.close()
     unknown: list[float] = []
     back: list[float] = []
+    live_again: list[float] = []
     as_late = 0
     for sub in subs:
         for sym in syms:
@@ -167,6 +170,9 @@ async def _phase(
             if came is not None:
                 back.append((came.at - reference) / 1000)
                 as_late += came.state == LATE
+                lived = first_after(log, came.at, (LIVE,))
+                if lived is not None:
+                    live_again.append((lived.at - reference) / 1000)
     expected = len(subs) * len(syms)
     complete = len(unknown) == expected and len(back) == expected
     later = beats.first_of_epoch_after(epoch)
@@ -178,6 +184,8 @@ async def _phase(
         "back": latency_ms(back),
         "measured": f"{min(len(unknown), len(back))}/{expected}",
         "back_as_late": as_late,
+        # The feed never stopped: LIVE is the truth; this is when it was served again.
+        "live_again": latency_ms(live_again),
         "subscribers_on": [r.name for r in others],
         "frozen_leader": leader.name,
     }
@@ -201,11 +209,11 @@ async def _takeover(beats: Heartbeats, epoch: int, within: float) -> tuple[int, 
     raise NotMeasured(f"no new leader confirmed within {within:g} s of the SIGSTOP")
 
 
-def _all_back(sub: Subscriber, syms: list[str], since: int) -> bool:
-    """Whether every series turned UNKNOWN after ``since`` and then known again."""
+def _all_live(sub: Subscriber, syms: list[str], since: int) -> bool:
+    """Whether every series turned UNKNOWN after ``since`` and then LIVE again."""
     for sym in syms:
         log = sub.log.get(sym, [])
         went = first_after(log, since, (UNKNOWN,))
-        if went is None or first_after(log, went.at, KNOWN) is None:
+        if went is None or first_after(log, went.at, (LIVE,)) is None:
             return False
     return True
