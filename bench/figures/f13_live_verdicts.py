@@ -83,6 +83,9 @@ AUDIT_INTERVAL_S = 5
 LOOKBACK_S = 600
 HISTORY_S = 120
 RECHECK_S = 30
+# "false" gives the same run without cycles, a baseline for an A/B (not a flag:
+# the figure is defined with cycles).
+AUDITOR = "true"
 SAMPLE_MS = 100
 LIST_EVERY_S = 0.5
 SETTLE_S = 10.0
@@ -148,7 +151,7 @@ async def _one_mode(ctx: Context, mode: str) -> dict[str, Any]:
     env = {
         **cluster.election_env(ctx, syms[0]),
         **live.live_env(syms, mode, POLL_S),
-        "ENABLE_AUDITOR": "true",
+        "ENABLE_AUDITOR": AUDITOR,
         "AUDIT_INTERVAL": f"{AUDIT_INTERVAL_S}",
         "AUDIT_LOOKBACK": f"{LOOKBACK_S}",
         "AUDIT_RECHECK": f"{RECHECK_S}",
