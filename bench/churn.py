@@ -76,6 +76,8 @@ class Tally:
     # "newer candle stored": the newest due slot was absent but a later, not yet
     # due candle was stored (a resume after a hole); "stalled": nothing newer.
     episode_kinds: Counter[str] = field(default_factory=Counter)
+    wrong_live_by_kind: Counter[str] = field(default_factory=Counter)
+    absent_by_kind: Counter[str] = field(default_factory=Counter)
     alarm_series: set[str] = field(default_factory=set)
 
     def as_dict(self, unit_s: float | None) -> dict[str, Any]:
@@ -88,8 +90,10 @@ class Tally:
             else float("nan"),
             "false_alarm_states": dict(self.alarm_states),
             "live_naming_absent_candle": self.absent_candle,
+            "live_naming_absent_candle_by_kind": dict(self.absent_by_kind),
             "wrong_live_episodes": self.episode_count,
             "wrong_live_episode_kinds": dict(self.episode_kinds),
+            "wrong_live_by_kind": dict(self.wrong_live_by_kind),
             "series_with_false_alarms": len(self.alarm_series),
         }
         if unit_s is not None:
@@ -136,13 +140,17 @@ def judge_stream(
                 tally.wrong_live += 1
                 episode = episode or _episode(tally, ledger, sym, t, sure.around(t), log, origin)
                 episode["last_s"] = round((t - origin) / 1000, 2)
+                tally.wrong_live_by_kind[episode["kind"]] += 1
             else:
                 episode = None
             if state != LIVE and not done.touches(t - allow.alarm_ms, t):
                 tally.false_alarm += 1
                 tally.alarm_states[_name(state)] += 1
                 tally.alarm_series.add(sym)
-        tally.absent_candle += sum(start <= m.at < end and _absent(ledger, sym, m) for m in log)
+        for m in log:
+            if start <= m.at < end and _absent(ledger, sym, m):
+                tally.absent_candle += 1
+                tally.absent_by_kind[_kind(ledger, sym, m.at)] += 1
     return tally
 
 
@@ -208,6 +216,7 @@ def judge_lists(
             tally.observed += 1
             if state == LIVE and sure.covers(sent - allow.live_ms, got):
                 tally.wrong_live += 1
+                tally.wrong_live_by_kind[_kind(ledger, sym, got)] += 1
                 tally.episode_count += 1
                 if len(tally.episodes) < EPISODES_KEPT and row is not None:
                     tally.episodes.append({"symbol": sym, "row": row.describe(origin)})
@@ -216,4 +225,5 @@ def judge_lists(
                 tally.alarm_states[_name(state)] += 1
             if row is not None and _absent(ledger, sym, row):
                 tally.absent_candle += 1
+                tally.absent_by_kind[_kind(ledger, sym, row.at)] += 1
     return tally

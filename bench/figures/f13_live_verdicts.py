@@ -209,10 +209,16 @@ async def _one_mode(ctx: Context, mode: str) -> dict[str, Any]:
         + stream.absent_candle
         + rows.absent_candle,
         # Of those, LIVE still served LIVE_STALE_AFTER + 1 s after the slot fell due.
+        # (by kind: a LIVE after a resume with a hole is fresh, not held past a stall)
         "wrong_live_past_stale_bound": {
             "stream_series_seconds": round(stale_stream.wrong_live * SAMPLE_MS / 1000, 1),
+            "stream_series_seconds_by_kind": {
+                k: round(n * SAMPLE_MS / 1000, 1)
+                for k, n in stale_stream.wrong_live_by_kind.items()
+            },
             "stream_episodes": stale_stream.episode_count,
             "list_rows": stale_rows.wrong_live,
+            "list_rows_by_kind": dict(stale_rows.wrong_live_by_kind),
         },
         "stream": stream.as_dict(SAMPLE_MS / 1000),
         "list": rows.as_dict(None) | {"replies": len(lists.replies), "errors": lists.errors},

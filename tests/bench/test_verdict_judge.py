@@ -65,6 +65,7 @@ def test_live_held_past_the_allowance_is_wrong_and_within_it_is_not() -> None:
     assert (tally.wrong_live, tally.episode_count, tally.false_alarm) == (10, 1, 0)
     assert tally.episodes[0]["symbol"] == "A"
     assert tally.episode_kinds == {"stalled": 1}
+    assert tally.wrong_live_by_kind == {"stalled": 10}
 
 
 def test_late_while_present_is_a_false_alarm_after_the_allowance() -> None:
@@ -84,6 +85,7 @@ def test_live_naming_a_candle_not_yet_inserted_is_counted() -> None:
     logs = {"A": [_seen(T0 + 6 * SEC, LIVE, T0 + 4 * SEC), _seen(at, LIVE, T0 + 10 * SEC)]}
     tally = judge_stream(ledger, logs, ["A"], (T0 + 5 * SEC, T0 + 13 * SEC), 100, ALLOW, T0)
     assert tally.absent_candle == 1
+    assert tally.absent_by_kind == {"stalled": 1}
 
 
 def test_list_rows_are_judged_over_the_whole_call() -> None:
