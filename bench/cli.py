@@ -26,6 +26,10 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(",") if x.strip())
 
 
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = Sizes()
     p = argparse.ArgumentParser(
@@ -146,9 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help=f"9: duplicates removed then restored (default {d.removal_documents})",
     )
-    g.add_argument("--live-series", type=int, help=f"10, 12: 1s series (default {d.live_series})")
     g.add_argument(
-        "--live-stopped", type=int, help=f"10, 12: series stopped (default {d.live_stopped})"
+        "--live-series", type=int, help=f"10, 12-14: 1s series (default {d.live_series})"
+    )
+    g.add_argument(
+        "--live-stopped",
+        type=int,
+        help=f"10, 12, 13: series stopped (default {d.live_stopped})",
     )
     g.add_argument("--live-cost-series", type=_ints, help="11: series counts (default 100,1000)")
     g.add_argument(
@@ -160,6 +168,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--live-failover-trials",
         type=int,
         help=f"12: trials (default {d.live_failover_trials})",
+    )
+    g.add_argument(
+        "--churn-seconds",
+        type=float,
+        help=f"13: seconds of pauses and resumes (default {d.churn_seconds:g})",
+    )
+    g.add_argument(
+        "--churn-modes",
+        type=_words,
+        help=f"13: LIVE_MODE values measured (default {','.join(d.churn_modes)})",
+    )
+    g.add_argument(
+        "--freeze-seconds",
+        type=float,
+        help=f"14: short SIGSTOP of the leader, s (default {d.freeze_seconds:g})",
+    )
+    g.add_argument(
+        "--freeze-lease",
+        type=float,
+        help=f"14: LEADER_ELECTION_TIMEOUT (default {d.freeze_lease:g})",
+    )
+    g.add_argument(
+        "--freeze-heartbeat",
+        type=float,
+        help=f"14: LEADER_ELECTION_HEARTBEAT_INTERVAL (default {d.freeze_heartbeat:g})",
+    )
+    g.add_argument(
+        "--freeze-stale-after",
+        type=float,
+        help=f"14: LIVE_STALE_AFTER (default {d.freeze_stale_after:g})",
     )
     g.add_argument(
         "--take-office-series", type=_ints, help="15: series counts (default 1000,30000)"

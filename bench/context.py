@@ -62,6 +62,14 @@ class Sizes:
     live_cost_series: tuple[int, ...] = (100, 1000)
     live_cost_seconds: float = 20.0
     live_failover_trials: int = 3
+    # 13. wrong verdicts under churn (live_series fed, live_stopped of them churned)
+    churn_seconds: float = 180.0
+    churn_modes: tuple[str, ...] = ("change_stream", "poll")
+    # 14. stale verdicts: the short freeze, and the election that outlasts it
+    freeze_seconds: float = 20.0
+    freeze_lease: float = 30.0
+    freeze_heartbeat: float = 2.0
+    freeze_stale_after: float = 5.0
     # 15. take-office (1h series in one collection)
     take_office_series: tuple[int, ...] = (1000, 30000)
     # 16. cold audit by layout (1h series)
@@ -96,6 +104,14 @@ TINY = Sizes(
     live_cost_series=(4, 8),
     live_cost_seconds=1.0,
     live_failover_trials=1,
+    churn_seconds=10.0,
+    churn_modes=("change_stream",),
+    # The short freeze must outlast LIVE_STALE_AFTER + 1 s yet stay inside the lease
+    # less one heartbeat (the leader's own margin).
+    freeze_seconds=3.5,
+    freeze_lease=6.0,
+    freeze_heartbeat=1.0,
+    freeze_stale_after=2.0,
     take_office_series=(20,),
     cold_series=6,
     cold_slots=12,

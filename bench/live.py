@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -64,11 +65,19 @@ def due_ms(last_open_ms: int) -> int:
     return last_open_ms + 2 * SEC + round(GRACE_S * 1000)
 
 
-class Feed:
-    """The 1s feed; ``stop(symbol)`` ends a symbol's feed and returns its last open."""
+# Told of every insert: (symbol, open ms) of each candle, when the insert began
+# and when it returned (ms). The ground truth of figures 13 and 14.
+Journal = Callable[[list[tuple[str, int]], int, int], None]
 
-    def __init__(self, db: Any, syms: list[str]) -> None:
+
+class Feed:
+    """The 1s feed; ``stop(symbol)`` ends a symbol's feed and returns its last open,
+    ``resume(symbol)`` starts it again. ``journal``, when given, hears of every
+    insert after it returns (the primed history excepted)."""
+
+    def __init__(self, db: Any, syms: list[str], journal: Journal | None = None) -> None:
         self.coll = db[COLLECTION]
+        self.journal = journal
         self.active = set(syms)
         self.newest: dict[str, int] = {}
         self.late_writes = 0  # ticks whose insert finished after the slot's grace
@@ -99,9 +108,20 @@ class Feed:
             self.active.discard(symbol)
             return self.newest[symbol]
 
+    async def resume(self, symbol: str, *, fill: bool) -> None:
+        """Feeds ``symbol`` again from the next tick. ``fill``: that tick also writes
+        every slot it missed (a writer catching up); otherwise they stay a hole."""
+        async with self._lock:
+            if not fill:
+                self.newest[symbol] = now_ms() // SEC * SEC - SEC
+            self.active.add(symbol)
+
     async def write(self, symbol: str, t_ms: int) -> None:
         """One candle for a stopped symbol (a resume with a hole)."""
+        began = now_ms()
         await self.coll.insert_one(candle(symbol, t_ms))
+        if self.journal is not None:
+            self.journal([(symbol, t_ms)], began, now_ms())
 
     async def _run(self) -> None:
         while True:
@@ -109,13 +129,16 @@ class Feed:
             await asyncio.sleep((SEC - now % SEC) / 1000 + WRITE_DELAY_S)
             slot = now_ms() // SEC * SEC - SEC
             async with self._lock:
-                docs = []
+                written: list[tuple[str, int]] = []
                 for s in self.active:
                     first = self.newest.get(s, slot - SEC) + SEC
-                    docs.extend(candle(s, t) for t in range(first, slot + 1, SEC))
+                    written.extend((s, t) for t in range(first, slot + 1, SEC))
                     self.newest[s] = slot
-                if docs:
-                    await self.coll.insert_many(docs, ordered=False)
+                if written:
+                    began = now_ms()
+                    await self.coll.insert_many([candle(s, t) for s, t in written], ordered=False)
+                    if self.journal is not None:
+                        self.journal(written, began, now_ms())
             if now_ms() > slot + SEC + GRACE_S * 1000:
                 self.late_writes += 1
 

@@ -17,6 +17,8 @@ from bench.figures import (
     f10_live_detection,
     f11_live_cost,
     f12_live_failover,
+    f13_live_verdicts,
+    f14_stale_verdicts,
     f15_take_office,
     f16_cold_layout,
 )
@@ -34,6 +36,8 @@ FIGURES: tuple[ModuleType, ...] = (
     f10_live_detection,
     f11_live_cost,
     f12_live_failover,
+    f13_live_verdicts,
+    f14_stale_verdicts,
     f15_take_office,
     f16_cold_layout,
 )
