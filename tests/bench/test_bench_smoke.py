@@ -33,6 +33,8 @@ FIGURES = (
     "live_failover",
     "live_verdicts",
     "stale_verdicts",
+    "take_office",
+    "cold_layout",
 )
 PROTECTED = (REPO / "bench" / "results" / "latest.json", REPO / "docs" / "PERFORMANCE.md")
 
