@@ -300,9 +300,16 @@ class AuditService:
 
         async def snapshot(since: float) -> list[ScoreRecord]:
             # Only a read begun after this stream's watch opened, and after the move
-            # it answers, misses nothing.
+            # it answers, misses nothing. A row older than one this stream already
+            # holds (a shared read begun before that change arrived) yields to it.
             reading, rows = await self._dated_scores(not_before=since)
-            return [out for r in rows if match(r) and (out := to_send(r, reading)) is not None]
+            out: list[ScoreRecord] = []
+            for r in rows:
+                held = latest.get((r.symbol, r.timeframe))
+                newest = held if held is not None and held.changed_ms > r.changed_ms else r
+                if match(newest) and (sent_now := to_send(newest, reading)) is not None:
+                    out.append(sent_now)
+            return out
 
         # The watch is open before the snapshot is read, so nothing stored in
         # between is missed; a document older than the one held is dropped.

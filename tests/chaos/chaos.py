@@ -82,7 +82,8 @@ EPOCH_WRITES = (
     ("backfill_requests", "created_at"),
     ("audit_log", "at"),
     ("audit_cycles", "finished_at"),
-    ("audit_gaps", "detected_at"),
+    # detected_at is an incident's first sighting, kept by later epochs' writes.
+    ("audit_gaps", "written_at"),
     ("audit_series", "computed_at"),
 )
 # The fixed RunAudit/ResolveDuplicates window covers the seed and this many slots after it.
@@ -556,8 +557,10 @@ class ClientLoad:
                 async for response in call:
                     s = response.score
                     key = (s.symbol, s.timeframe)
+                    # A verdict may change without a new cycle (same computed_at);
+                    # a cycle's score older than one already sent never comes.
                     at = s.computed_at.ToMilliseconds()
-                    if key in last and at <= last[key]:
+                    if key in last and at < last[key]:
                         self._wrong(f"health stream went back in time for {key}")
                     last[key] = at
                     if (symbols and s.symbol not in symbols) or not 0.0 <= s.quality <= 100.0:

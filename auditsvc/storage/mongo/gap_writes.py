@@ -144,6 +144,8 @@ def _found(
         "length_ms": g.end_ms - g.start_ms,
         "cycle_id": {"$literal": cycle_id},
         "epoch": epoch,
+        # When this epoch wrote it (detected_at is the incident's first sighting).
+        "written_at": "$$NOW",
         "historical": historical,
     }
     legacy_state = {

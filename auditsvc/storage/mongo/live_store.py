@@ -297,6 +297,8 @@ class MongoLiveStore:
         # A new gap is OPEN; a stored one keeps the lifecycle the healing pass gave it.
         doc["state"] = GapState.OPEN.value
         doc["attempts"] = 0
+        # With the epoch, on insert only: when this epoch wrote it.
+        doc["written_at"] = to_dt(gap.detected_ms)
         key = doc.pop("_id")
         # The tail saw these slots missing as the next candle arrived: the gap was
         # detected live even when a cycle stored it first (during the outage). A
