@@ -72,6 +72,7 @@ class Sizes:
     freeze_stale_after: float = 5.0
     # 15. take-office (1h series in one collection)
     take_office_series: tuple[int, ...] = (1000, 30000)
+    take_office_election: tuple[float, float] = (10.0, 30.0)  # heartbeat, lease
     # 16. cold audit by layout (1h series)
     cold_series: int = 2000
     cold_slots: int = 48
@@ -113,6 +114,7 @@ TINY = Sizes(
     freeze_heartbeat=1.0,
     freeze_stale_after=2.0,
     take_office_series=(20,),
+    take_office_election=(0.3, 1.2),
     cold_series=6,
     cold_slots=12,
     scale_slots=10,
