@@ -178,8 +178,10 @@ class AuditService:
         return await self._requests.once("dedupe", request_id, body, work, replay)
 
     async def close(self) -> None:
-        """Cancels request work still running (shutdown); its callers get UNAVAILABLE."""
+        """Cancels request work still running (shutdown); its callers get UNAVAILABLE.
+        Also cancels the summary's background refresh."""
         await self._requests.close()
+        await self._summary.close()
 
     async def list_gaps(
         self,

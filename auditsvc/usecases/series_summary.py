@@ -51,6 +51,13 @@ class SeriesSummary:
             await asyncio.shield(asyncio.wait((self._refresh,)))
         return self._summary
 
+    async def close(self) -> None:
+        """Cancels a refresh still running (shutdown), so no read outlives the client."""
+        task, self._refresh = self._refresh, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     async def _make(self) -> None:
         reading = self._verdicts.current()  # before the rows: see VerdictWatch.current
         try:

@@ -126,8 +126,9 @@ class MongoCandleFeed:
                 t = self._ignored.time_ms(collection, symbol, doc.get("timestamp"))
                 if t is not None:
                     return t
+                dates = first.get("timestamp", DATE_RANGE)  # keeps below_ms when given
                 doc = await col.find_one(
-                    {"symbol": symbol, "timestamp": DATE_RANGE}, only, sort=[("timestamp", -1)]
+                    {"symbol": symbol, "timestamp": dates}, only, sort=[("timestamp", -1)]
                 )
             return (
                 None if doc is None else self._ignored.time_ms(collection, symbol, doc["timestamp"])
