@@ -145,7 +145,9 @@ def service_env(uri: str, database: str, **overrides: str) -> dict[str, str]:
             "ENABLE_AUDITOR": "false",
             "AUDIT_MAX_RANGE_CANDLES": "100000000",
             "SHUTDOWN_GRACE": "2",
-            "LOG_LEVEL": "WARNING",
+            # BENCH_LOG_LEVEL=INFO (with --keep-logs) keeps every state change and
+            # confirmation a replica logs, to explain a figure's outliers.
+            "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
             "PYTHONUNBUFFERED": "1",
         }
     )

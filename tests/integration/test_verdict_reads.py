@@ -14,7 +14,7 @@ from auditpb.v1 import audit_pb2 as pb
 from auditsvc.domain.records import LiveVerdict
 from auditsvc.domain.series_state import LiveState, SeriesState
 from auditsvc.storage.mongo.database import connect
-from auditsvc.storage.mongo.live_store import MongoLiveStore
+from auditsvc.storage.mongo.live_store import MongoLiveStore, MongoVerdictSource
 from tests.integration.live_feed import Feeder, live_settings
 from tests.support import eventually
 
@@ -149,5 +149,31 @@ class TestNewestObservationWins:
             assert doc is not None
             assert (doc["state"], doc["late_candles"], doc["live_epoch"]) == ("late", 3, 2)
             assert doc["quality"] == 91.5 and doc["symbol"] == "BTCUSDT"
+        finally:
+            await database.close()
+
+
+class TestConfirmationDate:
+    """A confirmation is dated by the pass's judgement, capped at the database's
+    now: never by when its batch committed (a late commit must not vouch for the
+    seconds between its judgement and its write)."""
+
+    async def test_a_late_write_keeps_the_judgement_time(self, mongo: Any, db_name: str) -> None:
+        database = connect(mongo.uri, db_name, 2000)
+        store = MongoLiveStore(database)
+        source = MongoVerdictSource(database)
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                judged = int(time.time() * 1000) - 12_000  # a pass whose store took 12 s
+                await store.confirm(1, judged, "change_stream")
+                found, db_now = await source.confirmation()
+                assert found is not None
+                assert found.confirmed_ms == judged
+                assert found.written_ms >= judged + 11_000  # written now, dated then
+                ahead = db_now + 60_000  # a leader whose clock runs a minute ahead
+                await store.confirm(1, ahead, "change_stream")
+                found, db_now = await source.confirmation()
+                assert found is not None
+                assert found.confirmed_ms <= db_now < ahead
         finally:
             await database.close()

@@ -272,8 +272,14 @@ class MongoLiveStore:
         await self._db[SERIES].bulk_write(ops, ordered=False, session=session)
 
     async def confirm(self, epoch: int, confirmed_ms: int, mode: str, session: Any = None) -> None:
-        # Capped at the database's now: a leader whose clock runs ahead never dates
-        # a verdict in the database's future.
+        # Dated by the judgement, never by the write: a batch that commits seconds
+        # after its pass vouches only for the instant the pass judged. The cap at
+        # the database's now (a leader whose clock runs ahead must not date a
+        # verdict in the database's future) is applied by the reader, as
+        # min(confirmed_at, written_at): comparing $$NOW inside the update is not
+        # portable (SecantusDB 2026-12 answers $$NOW to {$min: ["$$NOW", t]} and
+        # false to {$lt: ["$$NOW", t]} whatever t is, which dated every
+        # confirmation at its commit: figure 13's wrong LIVE).
         await self._db[VERDICTS].update_one(
             {"_id": HEARTBEAT_ID},
             [
@@ -281,7 +287,7 @@ class MongoLiveStore:
                     "$set": {
                         "epoch": epoch,
                         "mode": mode,
-                        "confirmed_at": {"$min": ["$$NOW", to_dt(confirmed_ms)]},
+                        "confirmed_at": {"$literal": to_dt(confirmed_ms)},
                         "written_at": "$$NOW",
                     }
                 }
@@ -339,5 +345,9 @@ class MongoVerdictSource:
             return None, to_ms(hello["localTime"])
         d = docs[0]
         epoch, mode = int(d.get("epoch", 0)), str(d.get("mode", ""))
-        written = to_ms(d["written_at"]) if d.get("written_at") else 0
-        return Confirmation(epoch, to_ms(d["confirmed_at"]), mode, written), to_ms(d["now"])
+        judged = to_ms(d["confirmed_at"])
+        if not d.get("written_at"):
+            return Confirmation(epoch, judged, mode, 0), to_ms(d["now"])
+        written = to_ms(d["written_at"])
+        # Capped at the database's clock when it was written (see confirm).
+        return Confirmation(epoch, min(judged, written), mode, written), to_ms(d["now"])
