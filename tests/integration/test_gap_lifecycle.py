@@ -5,11 +5,13 @@ unchanged default, against SecantusDB with the real Auditor and stores."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import grpc
 import pytest
+from pymongo import monitoring
 
 from auditpb.v1 import audit_pb2 as pb
 from auditsvc.domain.errors import Fenced
@@ -170,6 +172,72 @@ class TestFilled:
         (req,) = await requests(database)
         # Shrunk: the request is live, its timeout restarted from the smaller size.
         assert (req["open"], req["missing_candles"]) == (True, 3)
+
+    async def test_identity_of_many_series_in_a_bounded_number_of_reads(
+        self, make_settings: Callable[..., Settings], database: Database
+    ) -> None:
+        """70 series, each with two gaps whose fronts are filled: every gap keeps its
+        record, and finding them costs one read per stored batch (its ``_id`` read
+        aside), not one per series or per gap."""
+        symbols = [f"S{i:02d}USDT" for i in range(70)]
+        settings = settings_for(
+            make_settings, AUDIT_SYMBOLS=",".join(symbols), ENABLE_AUTO_BACKFILL="false"
+        )
+        for symbol in symbols:
+            await seed(database, symbol, [range(100, 106), range(200, 206)])
+        reads = GapReads()
+        monitoring.register(reads)  # applies to clients made from now on
+        watched = connect(settings.mongo.uri, settings.mongo.database, 2000)
+        try:
+            audits = standalone_auditor(settings, watched, incremental=False)
+            await cycle(audits, symbols)
+            before = await all_gaps(database)
+            for symbol in symbols:
+                await fill(database, symbol, range(100, 103))
+                await fill(database, symbol, range(200, 202))
+            reads.on = True
+            await cycle(audits, symbols)
+            reads.on = False
+        finally:
+            await watched.close()
+        shifted = {to_dt(T0 + 100 * MIN): to_dt(T0 + 103 * MIN)}
+        shifted[to_dt(T0 + 200 * MIN)] = to_dt(T0 + 202 * MIN)
+        after = await all_gaps(database)
+        assert {(d["symbol"], d["start_time"]): d["_id"] for d in after} == {
+            (d["symbol"], shifted[d["start_time"]]): d["_id"] for d in before
+        }
+        assert sorted({(d["start_time"], d["missing_candles"]) for d in after}) == [
+            (to_dt(T0 + 103 * MIN), 3),
+            (to_dt(T0 + 202 * MIN), 4),
+        ]
+        batches = reads.shapes["_id"]
+        identity = sum(n for shape, n in reads.shapes.items() if "start_time" in shape)
+        identity += reads.shapes["symbol,timeframe"]
+        assert batches > 0 and identity <= batches, reads.shapes
+
+
+class GapReads(monitoring.CommandListener):
+    """Counts find commands on audit_gaps while ``on``."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.finds = 0
+        self.shapes: Counter[str] = Counter()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.on and event.command_name == "find" and event.command.get("find") == GAPS:
+            self.finds += 1
+            self.shapes[",".join(sorted(event.command.get("filter", {})))] += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def all_gaps(database: Database) -> list[dict[str, Any]]:
+    return list(await asyncio.wait_for(database.db[GAPS].find({}).to_list(None), TIMEOUT))
 
 
 class TestExpiry:

@@ -23,9 +23,10 @@ Guarantees:
   while it is still missing.
 
 Limits: a gap split in two by a fill in its middle keeps the identity for its
-first part only; identity follows the nearest stored gap before a found one, so a
-FILLED record between them hides an older still-missing one (it is then a new
-record, and the older one is retired as not found).
+first part only; identity follows the latest-starting stored gap that holds the
+found one's start, so a FILLED record nested inside an older still-missing one
+hides it (the gap is then a new record, and the older one is retired as not
+found).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ _FILLED = GapState.FILLED.value
 _UNFILLABLE = GapState.UNFILLABLE.value
 _OPEN = GapState.OPEN.value
 _ACKNOWLEDGED = GapState.ACKNOWLEDGED.value
+# Series per identity read (a bounded $in).
+_SERIES_PER_READ = 64
 # GAP_HISTORY_RETENTION's default, for stores built without settings.
 DEFAULT_RETENTION_S = 7 * 86400
 
@@ -76,11 +79,16 @@ async def upsert_gaps(
 async def _identities(col: Any, gaps: Sequence[GapRecord], session: Any) -> list[str]:
     """The ``_id`` each gap is written under: its own key (series + start) when a
     still-missing gap is stored there, else that of the stored still-missing gap
-    whose range holds its start (its front was filled), else its own key.
+    whose range holds its start (its front was filled, or the window slid past
+    it), else its own key. When several stored gaps hold that start, the latest
+    starting one decides: a FILLED one there gives the gap its own key.
 
     Cost per batch: one ``_id $in`` read; then, only for gaps not found by their own
-    key, one indexed read per series (does it have stored gaps at all?) and one
-    indexed read per gap of a series that does (the nearest stored gap before it).
+    key, one read per timeframe and ``_SERIES_PER_READ`` series of the stored gaps
+    overlapping the span of those gaps' starts. Never a read per series or per
+    gap: a series whose data begins after the window's start has a gap starting
+    at the window's start, a new start every cycle (measured: 600 reads and 7 s of
+    a 9 s cycle of 200 series on SecantusDB).
     """
     own = [codec.gap_doc(g, "", 0)["_id"] for g in gaps]
     stored = {
@@ -88,34 +96,52 @@ async def _identities(col: Any, gaps: Sequence[GapRecord], session: Any) -> list
         for d in await col.find({"_id": {"$in": own}}, {"state": 1}, session=session).to_list(None)
     }
     out = [key if key in stored and stored[key] != _FILLED else "" for key in own]
+    pending = [i for i in range(len(gaps)) if not out[i]]
+    holders = await _holders(col, [gaps[i] for i in pending], session)
     taken = {key for key in out if key}
-    has_gaps: dict[tuple[str, str], bool] = {}
     # In start order, so the gap starting where a stored one starts claims it first.
-    for i in sorted(range(len(gaps)), key=lambda i: _order(gaps[i])):
-        if out[i]:
-            continue
+    for i in sorted(pending, key=lambda i: _order(gaps[i])):
         g = gaps[i]
-        series = {"symbol": g.symbol, "timeframe": g.timeframe}
-        key = (g.symbol, g.timeframe)
-        if key not in has_gaps:
-            has_gaps[key] = await col.find_one(series, {"_id": 1}, session=session) is not None
         out[i] = own[i]
-        if not has_gaps[key]:
-            continue
-        nearest = (
-            await col.find({**series, "start_time": {"$lte": to_dt(g.start_ms)}}, session=session)
-            .sort("start_time", -1)
-            .limit(1)
-            .to_list(1)
-        )
-        if nearest:
-            d = nearest[0]
+        covering = [
+            d
+            for d in holders.get((g.symbol, g.timeframe), ())
+            if to_ms(d["start_time"]) <= g.start_ms < to_ms(d["end_time"])
+        ]
+        if covering:
+            d = max(covering, key=lambda d: to_ms(d["start_time"]))
             held = str(d["_id"])
-            covers = to_ms(d["start_time"]) <= g.start_ms < to_ms(d["end_time"])
-            if covers and d.get("state") != _FILLED and held not in taken:
+            if d.get("state") != _FILLED and held not in taken:
                 out[i] = held
         taken.add(out[i])
     return out
+
+
+async def _holders(
+    col: Any, gaps: Sequence[GapRecord], session: Any
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The stored gaps of these gaps' series that overlap the span of their starts,
+    by series; a bounded ``$in`` per read."""
+    by_tf: dict[str, list[GapRecord]] = {}
+    for g in gaps:
+        by_tf.setdefault(g.timeframe, []).append(g)
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for tf, some in by_tf.items():
+        symbols = sorted({g.symbol for g in some})
+        lo = min(g.start_ms for g in some)
+        hi = max(g.start_ms for g in some)
+        for first in range(0, len(symbols), _SERIES_PER_READ):
+            part = symbols[first : first + _SERIES_PER_READ]
+            query = {
+                "symbol": part[0] if len(part) == 1 else {"$in": part},
+                "timeframe": tf,
+                "start_time": {"$lte": to_dt(hi)},
+                "end_time": {"$gt": to_dt(lo)},
+            }
+            fields = {"symbol": 1, "start_time": 1, "end_time": 1, "state": 1}
+            for d in await col.find(query, fields, session=session).to_list(None):
+                found.setdefault((d["symbol"], tf), []).append(d)
+    return found
 
 
 def _order(g: GapRecord) -> tuple[str, str, int]:
