@@ -42,6 +42,7 @@ from auditsvc.storage.mongo import (
     connect,
 )
 from auditsvc.storage.mongo.ack_store import MongoAckStore
+from auditsvc.storage.mongo.anomaly_store import MongoAnomalyStore
 from auditsvc.storage.mongo.database import detect_transactions, ensure_indexes
 from auditsvc.storage.mongo.fence import MajorityUnavailable
 from auditsvc.storage.mongo.live_store import (
@@ -104,6 +105,8 @@ class App:
         self.prepared = False
         acks = MongoAckStore(self.database)
         backfills = MongoBackfillStore(self.database)
+        # Content findings: the cycles (and the live tail) record, ListAnomalies reads.
+        self.anomalies = MongoAnomalyStore(self.database)
         self.auditor = Auditor(
             s.audit,
             s.backfill,
@@ -166,6 +169,7 @@ class App:
             read_timeout_ms=s.mongo.timeout_ms,
             acks=acks,
             clock=self.clock,
+            anomalies=self.anomalies,
         )
         if s.audit.enabled:
             self.scheduler = Scheduler(

@@ -1,4 +1,4 @@
-"""PRICE_SPIKE: a one-candle excursion that the next candle reverts, judged against the series' own moves.
+"""PRICE_SPIKE: a one-candle excursion the next candle reverts, judged against the series' moves.
 
 The rule, for a candidate candle ``k`` with the previous close ``P`` and the next
 candle ``n`` (three consecutive slots, all with valid prices):

@@ -10,8 +10,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from auditsvc.domain.acknowledgement import Acknowledgement
+from auditsvc.domain.anomalies import AnomalyRule
 from auditsvc.domain.gap_lifecycle import GapState
 from auditsvc.domain.records import (
+    AnomalyQuery,
+    AnomalyRecord,
     BackfillRequest,
     Cycle,
     FillReport,
@@ -276,6 +279,73 @@ class BackfillStore(Protocol):
     async def mark_reported(self, gap_ids: Sequence[str], session: Any = None) -> None: ...
 
     async def close_filled(self, request_id: str, now_ms: int, session: Any = None) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class JudgedRange:
+    """Slots ``[start_ms, end_ms)`` of these series that a cycle read and judged with
+    ``rules``: a stored finding there that it did not make again is resolved."""
+
+    timeframe: str
+    symbols: tuple[str, ...]
+    start_ms: int
+    end_ms: int
+    rules: frozenset[AnomalyRule]
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyCounts:
+    """A series' stored findings in a window: how many, on how many distinct
+    candles, and the newest such candle's open time."""
+
+    findings: int
+    candles: int
+    newest_open_ms: int | None
+
+
+class AnomalyStore(Protocol):
+    """Candle content findings, keyed by (symbol, timeframe, open time, rule).
+
+    Every write runs inside a fenced batch (``Fence.write_fenced``) and takes its
+    session; see ``storage/mongo/anomaly_store.py`` for the guarantees.
+    """
+
+    async def record(
+        self, findings: Sequence[AnomalyRecord], epoch: int, session: Any = None
+    ) -> list[AnomalyRecord]:
+        """Upserts the findings (``detected_ms``: the writer's now; ``detected_live``:
+        the writer is the live tail), keeping a stored finding's first ``detected_at``
+        and ``detected_live``; returns the findings that were new."""
+        ...
+
+    async def resolve(
+        self, judged: Sequence[JudgedRange], seen_before_ms: int, session: Any = None
+    ) -> int:
+        """Removes the findings inside ``judged`` not seen since ``seen_before_ms``
+        (the cycle's read began then); returns how many."""
+        ...
+
+    async def counts(
+        self,
+        timeframe: str,
+        symbols: Sequence[str],
+        start_ms: int,
+        end_ms: int,
+        session: Any = None,
+    ) -> dict[str, AnomalyCounts]:
+        """Per symbol with findings on candles opening in ``[start_ms, end_ms)``."""
+        ...
+
+    async def list(self, q: AnomalyQuery) -> list[AnomalyRecord]:
+        """Stored findings matching ``q``, ordered by their key."""
+        ...
+
+    async def raise_live_suspect(
+        self, horizons: Mapping[tuple[str, str], int], epoch: int, session: Any = None
+    ) -> None:
+        """The live tail's side of ``suspect``: each (symbol, timeframe) is served
+        suspect at least until its instant (ms); never lowered."""
+        ...
 
 
 class AckStore(Protocol):
