@@ -43,6 +43,7 @@ from auditsvc.storage.mongo import (
 )
 from auditsvc.storage.mongo.ack_store import MongoAckStore
 from auditsvc.storage.mongo.anomaly_store import MongoAnomalyStore
+from auditsvc.storage.mongo.candle_values import CandleFields
 from auditsvc.storage.mongo.database import detect_transactions, ensure_indexes
 from auditsvc.storage.mongo.fence import MajorityUnavailable
 from auditsvc.storage.mongo.live_store import (
@@ -59,6 +60,7 @@ from auditsvc.transport.server import ALL_METHODS, MUTATING, SERVICE_NAME, Serve
 from auditsvc.transport.servicer import AuditServicer
 from auditsvc.usecases.audit_service import AuditService
 from auditsvc.usecases.auditing import Auditor
+from auditsvc.usecases.content_check import ContentOptions
 from auditsvc.usecases.dedupe import Deduplicator
 from auditsvc.usecases.fill_watch import FillWatch
 from auditsvc.usecases.live_tail import LiveTail
@@ -99,7 +101,18 @@ class App:
             failpoints=failpoints,
         )
         self.leadership: Leadership = self._leadership()
-        candles = MongoCandleStore(self.database, s.audit.collection_template, self.metrics)
+        content = s.content
+        candles = MongoCandleStore(
+            self.database,
+            s.audit.collection_template,
+            self.metrics,
+            CandleFields(
+                close_time=content.close_time_field,
+                trades=content.trades_field,
+                taker_buy_volume=content.taker_buy_volume_field,
+                quote_volume=content.quote_volume_field,
+            ),
+        )
         self.ready = False
         # Collections and indexes exist; set once, before any cycle may start.
         self.prepared = False
@@ -123,6 +136,12 @@ class App:
             owns_verdict=s.live.mode == "off",
             failpoints=failpoints,
             acks=acks,
+            content=(
+                ContentOptions(content.anomaly_config(), content.suspect_slots, s.audit.timeframes)
+                if content.enabled
+                else None
+            ),
+            anomalies=self.anomalies,
         )
         dedupe = Deduplicator(
             s.audit,

@@ -11,6 +11,7 @@ from typing import Any, Protocol, TypeVar
 
 from auditsvc.domain.acknowledgement import Acknowledgement
 from auditsvc.domain.anomalies import AnomalyRule
+from auditsvc.domain.candle import Candle
 from auditsvc.domain.gap_lifecycle import GapState
 from auditsvc.domain.records import (
     AnomalyQuery,
@@ -51,6 +52,17 @@ class CandleStore(Protocol):
         few queries as the indexes allow; each symbol's timestamps ascend across its
         batches, and batches of different symbols may interleave. ``slot_ms``: the
         series' slot length (what a range may hold per symbol)."""
+        ...
+
+    def candles(self, symbol: str, timeframe: str, window: Window) -> AsyncIterator[list[Candle]]:
+        """:meth:`timestamps` with the values the content rules read (one read serves
+        the gaps and the content); an unreadable value is NaN, never raised on."""
+        ...
+
+    def read_many_candles(
+        self, collection: str, reads: Mapping[str, Sequence[Window]], slot_ms: int
+    ) -> AsyncIterator[tuple[str, list[Candle]]]:
+        """:meth:`read_many` with the values the content rules read."""
         ...
 
 
@@ -345,6 +357,10 @@ class AnomalyStore(Protocol):
     ) -> None:
         """The live tail's side of ``suspect``: each (symbol, timeframe) is served
         suspect at least until its instant (ms); never lowered."""
+        ...
+
+    async def suspect_counts(self, now_ms: int) -> dict[str, int]:
+        """Stored series served suspect at ``now_ms``, by timeframe."""
         ...
 
 

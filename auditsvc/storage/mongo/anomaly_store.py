@@ -220,3 +220,21 @@ class MongoAnomalyStore:
                 for (sym, tf), until_ms in sorted(horizons.items())
             ]
             await self._db[SERIES].bulk_write(ops, ordered=False, session=session)
+
+    async def suspect_counts(self, now_ms: int) -> dict[str, int]:
+        """Series served suspect at ``now_ms`` (the cycle's flag, or the tail's horizon
+        not yet reached), by timeframe: one grouped query over the series documents."""
+        cursor = await self._db[SERIES].aggregate(
+            [
+                {
+                    "$match": {
+                        "$or": [
+                            {"suspect": True},
+                            {"live_suspect_until": {"$gt": to_dt(now_ms)}},
+                        ]
+                    }
+                },
+                {"$group": {"_id": "$timeframe", "n": {"$sum": 1}}},
+            ]
+        )
+        return {str(d["_id"]): int(d["n"]) for d in await cursor.to_list(None)}
