@@ -298,7 +298,10 @@ class Auditor:
         await self._fence.write_fenced(term.epoch, lambda s: self._state.save_cycle(cycle, s))
         self.last_cycle = cycle
         if self._content is not None and not cycle.historical:
-            await self._content.publish_suspects()
+            try:
+                await self._content.publish_suspects()
+            except Exception as exc:  # a gauge must not fail a stored cycle
+                log.warning("could not count suspect series", extra={**tags, "error": repr(exc)})
         self._metrics.cycle_seconds.observe(self._clock.monotonic() - begun)
         if trigger == SCHEDULED:
             # Only the full, scheduled cycle proves the audit is not stalled: RunAudit
