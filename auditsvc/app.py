@@ -42,6 +42,8 @@ from auditsvc.storage.mongo import (
     connect,
 )
 from auditsvc.storage.mongo.ack_store import MongoAckStore
+from auditsvc.storage.mongo.anomaly_store import MongoAnomalyStore
+from auditsvc.storage.mongo.candle_values import CandleFields
 from auditsvc.storage.mongo.database import detect_transactions, ensure_indexes
 from auditsvc.storage.mongo.fence import MajorityUnavailable
 from auditsvc.storage.mongo.live_store import (
@@ -58,6 +60,7 @@ from auditsvc.transport.server import ALL_METHODS, MUTATING, SERVICE_NAME, Serve
 from auditsvc.transport.servicer import AuditServicer
 from auditsvc.usecases.audit_service import AuditService
 from auditsvc.usecases.auditing import Auditor
+from auditsvc.usecases.content_check import ContentOptions
 from auditsvc.usecases.dedupe import Deduplicator
 from auditsvc.usecases.fill_watch import FillWatch
 from auditsvc.usecases.live_tail import LiveTail
@@ -98,12 +101,25 @@ class App:
             failpoints=failpoints,
         )
         self.leadership: Leadership = self._leadership()
-        candles = MongoCandleStore(self.database, s.audit.collection_template, self.metrics)
+        content = s.content
+        candles = MongoCandleStore(
+            self.database,
+            s.audit.collection_template,
+            self.metrics,
+            CandleFields(
+                close_time=content.close_time_field,
+                trades=content.trades_field,
+                taker_buy_volume=content.taker_buy_volume_field,
+                quote_volume=content.quote_volume_field,
+            ),
+        )
         self.ready = False
         # Collections and indexes exist; set once, before any cycle may start.
         self.prepared = False
         acks = MongoAckStore(self.database)
         backfills = MongoBackfillStore(self.database)
+        # Content findings: the cycles (and the live tail) record, ListAnomalies reads.
+        self.anomalies = MongoAnomalyStore(self.database)
         self.auditor = Auditor(
             s.audit,
             s.backfill,
@@ -120,6 +136,12 @@ class App:
             owns_verdict=s.live.mode == "off",
             failpoints=failpoints,
             acks=acks,
+            content=(
+                ContentOptions(content.anomaly_config(), content.suspect_slots, s.audit.timeframes)
+                if content.enabled
+                else None
+            ),
+            anomalies=self.anomalies,
         )
         dedupe = Deduplicator(
             s.audit,
@@ -166,6 +188,7 @@ class App:
             read_timeout_ms=s.mongo.timeout_ms,
             acks=acks,
             clock=self.clock,
+            anomalies=self.anomalies,
         )
         if s.audit.enabled:
             self.scheduler = Scheduler(

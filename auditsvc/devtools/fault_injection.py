@@ -134,7 +134,7 @@ def _spike(p: _Plan, i: int, min_factor: float) -> None:
             "close": c.close * f,
             "quote_volume": c.quote_volume * f,
         }
-    _set(p, i, R.SPIKE, **changes)
+    _set(p, i, R.PRICE_SPIKE, **changes)
 
 
 def _frozen(p: _Plan, i: int, length: int) -> None:
@@ -175,7 +175,7 @@ def inject(
     cs = p.candles
     for rule in rules:
         for _ in range(per_rule):
-            if rule is R.SPIKE:
+            if rule is R.PRICE_SPIKE:
                 _spike(p, _pick(p, 1, margin, warmup, lambda i: _normal(cs[i])), spike_factor)
             elif rule is R.FROZEN_FEED:
                 n = p.rng.randint(*frozen_run)

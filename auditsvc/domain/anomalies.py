@@ -31,14 +31,14 @@ class AnomalyRule(enum.Enum):
     TRADES_WITHOUT_VOLUME = "TRADES_WITHOUT_VOLUME"
     TAKER_ABOVE_VOLUME = "TAKER_ABOVE_VOLUME"
     QUOTE_VOLUME_OUTSIDE_RANGE = "QUOTE_VOLUME_OUTSIDE_RANGE"
-    SPIKE = "SPIKE"
+    PRICE_SPIKE = "PRICE_SPIKE"
     FROZEN_FEED = "FROZEN_FEED"
     AGGREGATE_MISMATCH = "AGGREGATE_MISMATCH"
 
 
 # The rules that judge one candle alone, at once; the others need neighbours or children.
 EXACT_RULES: frozenset[AnomalyRule] = frozenset(AnomalyRule) - {
-    AnomalyRule.SPIKE,
+    AnomalyRule.PRICE_SPIKE,
     AnomalyRule.FROZEN_FEED,
     AnomalyRule.AGGREGATE_MISMATCH,
 }

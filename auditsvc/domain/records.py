@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from auditsvc.domain.anomalies import Anomaly, AnomalyRule
 from auditsvc.domain.gap_lifecycle import GapState
 from auditsvc.domain.series_state import LiveState, SeriesState
 from auditsvc.domain.values import HealthScore, Role, Severity, Strategy
@@ -54,6 +55,16 @@ class ScoreRecord:
     # The database's time of the stored document's last change, by either writer:
     # orders two readings of one series (0 when unknown).
     changed_ms: int = 0
+    # Content findings on candles of the scored window, and the validity score
+    # (auditsvc.domain.validity): the cycle's fields, like the score.
+    anomaly_count: int = 0
+    validity: float = 100.0
+    # A finding lies within the last VALIDITY_SUSPECT_SLOTS slots of the live edge:
+    # as stored by the cycle, and as served (the tail's horizon below included).
+    suspect: bool = False
+    # The live tail's side of ``suspect`` (its own field): suspect until this
+    # instant because the tail found a candle at the live edge wrong.
+    live_suspect_until_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +216,36 @@ class GapQuery:
     after: tuple[str, str, int] | None = None
     # Empty: DEFAULT_LISTED (the gaps still missing and not given up on).
     states: tuple[GapState, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyRecord:
+    """A stored content finding: the domain's :class:`Anomaly` on one series, with
+    when it was first stored and whether the live tail found it first."""
+
+    symbol: str
+    timeframe: str
+    anomaly: Anomaly
+    detected_ms: int
+    detected_live: bool = False
+
+    @property
+    def key(self) -> tuple[str, str, int, str]:
+        """(symbol, timeframe, open time, rule): one finding per candle and rule."""
+        return (self.symbol, self.timeframe, self.anomaly.open_time_ms, self.anomaly.rule.value)
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyQuery:
+    """ListAnomalies filters; ``after`` is the decoded page cursor (a record's key)."""
+
+    symbol: str = ""
+    timeframe: str = ""
+    rules: tuple[AnomalyRule, ...] = ()
+    start_ms: int | None = None
+    end_ms: int | None = None
+    limit: int = 100
+    after: tuple[str, str, int, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

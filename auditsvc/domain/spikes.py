@@ -1,4 +1,4 @@
-"""SPIKE: a one-candle excursion that the next candle reverts, judged against the series' own moves.
+"""PRICE_SPIKE: a one-candle excursion the next candle reverts, judged against the series' moves.
 
 The rule, for a candidate candle ``k`` with the previous close ``P`` and the next
 candle ``n`` (three consecutive slots, all with valid prices):
@@ -44,7 +44,7 @@ from auditsvc.domain.timeframes import Timeframe
 
 
 class SpikeDetector:
-    """Streaming SPIKE state of one series: :meth:`push` each candle in order."""
+    """Streaming PRICE_SPIKE state of one series: :meth:`push` each candle in order."""
 
     __slots__ = (
         "_cand",
@@ -136,7 +136,7 @@ class SpikeDetector:
             f"{ref!r} (threshold {math.expm1(threshold):.1%}) and the next candle closes "
             f"back at {nxt.close!r}"
         )
-        return Anomaly(cand.open_time_ms, AnomalyRule.SPIKE, detail, field, extreme, ref)
+        return Anomaly(cand.open_time_ms, AnomalyRule.PRICE_SPIKE, detail, field, extreme, ref)
 
 
 def _ln(a: float, b: float) -> float:

@@ -35,6 +35,7 @@ import dataclasses
 from auditsvc.domain.records import ScoreRecord
 from auditsvc.domain.series_state import LiveState, SeriesState, rescore
 from auditsvc.domain.timeframes import Timeframe, settled_end
+from auditsvc.domain.validity import served_suspect
 
 
 def verdict_time(record: ScoreRecord, confirmed_ms: int | None) -> int | None:
@@ -58,6 +59,7 @@ def serve(
     ``confirmed_ms`` is the live tail's last confirmation (None when there is
     none, or the tail is off); ``now_ms`` is on the database's clock.
     """
+    record = served_suspect(record, now_ms)
     at = verdict_time(record, confirmed_ms)
     if at is None or record.state is None or now_ms - at > stale_after_ms:
         return dataclasses.replace(record, state=SeriesState.UNKNOWN, late_candles=0, verdict_ms=at)

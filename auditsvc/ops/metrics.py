@@ -185,6 +185,20 @@ class Metrics:
             ("reason",),
             registry=r,
         )
+        self.anomalies_found = Counter(
+            "auditsvc_anomalies_found_total",
+            "Candle content findings newly stored (a finding found again is not counted), "
+            "by rule (AnomalyRule name) and timeframe; leader only.",
+            ("rule", "timeframe"),
+            registry=r,
+        )
+        self.suspect_series = Gauge(
+            "auditsvc_suspect_series",
+            "Series served suspect (a content finding within VALIDITY_SUSPECT_SLOTS of the "
+            "live edge), by timeframe, as of the last cycle; leader only.",
+            ("timeframe",),
+            registry=r,
+        )
         self.verdict_age = Gauge(
             "auditsvc_verdict_age_seconds",
             "Age of the oldest live verdict this replica serves: since the leader's tail "
@@ -199,6 +213,7 @@ class Metrics:
             # Followers must not keep exporting scores that are no longer live.
             self.health_score.clear()
             self.series_state.clear()
+            self.suspect_series.clear()
             self.live_mode.clear()
             self.live_tail_up.clear()
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from auditsvc.domain.anomaly_config import AnomalyConfig
 from auditsvc.domain.errors import InvalidArgument
 from auditsvc.domain.timeframes import TIMEFRAMES, parse_timeframe
 from auditsvc.domain.values import Strategy
@@ -399,6 +400,142 @@ class LiveSettings:
         return min(self.poll_interval, 1.0)
 
 
+def _fraction(env: _Env, name: str) -> float:
+    return env.fraction(name)
+
+
+def _field_name(env: _Env, name: str) -> str | None:
+    return env.field_name(name)
+
+
+@dataclass(frozen=True)
+class ContentSettings:
+    """The candle content checks (docs/CANDLE_RULES.md): what cycles read and judge.
+
+    The ANOMALY_* parameters become one ``AnomalyConfig`` (``anomaly_config``),
+    validated with the others at start-up.
+    """
+
+    enabled: bool = setting(
+        "ENABLE_CONTENT_CHECKS",
+        "true",
+        "Cycles read candle values and store content findings (ListAnomalies).",
+        _boolean,
+    )
+    suspect_slots: int = setting(
+        "VALIDITY_SUSPECT_SLOTS",
+        "60",
+        "A series is suspect while a finding lies within this many slots of its live edge.",
+        _integer(1, 1_000_000),
+    )
+    close_time_field: str | None = setting(
+        "CANDLE_CLOSE_TIME_FIELD",
+        "",
+        "Candle field holding the close time (CLOSE_TIME_INVALID); empty: not checked.",
+        _field_name,
+    )
+    trades_field: str | None = setting(
+        "CANDLE_TRADES_FIELD",
+        "",
+        "Candle field holding the trade count (TRADES_WITHOUT_VOLUME); empty: not checked.",
+        _field_name,
+    )
+    taker_buy_volume_field: str | None = setting(
+        "CANDLE_TAKER_BUY_VOLUME_FIELD",
+        "",
+        "Candle field holding the taker-buy volume (TAKER_ABOVE_VOLUME); empty: not checked.",
+        _field_name,
+    )
+    quote_volume_field: str | None = setting(
+        "CANDLE_QUOTE_VOLUME_FIELD",
+        "",
+        "Candle field holding the quote volume (QUOTE_VOLUME_OUTSIDE_RANGE); empty: not checked.",
+        _field_name,
+    )
+    price_rel_tol: float = setting(
+        "ANOMALY_PRICE_REL_TOL",
+        "1e-9",
+        "Relative tolerance of price orderings and aggregate prices.",
+        _fraction,
+    )
+    quote_rel_tol: float = setting(
+        "ANOMALY_QUOTE_REL_TOL",
+        "1e-6",
+        "Relative slack on quote volume / volume lying within [low, high].",
+        _fraction,
+    )
+    volume_rel_tol: float = setting(
+        "ANOMALY_VOLUME_REL_TOL",
+        "1e-6",
+        "Relative tolerance between a higher candle's volume and its children's sum.",
+        _fraction,
+    )
+    future_grace_ms: int = setting(
+        "ANOMALY_FUTURE_GRACE_MS",
+        "5000",
+        "Clock skew, ms, allowed past now + one slot before TIME_IN_FUTURE.",
+        _integer(0, 86_400_000),
+    )
+    close_time_offset_ms: int = setting(
+        "ANOMALY_CLOSE_TIME_OFFSET_MS",
+        "-1",
+        "Expected close time = next slot's open + this, ms (Binance: -1).",
+        _integer(-86_400_000, 86_400_000),
+    )
+    spike_window: int = setting(
+        "ANOMALY_SPIKE_WINDOW",
+        "60",
+        "Non-zero moves whose median absolute log return is a spike's scale.",
+        _integer(2, 100_000),
+    )
+    spike_min_history: int = setting(
+        "ANOMALY_SPIKE_MIN_HISTORY",
+        "20",
+        "Non-zero moves a series needs before any candle is judged a spike.",
+        _integer(1, 100_000),
+    )
+    spike_multiple: float = setting(
+        "ANOMALY_SPIKE_MULTIPLE",
+        "20",
+        "A spike departs from the previous close by more than this many scales.",
+        lambda env, name: env.positive(name),
+    )
+    spike_min_move: float = setting(
+        "ANOMALY_SPIKE_MIN_MOVE",
+        "0.10",
+        "...and by more than this fraction (0.10 = 10 %) whatever the scale.",
+        lambda env, name: env.positive(name),
+    )
+    spike_revert_fraction: float = setting(
+        "ANOMALY_SPIKE_REVERT_FRACTION",
+        "0.25",
+        "The next candle reverts a spike when back within this fraction of it.",
+        _fraction,
+    )
+    frozen_min_run: int = setting(
+        "ANOMALY_FROZEN_MIN_RUN",
+        "60",
+        "Identical candles (zero or repeated volume) that make a frozen feed.",
+        _integer(2, 1_000_000),
+    )
+
+    def anomaly_config(self) -> AnomalyConfig:
+        """The rules' parameters; ValueError (one line) when they do not fit together."""
+        return AnomalyConfig(
+            price_rel_tol=self.price_rel_tol,
+            quote_rel_tol=self.quote_rel_tol,
+            future_grace_ms=self.future_grace_ms,
+            close_time_offset_ms=self.close_time_offset_ms,
+            spike_window=self.spike_window,
+            spike_min_history=self.spike_min_history,
+            spike_multiple=self.spike_multiple,
+            spike_min_move=self.spike_min_move,
+            spike_revert_fraction=self.spike_revert_fraction,
+            frozen_min_run=self.frozen_min_run,
+            volume_rel_tol=self.volume_rel_tol,
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting the service runs with, by section. Built only by ``from_env``."""
@@ -412,6 +549,7 @@ class Settings:
     duplicates: DuplicateSettings
     election: ElectionSettings
     security: SecuritySettings
+    content: ContentSettings
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -451,6 +589,15 @@ class Settings:
             )
         if sec.tls_client_ca_file and not sec.tls_cert_file:
             raise ConfigError("GRPC_TLS_CLIENT_CA_FILE", "mTLS needs GRPC_TLS_CERT_FILE too")
+        try:
+            self.content.anomaly_config()
+        except ValueError as exc:
+            # AnomalyConfig names the parameter first, except for the window relation.
+            first = str(exc).split()[0]
+            variable = (
+                "ANOMALY_SPIKE_MIN_HISTORY" if first == "need" else f"ANOMALY_{first.upper()}"
+            )
+            raise ConfigError(variable, str(exc)) from None
         a = self.audit
         if len(a.timeframes) > 1 and "timeframe" not in _template_fields(a.collection_template):
             # Every timeframe would read the same collection: all but the one whose
@@ -478,6 +625,7 @@ SECTIONS: tuple[tuple[str, type], ...] = (
     ("duplicates", DuplicateSettings),
     ("election", ElectionSettings),
     ("security", SecuritySettings),
+    ("content", ContentSettings),
 )
 
 
@@ -559,6 +707,29 @@ class _Env:
         value = self._parse(name, float, f"a number of seconds >= {low:g}")
         if not value >= low or value != value or value == float("inf"):
             raise ConfigError(name, f"got {value}; accepted: a number of seconds >= {low:g}")
+        return value
+
+    def fraction(self, name: str) -> float:
+        """A number in [0, 1)."""
+        value = self._parse(name, float, "a number from 0 up to 1 (excluded)")
+        if not 0 <= value < 1:
+            raise ConfigError(name, f"got {value}; accepted: a number from 0 up to 1 (excluded)")
+        return value
+
+    def positive(self, name: str) -> float:
+        """A finite number > 0."""
+        value = self._parse(name, float, "a number > 0")
+        if not (0 < value < float("inf")):
+            raise ConfigError(name, f"got {value}; accepted: a number > 0")
+        return value
+
+    def field_name(self, name: str) -> str | None:
+        """A document field name (dotted path allowed), or None when empty."""
+        value = self.raw(name)
+        if not value:
+            return None
+        if value.startswith("$") or any(not part for part in value.split(".")):
+            raise ConfigError(name, f"got {value!r}; accepted: a field name like close_time")
         return value
 
     def boolean(self, name: str) -> bool:

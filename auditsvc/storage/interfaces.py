@@ -10,8 +10,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from auditsvc.domain.acknowledgement import Acknowledgement
+from auditsvc.domain.anomalies import AnomalyRule
+from auditsvc.domain.candle import Candle
 from auditsvc.domain.gap_lifecycle import GapState
 from auditsvc.domain.records import (
+    AnomalyQuery,
+    AnomalyRecord,
     BackfillRequest,
     Cycle,
     FillReport,
@@ -48,6 +52,17 @@ class CandleStore(Protocol):
         few queries as the indexes allow; each symbol's timestamps ascend across its
         batches, and batches of different symbols may interleave. ``slot_ms``: the
         series' slot length (what a range may hold per symbol)."""
+        ...
+
+    def candles(self, symbol: str, timeframe: str, window: Window) -> AsyncIterator[list[Candle]]:
+        """:meth:`timestamps` with the values the content rules read (one read serves
+        the gaps and the content); an unreadable value is NaN, never raised on."""
+        ...
+
+    def read_many_candles(
+        self, collection: str, reads: Mapping[str, Sequence[Window]], slot_ms: int
+    ) -> AsyncIterator[tuple[str, list[Candle]]]:
+        """:meth:`read_many` with the values the content rules read."""
         ...
 
 
@@ -276,6 +291,77 @@ class BackfillStore(Protocol):
     async def mark_reported(self, gap_ids: Sequence[str], session: Any = None) -> None: ...
 
     async def close_filled(self, request_id: str, now_ms: int, session: Any = None) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class JudgedRange:
+    """Slots ``[start_ms, end_ms)`` of these series that a cycle read and judged with
+    ``rules``: a stored finding there that it did not make again is resolved."""
+
+    timeframe: str
+    symbols: tuple[str, ...]
+    start_ms: int
+    end_ms: int
+    rules: frozenset[AnomalyRule]
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyCounts:
+    """A series' stored findings in a window: how many, on how many distinct
+    candles, and the newest such candle's open time."""
+
+    findings: int
+    candles: int
+    newest_open_ms: int | None
+
+
+class AnomalyStore(Protocol):
+    """Candle content findings, keyed by (symbol, timeframe, open time, rule).
+
+    Every write runs inside a fenced batch (``Fence.write_fenced``) and takes its
+    session; see ``storage/mongo/anomaly_store.py`` for the guarantees.
+    """
+
+    async def record(
+        self, findings: Sequence[AnomalyRecord], epoch: int, session: Any = None
+    ) -> list[AnomalyRecord]:
+        """Upserts the findings (``detected_ms``: the writer's now; ``detected_live``:
+        the writer is the live tail), keeping a stored finding's first ``detected_at``
+        and ``detected_live``; returns the findings that were new."""
+        ...
+
+    async def resolve(
+        self, judged: Sequence[JudgedRange], seen_before_ms: int, session: Any = None
+    ) -> int:
+        """Removes the findings inside ``judged`` not seen since ``seen_before_ms``
+        (the cycle's read began then); returns how many."""
+        ...
+
+    async def counts(
+        self,
+        timeframe: str,
+        symbols: Sequence[str],
+        start_ms: int,
+        end_ms: int,
+        session: Any = None,
+    ) -> dict[str, AnomalyCounts]:
+        """Per symbol with findings on candles opening in ``[start_ms, end_ms)``."""
+        ...
+
+    async def list(self, q: AnomalyQuery) -> list[AnomalyRecord]:
+        """Stored findings matching ``q``, ordered by their key."""
+        ...
+
+    async def raise_live_suspect(
+        self, horizons: Mapping[tuple[str, str], int], epoch: int, session: Any = None
+    ) -> None:
+        """The live tail's side of ``suspect``: each (symbol, timeframe) is served
+        suspect at least until its instant (ms); never lowered."""
+        ...
+
+    async def suspect_counts(self, now_ms: int) -> dict[str, int]:
+        """Stored series served suspect at ``now_ms``, by timeframe."""
+        ...
 
 
 class AckStore(Protocol):

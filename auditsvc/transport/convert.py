@@ -11,9 +11,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from auditpb.v1 import audit_pb2 as pb
 from auditsvc.domain.acknowledgement import Acknowledgement
+from auditsvc.domain.anomalies import AnomalyRule
 from auditsvc.domain.errors import InvalidArgument
 from auditsvc.domain.gap_lifecycle import GapState
 from auditsvc.domain.records import (
+    AnomalyRecord,
     Cycle,
     CycleSummary,
     DuplicateReport,
@@ -122,6 +124,54 @@ def gap_states_from(values: Sequence[int]) -> tuple[GapState, ...]:
     return tuple(out)
 
 
+# AnomalyRule values are ANOMALY_RULE_ + the domain rule's name (the contract's rule).
+_RULES: dict[int, AnomalyRule] = {
+    pb.AnomalyRule.Value(f"ANOMALY_RULE_{r.value}"): r for r in AnomalyRule
+}
+_RULE_PB: dict[AnomalyRule, Any] = {v: k for k, v in _RULES.items()}
+
+
+def rules_from(values: Sequence[int]) -> tuple[AnomalyRule, ...]:
+    """ListAnomalies' rules, deduplicated in order; UNSPECIFIED and unknown numbers
+    are refused (an empty list means every rule)."""
+    out: list[AnomalyRule] = []
+    for value in values:
+        rule = _RULES.get(value)
+        if rule is None:
+            raise InvalidArgument(
+                f"{value} is not an anomaly rule (ANOMALY_RULE_PRICE_INVALID .. "
+                "ANOMALY_RULE_AGGREGATE_MISMATCH)",
+                field="rules",
+            )
+        if rule not in out:
+            out.append(rule)
+    return tuple(out)
+
+
+def rule_pb(rule: AnomalyRule) -> Any:
+    return _RULE_PB[rule]
+
+
+def anomaly_pb(r: AnomalyRecord) -> pb.Anomaly:
+    a = r.anomaly
+    msg = pb.Anomaly(
+        symbol=r.symbol,
+        timeframe=r.timeframe,
+        open_time=ts(a.open_time_ms),
+        rule=_RULE_PB[a.rule],
+        detail=a.detail,
+        field=a.field or "",
+        detected_at=ts(r.detected_ms),
+        detected_live=r.detected_live,
+    )
+    # Unset where the rule has no value; NaN (an unreadable stored value) is sent as is.
+    if a.observed is not None:
+        msg.observed = a.observed
+    if a.expected is not None:
+        msg.expected = a.expected
+    return msg
+
+
 def state_pb(state: SeriesState | None) -> Any:
     return pb.SERIES_STATE_UNSPECIFIED if state is None else _STATE_PB[state]
 
@@ -141,6 +191,9 @@ def score_pb(r: ScoreRecord) -> pb.HealthScore:
         cycle_id=r.cycle_id,
         state=state_pb(r.state),
         late_candles=r.late_candles,
+        anomaly_count=r.anomaly_count,
+        suspect=r.suspect,
+        validity=r.validity,
     )
     if r.last_candle_ms is not None:
         msg.last_candle_open.CopyFrom(ts(r.last_candle_ms))

@@ -109,6 +109,23 @@ class AuditServicer(pb_grpc.AuditServiceServicer):  # type: ignore[misc]
         )
 
     @_unary
+    async def ListAnomalies(
+        self, request: pb.ListAnomaliesRequest, context: Any
+    ) -> pb.ListAnomaliesResponse:
+        found, token = await self._service.list_anomalies(
+            request.symbol,
+            request.timeframe,
+            convert.rules_from(request.rules),
+            convert.ms_from(request, "start_time"),
+            convert.ms_from(request, "end_time"),
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListAnomaliesResponse(
+            anomalies=[convert.anomaly_pb(a) for a in found], next_page_token=token
+        )
+
+    @_unary
     async def ResolveDuplicates(
         self, request: pb.ResolveDuplicatesRequest, context: Any
     ) -> pb.ResolveDuplicatesResponse:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from auditsvc import __version__
+from auditsvc.domain.anomalies import AnomalyRule
 from auditsvc.domain.errors import (
     InvalidArgument,
     NotFound,
@@ -23,6 +24,7 @@ from auditsvc.domain.errors import (
 from auditsvc.domain.gap_lifecycle import GapState
 from auditsvc.domain.records import (
     RESULT_TTL_DAYS,
+    AnomalyRecord,
     Cycle,
     DuplicateReport,
     GapQuery,
@@ -38,8 +40,9 @@ from auditsvc.domain.values import Strategy
 from auditsvc.leadership.term import Leadership
 from auditsvc.ops.clock import Clock
 from auditsvc.ops.settings import AuditSettings, DuplicateSettings
-from auditsvc.storage.interfaces import AckStore, Fence, StateStore
+from auditsvc.storage.interfaces import AckStore, AnomalyStore, Fence, StateStore
 from auditsvc.usecases.acknowledgements import Acknowledgements
+from auditsvc.usecases.anomaly_listing import AnomalyListing
 from auditsvc.usecases.auditing import Auditor
 from auditsvc.usecases.dedupe import Deduplicator
 from auditsvc.usecases.page_tokens import PageTokens
@@ -77,6 +80,7 @@ class AuditService:
         *,
         acks: AckStore,
         clock: Clock,
+        anomalies: AnomalyStore,
     ) -> None:
         self._audit = audit
         self._duplicates = duplicates
@@ -96,6 +100,7 @@ class AuditService:
             tuple[float, asyncio.Future[tuple[Reading | None, list[ScoreRecord]]]] | None
         ) = None
         self._listing = ScoreListing(audit, state, tokens, verdicts)
+        self._findings = AnomalyListing(audit, anomalies, tokens)
         self._summary = SeriesSummary(audit, state, verdicts, read_timeout_ms / 1000)
         self._requests = RequestLedger(state, fence, leadership)
         # AcknowledgeGaps and its siblings, over the same request_id ledger.
@@ -228,6 +233,21 @@ class AuditService:
     ) -> tuple[list[ScoreRecord], str]:
         """A page of stored scores; see :mod:`auditsvc.usecases.score_listing`."""
         return await self._listing.page(symbols, timeframes, state, page_size, page_token)
+
+    async def list_anomalies(
+        self,
+        symbol: str,
+        timeframe: str,
+        rules: Sequence[AnomalyRule],
+        start_ms: int | None,
+        end_ms: int | None,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[AnomalyRecord], str]:
+        """A page of stored content findings; see :mod:`auditsvc.usecases.anomaly_listing`."""
+        return await self._findings.page(
+            symbol, timeframe, rules, start_ms, end_ms, page_size, page_token
+        )
 
     async def leader(self) -> LeaderInfo:
         return await self._leadership.leader()
@@ -372,4 +392,14 @@ class AuditService:
 
 def _says(r: ScoreRecord) -> tuple[object, ...]:
     """What a served score tells a subscriber (its verdict's age aside)."""
-    return (r.state, r.last_candle_ms, r.late_candles, r.score, r.cycle_id, r.computed_ms)
+    return (
+        r.state,
+        r.last_candle_ms,
+        r.late_candles,
+        r.score,
+        r.cycle_id,
+        r.computed_ms,
+        r.suspect,
+        r.anomaly_count,
+        r.validity,
+    )

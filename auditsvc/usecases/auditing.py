@@ -49,12 +49,14 @@ from auditsvc.ops.metrics import Metrics
 from auditsvc.ops.settings import AuditSettings, BackfillSettings
 from auditsvc.storage.interfaces import (
     AckStore,
+    AnomalyStore,
     BackfillStore,
     CandleStore,
     Fence,
     SettledStore,
     StateStore,
 )
+from auditsvc.usecases.content_check import ContentCheck, ContentOptions, content_reads
 from auditsvc.usecases.healing import Healer, HealOutcome
 from auditsvc.usecases.sweep import GAP_BATCH, Group, Sweep, conclude, groups
 
@@ -99,8 +101,16 @@ class Auditor:
         owns_verdict: bool = False,
         failpoints: Failpoints | None = None,
         acks: AckStore | None = None,
+        content: ContentOptions | None = None,
+        anomalies: AnomalyStore | None = None,
     ) -> None:
         self._audit = audit
+        # Candle content checks: both given, or off (in-process tests).
+        self._content = (
+            None
+            if content is None or anomalies is None
+            else ContentCheck(content, clock, candles, anomalies, fence, metrics)
+        )
         # LIVE_MODE=off: the cycle stores the series' live verdict. Otherwise the
         # live tail owns it and a cycle never writes it (one writer per field).
         self._owns_verdict = owns_verdict
@@ -133,6 +143,7 @@ class Auditor:
                 metrics,
                 owns_verdict=owns_verdict,
                 failpoints=self._failpoints,
+                content=self._content,
             )
         )
         self._cycle_lock = asyncio.Lock()
@@ -286,6 +297,11 @@ class Auditor:
         # The header last: a stored header means every part of its reports is stored.
         await self._fence.write_fenced(term.epoch, lambda s: self._state.save_cycle(cycle, s))
         self.last_cycle = cycle
+        if self._content is not None and not cycle.historical:
+            try:
+                await self._content.publish_suspects()
+            except Exception as exc:  # a gauge must not fail a stored cycle
+                log.warning("could not count suspect series", extra={**tags, "error": repr(exc)})
         self._metrics.cycle_seconds.observe(self._clock.monotonic() - begun)
         if trigger == SCHEDULED:
             # Only the full, scheduled cycle proves the audit is not stalled: RunAudit
@@ -325,8 +341,20 @@ class Auditor:
     ) -> SeriesReport:
         symbol, tf, window, historical = target
         scanner = SeriesScanner(tf, window, self._audit.max_gaps_per_series)
-        async for batch in self._candles.timestamps(symbol, tf.name, window):
-            scanner.feed(batch)
+        content = self._content
+        if content is None:
+            async for batch in self._candles.timestamps(symbol, tf.name, window):
+                scanner.feed(batch)
+        else:
+            # One read: the window with the rules' history before it, values included.
+            (read,) = content_reads(tf, (window,), content.history)
+            checked = content.start(symbol, tf, window)
+            read_started = self._clock.now_ms()
+            async for candles in self._candles.candles(symbol, tf.name, read):
+                checked.feed(candles, tf)
+                scanner.feed(c.open_time_ms for c in candles if c.open_time_ms >= window.start_ms)
+            await content.aggregates(tf, {symbol: checked})
+            await content.store(tf, [checked], epoch, read_started)
         found = scanner.finish()
         report, gaps = conclude(
             self._audit,
@@ -340,6 +368,9 @@ class Auditor:
             historical=historical,
             acknowledged=windows_for(acks, symbol, tf.name),
         )
+        if content is not None:
+            counts = await content.counts(tf, window, [symbol])
+            report = content.apply(report, counts.get(symbol), tf)
         health = report.health.score
         # Gaps in fenced batches of GAP_BATCH, so no transaction grows with the
         # series' history; the series record last, which drops the gaps this

@@ -1,6 +1,7 @@
-"""Opaque, tamper-evident ListGaps page tokens.
+"""Opaque, tamper-evident page tokens (ListGaps, ListHealthScores, ListAnomalies).
 
-A token carries the last (symbol, timeframe, start) served and a digest of the
+A token carries the last (symbol, timeframe, start) served (ListAnomalies: the
+last finding's key, with its rule) and a digest of the
 query's filters, signed with HMAC-SHA256 under a per-deployment secret
 (``auditsvc.storage.mongo.secret_store``: random, generated once and stored in the database),
 so every replica accepts every other's tokens and no client can forge one.
@@ -43,16 +44,34 @@ class PageTokens:
         return hmac.new(key, payload, hashlib.sha256).digest()[:16]
 
     async def encode(self, filters: str, after: tuple[str, str, int]) -> str:
+        return await self._encode(filters, list(after))
+
+    async def encode_finding(self, filters: str, after: tuple[str, str, int, str]) -> str:
+        """A token after one content finding's key (symbol, timeframe, open ms, rule)."""
+        return await self._encode(filters, list(after))
+
+    async def decode_finding(self, filters: str, token: str) -> tuple[str, str, int, str]:
+        """The finding key a token from :meth:`encode_finding` carries."""
+        found = await self._decode(filters, token, 4)
+        rule = found[3]
+        if not isinstance(rule, str) or len(rule) > 64:
+            raise _bad()
+        sym, tf, start = _checked(found[:3])
+        return sym, tf, start, rule
+
+    async def _encode(self, filters: str, after: list[object]) -> str:
         body = json.dumps(
-            {"f": hashlib.sha256(filters.encode()).hexdigest()[:16], "a": list(after)},
+            {"f": hashlib.sha256(filters.encode()).hexdigest()[:16], "a": after},
             separators=(",", ":"),
         ).encode()
         return base64.urlsafe_b64encode(await self._sign(body) + body).decode().rstrip("=")
 
     async def decode(self, filters: str, token: str) -> tuple[str, str, int]:
-        bad = InvalidArgument(
-            "malformed or tampered page token", field="page_token", reason="INVALID_PAGE_TOKEN"
-        )
+        return _checked(await self._decode(filters, token, 3))
+
+    async def _decode(self, filters: str, token: str, size: int) -> list[object]:
+        """The cursor's ``size`` items, after the signature and the filters are checked."""
+        bad = _bad()
         if len(token) > _MAX_TOKEN:
             raise bad
         try:
@@ -64,20 +83,34 @@ class PageTokens:
             raise bad
         try:
             data = json.loads(body)
-            digest, (sym, tf, start) = data["f"], data["a"]
+            digest, after = data["f"], data["a"]
         except (ValueError, TypeError, KeyError):
             raise bad from None
+        if not isinstance(after, list) or len(after) != size:
+            raise bad
         if digest != hashlib.sha256(filters.encode()).hexdigest()[:16]:
             raise InvalidArgument(
                 "page token belongs to a different query; keep the same filters",
                 field="page_token",
                 reason="PAGE_TOKEN_QUERY_MISMATCH",
             )
-        if not (
-            isinstance(sym, str)
-            and isinstance(tf, str)
-            and type(start) is int
-            and _FIRST_MS <= start <= _LAST_MS
-        ):
-            raise bad
-        return sym, tf, start
+        return after
+
+
+def _bad() -> InvalidArgument:
+    return InvalidArgument(
+        "malformed or tampered page token", field="page_token", reason="INVALID_PAGE_TOKEN"
+    )
+
+
+def _checked(after: list[object]) -> tuple[str, str, int]:
+    """(symbol, timeframe, instant) from a decoded cursor, or INVALID_PAGE_TOKEN."""
+    sym, tf, start = after
+    if not (
+        isinstance(sym, str)
+        and isinstance(tf, str)
+        and type(start) is int
+        and _FIRST_MS <= start <= _LAST_MS
+    ):
+        raise _bad()
+    return sym, tf, start

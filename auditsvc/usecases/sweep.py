@@ -12,6 +12,10 @@ default window (a scheduled cycle, or RunAudit without times).
   collection with a time index, else one query per set of ranges), and the
   documents are scanned as they stream (memory: the group's scanners, not its
   candles).
+* **Content.** With the content checks on, the same read carries the candles'
+  values, and the rules judge each series' tail (:mod:`auditsvc.usecases.content_check`);
+  each chunk's findings are stored and resolved before its scores, which carry
+  the content fields.
 * **Bounded writes.** Results are written CHUNK series at a time: the chunk's
   gaps in fenced batches of at most GAP_BATCH, then its scores with their
   settled records (one document per series) in one fenced batch of two bulk
@@ -47,6 +51,7 @@ from auditsvc.ops.failpoints import Failpoints
 from auditsvc.ops.metrics import Metrics
 from auditsvc.ops.settings import AuditSettings
 from auditsvc.storage.interfaces import CandleStore, Fence, SettledStore, StateStore
+from auditsvc.usecases.content_check import ContentCheck, SeriesContent, content_reads
 
 # Series per fenced write batch.
 CHUNK = 500
@@ -89,8 +94,11 @@ class Sweep:
         *,
         owns_verdict: bool = False,
         failpoints: Failpoints | None = None,
+        content: ContentCheck | None = None,
     ) -> None:
         self._audit = audit
+        # The candle content checks (None: off; the reads carry timestamps only).
+        self._content = content
         self._owns_verdict = owns_verdict
         self._failpoints = failpoints or Failpoints()
         self._clock = clock
@@ -113,14 +121,36 @@ class Sweep:
         }
         cap = self._audit.max_gaps_per_series
         scans = {s: IncrementalScan(g.tf, p, cap) for s, p in plans.items()}
-        reads = {s: p.reads for s, p in plans.items()}
-        async for symbol, stamps in self._candles.read_many(g.collection, reads, g.tf.nominal_ms):
-            scan = scans.get(symbol)
-            if scan is not None:
-                scan.feed(stamps)
+        content = self._content
+        checked: dict[str, SeriesContent] = {}
+        read_started = 0
+        if content is None:
+            reads = {s: p.reads for s, p in plans.items()}
+            async for symbol, stamps in self._candles.read_many(
+                g.collection, reads, g.tf.nominal_ms
+            ):
+                scan = scans.get(symbol)
+                if scan is not None:
+                    scan.feed(stamps)
+        else:
+            # One read: the judged tail with its history, values included (content_check).
+            reads = {s: content_reads(g.tf, p.reads, content.history) for s, p in plans.items()}
+            checked = {s: content.start(s, g.tf, p.reads[-1]) for s, p in plans.items()}
+            read_started = self._clock.now_ms()
+            async for symbol, found in self._candles.read_many_candles(
+                g.collection, reads, g.tf.nominal_ms
+            ):
+                scan = scans.get(symbol)
+                if scan is not None:
+                    scan.feed(c.open_time_ms for c in found)
+                    checked[symbol].feed(found, g.tf)
+            await content.aggregates(g.tf, checked)
         reports: list[SeriesReport] = []
         for first in range(0, len(g.symbols), CHUNK):
             chunk = g.symbols[first : first + CHUNK]
+            if content is not None:
+                part = [checked[s] for s in chunk]
+                await content.store(g.tf, part, epoch, read_started)
             reports += await self._conclude_chunk(
                 g, chunk, scans, plans, basis, cycle_id, epoch, acks
             )
@@ -140,11 +170,15 @@ class Sweep:
         reports: list[SeriesReport] = []
         gaps: list[GapRecord] = []
         records: dict[str, Settled | None] = {}
+        content = self._content
+        counts = {} if content is None else await content.counts(g.tf, g.window, symbols)
         for symbol in symbols:
             found = scans.pop(symbol).finish()
             report, series_gaps = await self._conclude(
                 symbol, g.tf, g.window, found, cycle_id, epoch, windows_for(acks, symbol, g.tf.name)
             )
+            if content is not None:
+                report = content.apply(report, counts.get(symbol), g.tf)
             reports.append(report)
             gaps += series_gaps
             records[symbol] = settle(found, plans[symbol])

@@ -197,6 +197,37 @@ def gaps(items: Sequence[audit_pb2.Gap]) -> str:
     return f"{rows}\n{len(items)} gap(s)"
 
 
+def _value(anomaly: audit_pb2.Anomaly, field: str) -> str:
+    return f"{getattr(anomaly, field):.10g}" if anomaly.HasField(field) else "-"
+
+
+def anomalies(items: Sequence[audit_pb2.Anomaly]) -> str:
+    """Render candle content findings, one row each, with a count line."""
+    rows = table(
+        ("SYMBOL", "TF", "OPEN_TIME", "RULE", "FIELD", "OBSERVED", "EXPECTED", "LIVE", "DETAIL"),
+        (
+            (
+                a.symbol,
+                a.timeframe,
+                timestamp(a, "open_time"),
+                _enum(audit_pb2.AnomalyRule, a.rule, "ANOMALY_RULE_"),
+                a.field or "-",
+                _value(a, "observed"),
+                _value(a, "expected"),
+                "yes" if a.detected_live else "no",
+                a.detail,
+            )
+            for a in items
+        ),
+    )
+    return f"{rows}\n{len(items)} anomaly(ies)"
+
+
+def anomalies_json(items: Iterable[audit_pb2.Anomaly]) -> str:
+    """Return ``{"anomalies": [...]}`` for every page."""
+    return to_json({"anomalies": [message_dict(a) for a in items]})
+
+
 def acks(items: Sequence[audit_pb2.Acknowledgement]) -> str:
     """Render acknowledgements, one row each, with a count line."""
     rows = table(
@@ -265,6 +296,8 @@ HEALTH_HEADERS = (
     "FRESH",
     "GAPS",
     "DUPS",
+    "SUSPECT",
+    "VALIDITY",
     "COMPUTED_AT",
 )
 
@@ -320,6 +353,8 @@ def health_row(s: audit_pb2.HealthScore, now: datetime | None = None) -> tuple[o
         f"{s.freshness:.2f}",
         s.gap_count,
         s.duplicate_groups,
+        "yes" if s.suspect else "no",
+        f"{s.validity:.2f}",
         timestamp(s, "computed_at"),
     )
 

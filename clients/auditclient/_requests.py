@@ -112,6 +112,45 @@ def gap_state_value(state: GapStateLike) -> audit_pb2.GapState:
         raise ValueError(f"unknown gap state {state!r}") from None
 
 
+RuleLike = int | str
+"""An ``AnomalyRule`` enum value or a name such as ``"price_spike"`` or
+``"ANOMALY_RULE_PRICE_SPIKE"``."""
+
+
+def rule_value(rule: RuleLike) -> audit_pb2.AnomalyRule:
+    """Return the ``AnomalyRule`` enum value for an enum value or a (short) name; an
+    unknown name or number raises ``ValueError``."""
+    if isinstance(rule, int):
+        audit_pb2.AnomalyRule.Name(rule)  # raises ValueError on an unknown number
+        return cast("audit_pb2.AnomalyRule", rule)
+    name = rule.strip().upper().replace("-", "_")
+    if not name.startswith("ANOMALY_RULE_"):
+        name = "ANOMALY_RULE_" + name
+    try:
+        return cast("audit_pb2.AnomalyRule", audit_pb2.AnomalyRule.Value(name))
+    except ValueError:
+        raise ValueError(f"unknown anomaly rule {rule!r}") from None
+
+
+def list_anomalies_request(
+    symbol: str,
+    timeframe: str,
+    rules: Iterable[RuleLike],
+    start: datetime | None,
+    end: datetime | None,
+    page_size: int,
+) -> audit_pb2.ListAnomaliesRequest:
+    """Build the first ListAnomaliesRequest; later pages only change ``page_token``."""
+    return audit_pb2.ListAnomaliesRequest(
+        symbol=symbol,
+        timeframe=timeframe,
+        rules=[rule_value(r) for r in rules],
+        start_time=to_timestamp(start, "start"),
+        end_time=to_timestamp(end, "end"),
+        page_size=page_size,
+    )
+
+
 def acknowledge_gaps_request(
     symbols: Iterable[str],
     timeframes: Iterable[str],

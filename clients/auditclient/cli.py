@@ -64,6 +64,12 @@ STATES = {
     "unknown": audit_pb2.SERIES_STATE_UNKNOWN,
 }
 GAP_STATES = ("open", "backfill_requested", "filled", "unfillable", "acknowledged")
+# ListAnomalies' rules by their short names (price_invalid, ..., aggregate_mismatch).
+RULES = tuple(
+    name.removeprefix("ANOMALY_RULE_").lower()
+    for name in audit_pb2.AnomalyRule.keys()  # noqa: SIM118 (an EnumTypeWrapper, not a dict)
+    if name != "ANOMALY_RULE_UNSPECIFIED"
+)
 _CLEAR = "\x1b[H\x1b[2J"
 
 
@@ -185,6 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="repeatable; default open and backfill_requested (still missing)",
     )
 
+    found = command("anomalies", "list candle content findings (all pages)")
+    found.add_argument("--symbol", default="")
+    found.add_argument("--timeframe", default="")
+    _window_flags(found)
+    found.add_argument(
+        "--rule",
+        action="append",
+        default=[],
+        choices=RULES,
+        help="repeatable; default every rule",
+    )
+    found.add_argument("--page-size", type=_non_negative, default=0, help=argparse.SUPPRESS)
+
     ack = command("ack", "acknowledge a known outage: its gaps are not backfilled or counted")
     ack.add_argument("--symbol", action="append", default=[], help="repeatable; default all")
     ack.add_argument("--timeframe", action="append", default=[], help="repeatable; default all")
@@ -270,6 +289,23 @@ def _unary(args: argparse.Namespace, options: ClientOptions, out: TextIO) -> Non
                 )
             )
             out.write((_render.gaps_json(found) if args.json else _render.gaps(found)) + "\n")
+        elif args.command == "anomalies":
+            listed_anomalies = list(
+                client.list_anomalies(
+                    args.symbol,
+                    args.timeframe,
+                    tuple(dict.fromkeys(args.rule)),
+                    args.start,
+                    args.end,
+                    args.page_size,
+                )
+            )
+            text = (
+                _render.anomalies_json(listed_anomalies)
+                if args.json
+                else _render.anomalies(listed_anomalies)
+            )
+            out.write(text + "\n")
         elif args.command == "scores":
             wanted = STATES[args.state] if args.state else audit_pb2.SERIES_STATE_UNSPECIFIED
             listed = list(client.list_health_scores(args.symbol, args.timeframe, wanted))

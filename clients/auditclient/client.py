@@ -9,7 +9,8 @@ Guarantees:
   service config. RunAudit and ResolveDuplicates send a fresh uuid4 ``request_id`` and
   are sent once; only when the caller passes ``request_id`` are they retried on
   UNAVAILABLE (at most ``mutating_max_attempts`` attempts, with backoff).
-* :meth:`AuditClient.list_gaps` follows ``next_page_token`` until the last page.
+* :meth:`AuditClient.list_gaps` and :meth:`AuditClient.list_anomalies` follow
+  ``next_page_token`` until the last page.
 * :meth:`AuditClient.watch_health` reconnects after UNAVAILABLE, stream end or a lost
   connection, with capped, jittered exponential backoff, never yields a score older
   than one already yielded for the same series, nor a replayed one (see
@@ -139,6 +140,34 @@ class AuditClient:
             )
             for gap in page.gaps:
                 yield gap
+            token = str(page.next_page_token)
+            if not token:
+                return
+            if token == request.page_token:
+                raise AuditError(None, f"server repeated page token {token!r}")
+            request.page_token = token
+
+    async def list_anomalies(
+        self,
+        symbol: str = "",
+        timeframe: str = "",
+        rules: Iterable[_requests.RuleLike] = (),
+        start: datetime | None = None,
+        end: datetime | None = None,
+        page_size: int = 0,
+        *,
+        call_timeout: float | None = None,
+    ) -> AsyncIterator[audit_pb2.Anomaly]:
+        """Yield every matching candle content finding, page after page (each page has
+        its deadline). ``rules``: names such as ``"price_spike"`` or enum values; none
+        means every rule. ``start``/``end`` bound the candles' open times."""
+        request = _requests.list_anomalies_request(symbol, timeframe, rules, start, end, page_size)
+        while True:
+            page: audit_pb2.ListAnomaliesResponse = await self._unary(
+                self.stub.ListAnomalies, request, call_timeout
+            )
+            for anomaly in page.anomalies:
+                yield anomaly
             token = str(page.next_page_token)
             if not token:
                 return

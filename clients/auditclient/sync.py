@@ -2,7 +2,8 @@
 
 Guarantees: the same options, deadlines, read retries (channel service config),
 mutating-call retry rule (only with a caller's ``request_id``) and typed exceptions as
-:class:`auditclient.AuditClient`; ``list_gaps`` is a generator that follows page tokens.
+:class:`auditclient.AuditClient`; ``list_gaps`` and ``list_anomalies`` are generators
+that follow page tokens.
 The health stream is only offered by the async client.
 """
 
@@ -100,6 +101,32 @@ class BlockingAuditClient:
                 self._stub.ListGaps, request, call_timeout
             )
             yield from page.gaps
+            token = str(page.next_page_token)
+            if not token:
+                return
+            if token == request.page_token:
+                raise AuditError(None, f"server repeated page token {token!r}")
+            request.page_token = token
+
+    def list_anomalies(
+        self,
+        symbol: str = "",
+        timeframe: str = "",
+        rules: Iterable[_requests.RuleLike] = (),
+        start: datetime | None = None,
+        end: datetime | None = None,
+        page_size: int = 0,
+        *,
+        call_timeout: float | None = None,
+    ) -> Iterator[audit_pb2.Anomaly]:
+        """Yield every matching candle content finding, page after page (see
+        :meth:`auditclient.AuditClient.list_anomalies`)."""
+        request = _requests.list_anomalies_request(symbol, timeframe, rules, start, end, page_size)
+        while True:
+            page: audit_pb2.ListAnomaliesResponse = self._unary(
+                self._stub.ListAnomalies, request, call_timeout
+            )
+            yield from page.anomalies
             token = str(page.next_page_token)
             if not token:
                 return

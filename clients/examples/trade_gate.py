@@ -9,6 +9,8 @@ line, ALLOW (exit 0) or REFUSE with the reason. It allows a series only when
   score without one is never fresh);
 * no gap is still open among its newest --lookback slots (default 100; 0 skips the
   check): ListGaps from now - lookback x the timeframe's interval;
+* it is not ``suspect``: no candle content finding (ListAnomalies: an invalid price, a
+  spike, a frozen feed, ...) lies within the newest VALIDITY_SUSPECT_SLOTS slots;
 * with --min-quality Q, its quality is at least Q (off by default: quality spans the
   whole audit window, so one old, filled gap would lower it for a day).
 
@@ -112,6 +114,12 @@ def refusal(
         return "LIVE but never confirmed (no verdict_time): its age is unknown"
     if abs(age) > max_verdict_age:
         return f"LIVE {verdict_text(age)}, more than {max_verdict_age:g}s: stale"
+    if score.suspect:
+        return (
+            f"series is suspect: a candle near the live edge broke a content rule "
+            f"({score.anomaly_count} finding(s) in the window, validity {score.validity:.2f}; "
+            "see ListAnomalies)"
+        )
     if min_quality is not None and score.quality < min_quality:
         return f"quality {score.quality:.2f} below {min_quality:.2f}"
     return None

@@ -109,6 +109,8 @@ class FakeAuditService(audit_pb2_grpc.AuditServiceServicer):
     always: dict[str, Failure] = field(default_factory=dict)
     delay: float = 0.0
     gap_pages: Sequence[Sequence[Any]] = ()
+    # ListAnomalies' pages, served in order (tokens "page-N").
+    anomaly_pages: Sequence[Sequence[Any]] = ()
     # One batch per StreamHealthScores call; every batch but the last ends the stream,
     # the last is sent on each further call and holds the stream open.
     stream_batches: list[list[Any]] = field(default_factory=list)
@@ -171,6 +173,13 @@ class FakeAuditService(audit_pb2_grpc.AuditServiceServicer):
         token = f"page-{index + 1}" if index + 1 < len(pages) else ""
         found = [g for g in pages[index] if not self.filter_gaps or _gap_matches(g, request)]
         return audit_pb2.ListGapsResponse(gaps=found, next_page_token=token)
+
+    async def ListAnomalies(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._enter("ListAnomalies", request, context)
+        index = int(request.page_token.removeprefix("page-") or 0)
+        pages = list(self.anomaly_pages) or [[]]
+        token = f"page-{index + 1}" if index + 1 < len(pages) else ""
+        return audit_pb2.ListAnomaliesResponse(anomalies=pages[index], next_page_token=token)
 
     async def ListHealthScores(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await self._enter("ListHealthScores", request, context)

@@ -21,12 +21,13 @@ import pytest
 from auditclient.cli import build_parser, main
 from auditpb.v1 import audit_pb2
 
-from .fakes import FakeAuditService, FakeServer, gap, live, score
+from .fakes import FakeAuditService, FakeServer, gap, live, score, ts
 
 SUBCOMMANDS = (
     "status",
     "leader",
     "gaps",
+    "anomalies",
     "run",
     "resolve-duplicates",
     "scores",
@@ -109,6 +110,77 @@ class TestCommands:
         code, out, _ = await auditctl("gaps", "--json", "--target", server.target)
         assert code == 0
         assert len(json.loads(out)["gaps"]) == 3
+
+    async def test_anomalies_follows_pages_and_filters(
+        self, server: FakeServer, service: FakeAuditService
+    ) -> None:
+        """anomalies prints every finding of every page and passes the filters on."""
+        spike = audit_pb2.Anomaly(
+            symbol="BTCUSDT",
+            timeframe="1m",
+            open_time=ts(1_704_067_200),
+            rule=audit_pb2.ANOMALY_RULE_PRICE_SPIKE,
+            detail="high 99000.0 departs 230.0% from the previous close",
+            field="high",
+            observed=99000.0,
+            expected=30000.0,
+        )
+        frozen = audit_pb2.Anomaly(
+            symbol="BTCUSDT",
+            timeframe="1m",
+            open_time=ts(1_704_067_260),
+            rule=audit_pb2.ANOMALY_RULE_FROZEN_FEED,
+            detail="part of a run",
+            detected_live=True,
+        )
+        service.anomaly_pages = [[spike], [frozen]]
+        code, out, err = await auditctl(
+            "anomalies",
+            "--target",
+            server.target,
+            "--symbol",
+            "BTCUSDT",
+            "--timeframe",
+            "1m",
+            "--rule",
+            "price_spike",
+            "--rule",
+            "frozen_feed",
+            "--start",
+            "2024-01-01T00:00:00Z",
+        )
+        assert (code, err) == (0, "")
+        lines = out.splitlines()
+        assert lines[0].split()[:5] == ["SYMBOL", "TF", "OPEN_TIME", "RULE", "FIELD"]
+        assert lines[1].split()[:8] == [
+            "BTCUSDT",
+            "1m",
+            "2024-01-01T00:00:00Z",
+            "price_spike",
+            "high",
+            "99000",
+            "30000",
+            "no",
+        ]
+        assert lines[2].split()[3:8] == ["frozen_feed", "-", "-", "-", "yes"]
+        assert lines[-1] == "2 anomaly(ies)"
+        first = service.requests["ListAnomalies"][0]
+        assert (first.symbol, first.timeframe) == ("BTCUSDT", "1m")
+        assert list(first.rules) == [
+            audit_pb2.ANOMALY_RULE_PRICE_SPIKE,
+            audit_pb2.ANOMALY_RULE_FROZEN_FEED,
+        ]
+        assert first.start_time.seconds == 1_704_067_200
+        code, out, _ = await auditctl("anomalies", "--json", "--target", server.target)
+        assert code == 0
+        data = json.loads(out)["anomalies"]
+        assert [d["rule"] for d in data] == ["ANOMALY_RULE_PRICE_SPIKE", "ANOMALY_RULE_FROZEN_FEED"]
+        assert "observed" not in data[1]  # unset, not 0
+
+    def test_anomalies_rejects_unknown_rule(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """An unknown --rule is a usage error (exit 2) before any call."""
+        assert main(["anomalies", "--rule", "nonsense", "--target", "h:1"]) == 2
+        assert "nonsense" in capsys.readouterr().err
 
     async def test_gaps_states(self, server: FakeServer, service: FakeAuditService) -> None:
         """gaps --state passes the states on; --state all asks for every state."""
@@ -237,6 +309,23 @@ class TestCommands:
             ("SOLUSDT", "SERIES_STATE_NO_DATA"),
         ]
         assert data[1]["late_candles"] == "4"  # uint64: a string in canonical JSON
+
+    async def test_scores_show_suspect_and_validity(
+        self, server: FakeServer, service: FakeAuditService
+    ) -> None:
+        """scores has SUSPECT and VALIDITY columns."""
+        suspect = live("BTCUSDT", "1m", audit_pb2.SERIES_STATE_LIVE)
+        suspect.suspect, suspect.validity, suspect.anomaly_count = True, 99.5, 2
+        clean = live("ETHUSDT", "1m", audit_pb2.SERIES_STATE_LIVE)
+        clean.validity = 100.0
+        service.health_scores = [suspect, clean]
+        code, out, err = await auditctl("scores", "--target", server.target)
+        assert (code, err) == (0, "")
+        header, first, second = out.splitlines()[:3]
+        at = header.split().index("SUSPECT")
+        assert header.split()[at + 1] == "VALIDITY"
+        assert first.split()[at : at + 2] == ["yes", "99.50"]
+        assert second.split()[at : at + 2] == ["no", "100.00"]
 
     async def test_scores_show_verdict_age_and_unknown(
         self, server: FakeServer, service: FakeAuditService

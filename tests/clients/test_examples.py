@@ -102,6 +102,14 @@ class TestTradeGateRule:
         else:
             assert reason is not None and text in reason and "\n" not in reason
 
+    def test_suspect_refuses(self) -> None:
+        """A LIVE, fresh but suspect series is refused with one line naming the findings."""
+        scored = live("BTCUSDT", "1m", LIVE, verdict=T0)
+        scored.suspect, scored.anomaly_count, scored.validity = True, 3, 99.0
+        reason = load("trade_gate").refusal(scored, T0, 5.0)
+        assert reason is not None and "\n" not in reason
+        assert "suspect" in reason and "3 finding(s)" in reason and "99.00" in reason
+
     def test_quality_only_when_asked(self) -> None:
         """Low quality refuses only with min_quality; it is off by default."""
         scored = live("BTCUSDT", "1m", LIVE, verdict=T0)
@@ -151,6 +159,19 @@ class TestTradeGate:
         assert (code, out.count("\n")) == (expected, 1), out
         assert text in out
         assert service.calls["ListGaps"] == (1 if expected == 0 else 0)
+
+    async def test_suspect_series_refused(
+        self, server: FakeServer, service: FakeAuditService
+    ) -> None:
+        """A suspect series exits 1 with a REFUSE line, before any gap is asked for."""
+        stored = live("BTCUSDT", "1m", LIVE)
+        stored.suspect, stored.anomaly_count = True, 1
+        service.health_scores = [stored]
+        service.verdict_age = 0.0
+        code, out = await run_example("trade_gate", *gate_args(server))
+        assert (code, out.count("\n")) == (1, 1), out
+        assert out.startswith("REFUSE BTCUSDT 1m: series is suspect")
+        assert service.calls["ListGaps"] == 0
 
     async def test_min_quality(self, server: FakeServer, service: FakeAuditService) -> None:
         """--min-quality refuses a LIVE series whose quality is below it."""

@@ -212,7 +212,7 @@ class TestValidity:
         """Two findings on one candle count as one anomalous candle."""
         a = Anomaly(T0, R.HIGH_BELOW_BODY, "x")
         b = Anomaly(T0, R.QUOTE_VOLUME_OUTSIDE_RANGE, "y")
-        c = Anomaly(T0 + M, R.SPIKE, "z")
+        c = Anomaly(T0 + M, R.PRICE_SPIKE, "z")
         assert anomalous_candles([a, b, c]) == 2
 
 

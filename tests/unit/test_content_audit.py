@@ -37,7 +37,7 @@ class TestContentAuditor:
         """Each injected fault is found under its rule, and nothing else."""
         found = {(a.open_time_ms - T0) // M: a.rule for a in audit_candles(series(), ONE_MIN, NOW)}
         frozen = {i: R.FROZEN_FEED for i in range(70, 130)}
-        assert found == {30: R.HIGH_BELOW_BODY, 50: R.SPIKE, **frozen}
+        assert found == {30: R.HIGH_BELOW_BODY, 50: R.PRICE_SPIKE, **frozen}
 
     def test_stream_equals_batch(self) -> None:
         """Pushing one candle at a time gives the same findings, each when it is certain."""

@@ -1,4 +1,4 @@
-"""Unit tests for the SPIKE rule (auditsvc.domain.spikes)."""
+"""Unit tests for the PRICE_SPIKE rule (auditsvc.domain.spikes)."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ class TestStreaming:
         found = [det.push(c) for c in candles]
         assert all(f == [] for f in found[:-1])
         (a,) = found[-1]
-        assert (a.rule, a.open_time_ms, a.field) == (AnomalyRule.SPIKE, T0 + 60 * M, "high")
+        assert (a.rule, a.open_time_ms, a.field) == (AnomalyRule.PRICE_SPIKE, T0 + 60 * M, "high")
         assert a.observed == pytest.approx(1000.0) and a.expected == 100.0
 
     def test_not_before_min_history(self) -> None:

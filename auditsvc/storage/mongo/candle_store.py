@@ -1,9 +1,12 @@
-"""Reading candles: sorted timestamps for the audit, duplicate groups for removal.
+"""Reading candles: sorted timestamps (or values) for the audit, duplicate groups for removal.
 
-Only timestamps cross the wire for an audit (a projected, sorted scan that a
-``(symbol, timestamp)`` index covers), in batches, so memory stays flat
-whatever the window's length. No query's size grows with the number of series:
-time-range reads are sliced, symbol lists batched. A candle whose timestamp is
+Only timestamps cross the wire for an audit without content checks (a projected,
+sorted scan that a ``(symbol, timestamp)`` index covers); with them, the same
+reads carry the fields the content rules use and nothing else
+(:mod:`auditsvc.storage.mongo.candle_values`), so one read serves the gaps and the
+content. Reads come in batches, so memory stays flat whatever the window's length.
+No query's size grows with the number of series: time-range reads are sliced,
+symbol lists batched. A candle whose timestamp is
 not a usable date is skipped and counted (``candle_time``), never raised on.
 """
 
@@ -11,15 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 import bson
 
 from auditsvc.domain.batch_sizing import AdaptiveBatch
+from auditsvc.domain.candle import Candle
 from auditsvc.domain.values import CandleRef, Window
 from auditsvc.ops.metrics import Metrics
 from auditsvc.storage.mongo.candle_time import CANDLE_CODEC, IgnoredCandles
+from auditsvc.storage.mongo.candle_values import CandleFields, decode_candle
 from auditsvc.storage.mongo.database import Database, TimeIndexes, to_dt
 
 BATCH = 20_000
@@ -41,6 +46,29 @@ _SLICE_DOCS = 5_000
 # larger list saves nothing worth a longer query.
 _IN_INITIAL = 16
 _IN_MAX = 256
+
+
+T = TypeVar("T")
+
+
+class _Reader(Generic[T]):
+    """What a read projects and how it decodes a document: to (open ms, item), or
+    None for a candle whose timestamp is unusable (skipped and counted)."""
+
+    def __init__(
+        self, projection: dict[str, int], decode: Callable[[int, Mapping[str, Any]], T]
+    ) -> None:
+        self.projection = projection
+        self._decode = decode
+
+    def item(
+        self, ignored: IgnoredCandles, collection: str, symbol: Any, doc: Mapping[str, Any]
+    ) -> tuple[int, T] | None:
+        t = ignored.time_ms(collection, symbol, doc.get("timestamp"))
+        return None if t is None else (t, self._decode(t, doc))
+
+
+_TIMES: _Reader[int] = _Reader({"_id": 0, "symbol": 1, "timestamp": 1}, lambda t, _d: t)
 
 
 def _window_filter(symbol: str, window: Window) -> dict[str, Any]:
@@ -75,17 +103,18 @@ def _sift(
     tails: Mapping[str, Window],
     collection: str,
     ignored: IgnoredCandles,
-) -> dict[str, list[int]]:
-    """The times of ``docs`` inside their symbol's tail, by symbol (others dropped:
+    reader: _Reader[T],
+) -> dict[str, list[T]]:
+    """The items of ``docs`` inside their symbol's tail, by symbol (others dropped:
     symbols not audited here share the collection)."""
-    out: dict[str, list[int]] = {}
+    out: dict[str, list[T]] = {}
     for d in docs:
         tail = tails.get(d.get("symbol"))  # type: ignore[arg-type]
         if tail is None:
             continue
-        t = ignored.time_ms(collection, d["symbol"], d.get("timestamp"))
-        if t is not None and tail.start_ms <= t < tail.end_ms:
-            out.setdefault(d["symbol"], []).append(t)
+        found = reader.item(ignored, collection, d["symbol"], d)
+        if found is not None and tail.start_ms <= found[0] < tail.end_ms:
+            out.setdefault(d["symbol"], []).append(found[1])
     return out
 
 
@@ -93,8 +122,18 @@ class MongoCandleStore:
     """Candle reads decode timestamps safely (``candle_time``): a candle whose
     timestamp is not a usable date is skipped and counted, never raised on."""
 
-    def __init__(self, database: Database, template: str, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        template: str,
+        metrics: Metrics | None = None,
+        fields: CandleFields | None = None,
+    ) -> None:
         self._db = database.db.with_options(codec_options=CANDLE_CODEC)
+        fields = fields or CandleFields()
+        self._values: _Reader[Candle] = _Reader(
+            fields.projection(), lambda t, d: decode_candle(d, t, fields)
+        )
         self._ignored = IgnoredCandles(metrics)
         self._template = template
         self._time_index = TimeIndexes(database)
@@ -111,29 +150,45 @@ class MongoCandleStore:
     async def timestamps(
         self, symbol: str, timeframe: str, window: Window
     ) -> AsyncIterator[list[int]]:
-        async for stamps in self._sorted(self.collection(symbol, timeframe), symbol, window):
+        collection = self.collection(symbol, timeframe)
+        async for stamps in self._sorted(collection, symbol, window, _TIMES):
             yield stamps
 
+    async def candles(
+        self, symbol: str, timeframe: str, window: Window
+    ) -> AsyncIterator[list[Candle]]:
+        """:meth:`timestamps` with the values the content rules read."""
+        collection = self.collection(symbol, timeframe)
+        async for found in self._sorted(collection, symbol, window, self._values):
+            yield found
+
     async def _sorted(
-        self, collection: str, symbol: str, window: Window
-    ) -> AsyncIterator[list[int]]:
-        """Ascending timestamps of ``symbol``'s documents inside ``window``, in batches."""
+        self, collection: str, symbol: str, window: Window, reader: _Reader[T]
+    ) -> AsyncIterator[list[T]]:
+        """Ascending items of ``symbol``'s documents inside ``window``, in batches."""
         cursor = (
             self._db[collection]
-            .find(_window_filter(symbol, window), {"_id": 0, "timestamp": 1})
+            .find(_window_filter(symbol, window), reader.projection)
             .sort("timestamp", 1)
             .batch_size(BATCH)
         )
         while docs := await cursor.to_list(BATCH):
-            times = (self._ignored.time_ms(collection, symbol, d.get("timestamp")) for d in docs)
-            yield [t for t in times if t is not None]
+            items = (reader.item(self._ignored, collection, symbol, d) for d in docs)
+            yield [found[1] for found in items if found is not None]
 
     async def read_many(
         self, collection: str, reads: Mapping[str, Sequence[Window]], slot_ms: int
     ) -> AsyncIterator[tuple[str, list[int]]]:
-        """(symbol, timestamps) inside each symbol's ranges, for many symbols at once.
+        """(symbol, timestamps); see :meth:`read_many_candles` for how it reads."""
+        async for item in self._read_many(collection, reads, slot_ms, _TIMES):
+            yield item
 
-        Each symbol's timestamps ascend across its batches; batches of different
+    async def read_many_candles(
+        self, collection: str, reads: Mapping[str, Sequence[Window]], slot_ms: int
+    ) -> AsyncIterator[tuple[str, list[Candle]]]:
+        """(symbol, candles) inside each symbol's ranges, for many symbols at once.
+
+        Each symbol's candles ascend across its batches; batches of different
         symbols may interleave. With a ``{timestamp: 1}`` index on the collection
         (``setup-db`` makes one when symbols share collections) the symbols' last
         ranges (the window's tail) are read by time-range queries over the
@@ -151,11 +206,21 @@ class MongoCandleStore:
         skipped while the collection's last slice read by time stayed under its
         bound; one that went over makes the next slice count again.
         """
+        async for item in self._read_many(collection, reads, slot_ms, self._values):
+            yield item
+
+    async def _read_many(
+        self,
+        collection: str,
+        reads: Mapping[str, Sequence[Window]],
+        slot_ms: int,
+        reader: _Reader[T],
+    ) -> AsyncIterator[tuple[str, list[T]]]:
         if len(reads) > 1 and await self._time_index.has(collection):
-            async for item in self._read_by_time(collection, reads, slot_ms):
+            async for item in self._read_by_time(collection, reads, slot_ms, reader):
                 yield item
             return
-        async for item in self._read_by_symbol(collection, reads):
+        async for item in self._read_by_symbol(collection, reads, reader):
             yield item
 
     async def _mostly_ours(self, collection: str, start: int, end: int, bound: int) -> bool:
@@ -167,15 +232,19 @@ class MongoCandleStore:
         return bool(found < bound)
 
     async def _read_by_time(
-        self, collection: str, reads: Mapping[str, Sequence[Window]], slot_ms: int
-    ) -> AsyncIterator[tuple[str, list[int]]]:
+        self,
+        collection: str,
+        reads: Mapping[str, Sequence[Window]],
+        slot_ms: int,
+        reader: _Reader[T],
+    ) -> AsyncIterator[tuple[str, list[T]]]:
         tails = {symbol: ranges[-1] for symbol, ranges in reads.items() if ranges}
         if not tails:
             return
         # Earlier ranges first: they lie before their symbol's tail.
         for symbol in sorted(tails):
             for r in reads[symbol][:-1]:
-                async for stamps in self._sorted(collection, symbol, r):
+                async for stamps in self._sorted(collection, symbol, r, reader):
                     yield symbol, stamps
         lo = min(t.start_ms for t in tails.values())
         hi = max(t.end_ms for t in tails.values())
@@ -191,25 +260,24 @@ class MongoCandleStore:
                 for symbol in sorted(tails):
                     rest = Window(max(start, tails[symbol].start_ms), tails[symbol].end_ms)
                     if rest.start_ms < rest.end_ms:
-                        async for stamps in self._sorted(collection, symbol, rest):
+                        async for stamps in self._sorted(collection, symbol, rest, reader):
                             yield symbol, stamps
                 return
             returned = 0
-            async for docs in self._slice(collection, start, end):
+            async for docs in self._slice(collection, start, end, reader.projection):
                 returned += len(docs)
-                for symbol, stamps in _sift(docs, tails, collection, self._ignored).items():
-                    yield symbol, stamps
+                for symbol, found in _sift(docs, tails, collection, self._ignored, reader).items():
+                    yield symbol, found
             self._mostly_ours_last[collection] = returned < bound
             start = end
 
-    async def _slice(self, collection: str, start: int, end: int) -> AsyncIterator[list[Any]]:
-        """Every document's symbol and time in [start, end), oldest first, in batches."""
+    async def _slice(
+        self, collection: str, start: int, end: int, projection: dict[str, int]
+    ) -> AsyncIterator[list[Any]]:
+        """Every document's projected fields in [start, end), oldest first, in batches."""
         cursor = (
             self._db[collection]
-            .find(
-                {"timestamp": {"$gte": to_dt(start), "$lt": to_dt(end)}},
-                {"_id": 0, "symbol": 1, "timestamp": 1},
-            )
+            .find({"timestamp": {"$gte": to_dt(start), "$lt": to_dt(end)}}, projection)
             .sort("timestamp", 1)
             .batch_size(BATCH)
         )
@@ -217,8 +285,8 @@ class MongoCandleStore:
             yield docs
 
     async def _read_by_symbol(
-        self, collection: str, reads: Mapping[str, Sequence[Window]]
-    ) -> AsyncIterator[tuple[str, list[int]]]:
+        self, collection: str, reads: Mapping[str, Sequence[Window]], reader: _Reader[T]
+    ) -> AsyncIterator[tuple[str, list[T]]]:
         """Symbols in batches, one query each (a ``$in`` per shared range), whose size
         adapts so that a query takes about ``TARGET_SECONDS``, between 1 and
         ``_IN_MAX`` symbols; each symbol is in one batch, so its times ascend."""
@@ -231,13 +299,18 @@ class MongoCandleStore:
             part = symbols[first : first + sizing.size]
             first += len(part)
             took = [0.0]
-            async for item in self._read_batch(collection, {s: reads[s] for s in part}, took):
+            batch = {s: reads[s] for s in part}
+            async for item in self._read_batch(collection, batch, took, reader):
                 yield item
             sizing.record(len(part), took[0])
 
     async def _read_batch(
-        self, collection: str, reads: Mapping[str, Sequence[Window]], took: list[float]
-    ) -> AsyncIterator[tuple[str, list[int]]]:
+        self,
+        collection: str,
+        reads: Mapping[str, Sequence[Window]],
+        took: list[float],
+        reader: _Reader[T],
+    ) -> AsyncIterator[tuple[str, list[T]]]:
         """One query over a batch of symbols, sorted by (symbol, timestamp); adds the
         time spent waiting for the server to ``took[0]``."""
         by_range: dict[tuple[int, int], list[str]] = {}
@@ -254,12 +327,12 @@ class MongoCandleStore:
         query = clauses[0] if len(clauses) == 1 else {"$or": clauses}
         cursor = (
             self._db[collection]
-            .find(query, {"_id": 0, "symbol": 1, "timestamp": 1})
+            .find(query, reader.projection)
             .sort([("symbol", 1), ("timestamp", 1)])
             .batch_size(BATCH)
         )
         symbol: str | None = None
-        stamps: list[int] = []
+        stamps: list[T] = []
         while True:
             began = time.perf_counter()
             docs = await cursor.to_list(BATCH)
@@ -271,9 +344,9 @@ class MongoCandleStore:
                     if stamps and symbol is not None:
                         yield symbol, stamps
                     symbol, stamps = d["symbol"], []
-                t = self._ignored.time_ms(collection, symbol, d.get("timestamp"))
-                if t is not None:
-                    stamps.append(t)
+                found = reader.item(self._ignored, collection, symbol, d)
+                if found is not None:
+                    stamps.append(found[1])
             if symbol is not None and stamps:
                 yield symbol, stamps
                 stamps = []

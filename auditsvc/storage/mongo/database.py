@@ -21,6 +21,8 @@ CYCLE_REPORTS = "audit_cycle_reports"
 # audit settled, for incremental cycles.
 SERIES = "audit_series"
 GAPS = "audit_gaps"
+# Candle content findings, one per (series, open time, rule): storage/mongo/anomaly_store.
+ANOMALIES = "audit_anomalies"
 # The live tail's heartbeat: one document, the instant it last vouched for every series.
 VERDICTS = "audit_verdicts"
 BACKFILLS = "backfill_requests"
@@ -125,6 +127,20 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("state", ASCENDING)], name="by_state"),
         IndexModel([("fill_unreported", ASCENDING)], name="fills_to_report"),
     ],
+    ANOMALIES: [
+        # ListAnomalies' order, a cycle's resolution and counts (series + time range).
+        IndexModel(
+            [
+                ("symbol", ASCENDING),
+                ("timeframe", ASCENDING),
+                ("open_time", ASCENDING),
+                ("rule", ASCENDING),
+            ],
+            name="by_series_time_rule",
+        ),
+        # ListAnomalies across every symbol of one timeframe, or by time alone.
+        IndexModel([("timeframe", ASCENDING), ("open_time", ASCENDING)], name="by_timeframe_time"),
+    ],
     BACKFILLS: [
         # One open request per gap: data writers set open=false when they finish.
         IndexModel(
@@ -164,6 +180,7 @@ COLLECTIONS = (
     CYCLE_REPORTS,
     SERIES,
     GAPS,
+    ANOMALIES,
     VERDICTS,
     BACKFILLS,
     ACKS,
@@ -184,6 +201,7 @@ async def ensure_indexes(database: Database) -> list[str]:
         CYCLE_REPORTS,
         SERIES,
         GAPS,
+        ANOMALIES,
         VERDICTS,
         BACKFILLS,
         ACKS,

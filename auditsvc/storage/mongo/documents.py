@@ -33,6 +33,9 @@ def cycle_fields(s: ScoreRecord) -> dict[str, Any]:
         "duplicate_groups": h.duplicate_groups,
         "computed_at": to_dt(s.computed_ms),
         "cycle_id": s.cycle_id,
+        "anomaly_count": s.anomaly_count,
+        "validity": s.validity,
+        "suspect": s.suspect,
     }
 
 
@@ -87,6 +90,12 @@ def score_record(d: dict[str, Any]) -> ScoreRecord:
         late_candles=int(d.get("late_candles", 0)),
         verdict_ms=verdict,
         changed_ms=to_ms(d["changed_at"]) if d.get("changed_at") else 0,
+        anomaly_count=int(d.get("anomaly_count", 0)),
+        validity=float(d.get("validity", 100.0)),
+        suspect=bool(d.get("suspect", False)),
+        live_suspect_until_ms=(
+            to_ms(d["live_suspect_until"]) if d.get("live_suspect_until") else None
+        ),
     )
 
 

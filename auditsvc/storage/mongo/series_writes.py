@@ -10,6 +10,10 @@ writer can replace a field another writer owns.
   the new one, so an observation never replaces a newer one, whichever writer
   finishes last. The guard is inside the update (a pipeline), not in its
   filter, so each series is one update found by ``_id``.
+* The content fields: ``anomaly_count``, ``validity`` and ``suspect`` are the
+  cycle's (with its score); ``live_suspect_until`` is the live tail's
+  (:func:`live_suspect_write`), only ever raised, and served ``suspect`` is
+  either (``auditsvc.domain.validity.served_suspect``).
 * Every write stamps ``changed_at`` with the database's clock, which is what a
   reader without change streams polls on.
 """
@@ -75,4 +79,19 @@ def _verdict_write(verdict: LiveVerdict, epoch: int, *, create: bool = False) ->
         guarded["timeframe"] = {"$literal": verdict.timeframe}
     return UpdateOne(
         {"_id": series_id(verdict.symbol, verdict.timeframe)}, [{"$set": guarded}], upsert=create
+    )
+
+
+def live_suspect_write(symbol: str, timeframe: str, until_ms: int, epoch: int) -> UpdateOne:
+    """The live tail's raise of a series' suspect horizon (``$max``: never lowered by
+    a concurrent or late write); creates the document if need be."""
+    return UpdateOne(
+        {"_id": series_id(symbol, timeframe)},
+        {
+            "$max": {"live_suspect_until": to_dt(until_ms)},
+            "$set": {"live_suspect_epoch": epoch},
+            "$setOnInsert": {"symbol": symbol, "timeframe": timeframe},
+            "$currentDate": {"changed_at": True},
+        },
+        upsert=True,
     )

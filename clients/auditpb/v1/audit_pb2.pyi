@@ -38,6 +38,23 @@ class SeriesState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SERIES_STATE_NO_DATA: _ClassVar[SeriesState]
     SERIES_STATE_UNKNOWN: _ClassVar[SeriesState]
 
+class AnomalyRule(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ANOMALY_RULE_UNSPECIFIED: _ClassVar[AnomalyRule]
+    ANOMALY_RULE_PRICE_INVALID: _ClassVar[AnomalyRule]
+    ANOMALY_RULE_HIGH_BELOW_BODY: _ClassVar[AnomalyRule]
+    ANOMALY_RULE_LOW_ABOVE_BODY: _ClassVar[AnomalyRule]
+    ANOMALY_RULE_VOLUME_INVALID: _ClassVar[AnomalyRule]
+    ANOMALY_RULE_TIME_MISALIGNED: _ClassVar[AnomalyRule]
+    ANOMALY_RULE_TIME_IN_FUTURE: _ClassVar[AnomalyRule]
+    ANOMALY_RULE_CLOSE_TIME_INVALID: _ClassVar[AnomalyRule]
+    ANOMALY_RULE_TRADES_WITHOUT_VOLUME: _ClassVar[AnomalyRule]
+    ANOMALY_RULE_TAKER_ABOVE_VOLUME: _ClassVar[AnomalyRule]
+    ANOMALY_RULE_QUOTE_VOLUME_OUTSIDE_RANGE: _ClassVar[AnomalyRule]
+    ANOMALY_RULE_PRICE_SPIKE: _ClassVar[AnomalyRule]
+    ANOMALY_RULE_FROZEN_FEED: _ClassVar[AnomalyRule]
+    ANOMALY_RULE_AGGREGATE_MISMATCH: _ClassVar[AnomalyRule]
+
 class CycleStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CYCLE_STATUS_UNSPECIFIED: _ClassVar[CycleStatus]
@@ -74,6 +91,20 @@ SERIES_STATE_LIVE: SeriesState
 SERIES_STATE_LATE: SeriesState
 SERIES_STATE_NO_DATA: SeriesState
 SERIES_STATE_UNKNOWN: SeriesState
+ANOMALY_RULE_UNSPECIFIED: AnomalyRule
+ANOMALY_RULE_PRICE_INVALID: AnomalyRule
+ANOMALY_RULE_HIGH_BELOW_BODY: AnomalyRule
+ANOMALY_RULE_LOW_ABOVE_BODY: AnomalyRule
+ANOMALY_RULE_VOLUME_INVALID: AnomalyRule
+ANOMALY_RULE_TIME_MISALIGNED: AnomalyRule
+ANOMALY_RULE_TIME_IN_FUTURE: AnomalyRule
+ANOMALY_RULE_CLOSE_TIME_INVALID: AnomalyRule
+ANOMALY_RULE_TRADES_WITHOUT_VOLUME: AnomalyRule
+ANOMALY_RULE_TAKER_ABOVE_VOLUME: AnomalyRule
+ANOMALY_RULE_QUOTE_VOLUME_OUTSIDE_RANGE: AnomalyRule
+ANOMALY_RULE_PRICE_SPIKE: AnomalyRule
+ANOMALY_RULE_FROZEN_FEED: AnomalyRule
+ANOMALY_RULE_AGGREGATE_MISMATCH: AnomalyRule
 CYCLE_STATUS_UNSPECIFIED: CycleStatus
 CYCLE_STATUS_SUCCEEDED: CycleStatus
 CYCLE_STATUS_FAILED: CycleStatus
@@ -258,7 +289,7 @@ class SeriesReport(_message.Message):
     def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_candles: _Optional[int] = ..., present_candles: _Optional[int] = ..., missing_candles: _Optional[int] = ..., gap_count: _Optional[int] = ..., duplicate_groups: _Optional[int] = ..., surplus_documents: _Optional[int] = ..., misaligned_candles: _Optional[int] = ..., backfills_requested: _Optional[int] = ..., health: _Optional[_Union[HealthScore, _Mapping]] = ..., backfills_skipped: _Optional[int] = ..., historical: _Optional[bool] = ..., gaps_not_stored: _Optional[int] = ..., acknowledged_gap_count: _Optional[int] = ..., acknowledged_missing_candles: _Optional[int] = ...) -> None: ...
 
 class HealthScore(_message.Message):
-    __slots__ = ("symbol", "timeframe", "quality", "completeness", "consistency", "freshness", "gap_count", "duplicate_groups", "computed_at", "cycle_id", "state", "last_candle_open", "late_candles", "verdict_time")
+    __slots__ = ("symbol", "timeframe", "quality", "completeness", "consistency", "freshness", "gap_count", "duplicate_groups", "computed_at", "cycle_id", "state", "last_candle_open", "late_candles", "verdict_time", "anomaly_count", "suspect", "validity")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
@@ -273,6 +304,9 @@ class HealthScore(_message.Message):
     LAST_CANDLE_OPEN_FIELD_NUMBER: _ClassVar[int]
     LATE_CANDLES_FIELD_NUMBER: _ClassVar[int]
     VERDICT_TIME_FIELD_NUMBER: _ClassVar[int]
+    ANOMALY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SUSPECT_FIELD_NUMBER: _ClassVar[int]
+    VALIDITY_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     timeframe: str
     quality: float
@@ -287,7 +321,10 @@ class HealthScore(_message.Message):
     last_candle_open: _timestamp_pb2.Timestamp
     late_candles: int
     verdict_time: _timestamp_pb2.Timestamp
-    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., quality: _Optional[float] = ..., completeness: _Optional[float] = ..., consistency: _Optional[float] = ..., freshness: _Optional[float] = ..., gap_count: _Optional[int] = ..., duplicate_groups: _Optional[int] = ..., computed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cycle_id: _Optional[str] = ..., state: _Optional[_Union[SeriesState, str]] = ..., last_candle_open: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., late_candles: _Optional[int] = ..., verdict_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    anomaly_count: int
+    suspect: bool
+    validity: float
+    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., quality: _Optional[float] = ..., completeness: _Optional[float] = ..., consistency: _Optional[float] = ..., freshness: _Optional[float] = ..., gap_count: _Optional[int] = ..., duplicate_groups: _Optional[int] = ..., computed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cycle_id: _Optional[str] = ..., state: _Optional[_Union[SeriesState, str]] = ..., last_candle_open: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., late_candles: _Optional[int] = ..., verdict_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., anomaly_count: _Optional[int] = ..., suspect: _Optional[bool] = ..., validity: _Optional[float] = ...) -> None: ...
 
 class ListHealthScoresRequest(_message.Message):
     __slots__ = ("symbols", "timeframes", "state", "page_size", "page_token")
@@ -498,6 +535,56 @@ class ListAcknowledgementsResponse(_message.Message):
     acknowledgements: _containers.RepeatedCompositeFieldContainer[Acknowledgement]
     next_page_token: str
     def __init__(self, acknowledgements: _Optional[_Iterable[_Union[Acknowledgement, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListAnomaliesRequest(_message.Message):
+    __slots__ = ("symbol", "timeframe", "rules", "start_time", "end_time", "page_size", "page_token")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    timeframe: str
+    rules: _containers.RepeatedScalarFieldContainer[AnomalyRule]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    page_size: int
+    page_token: str
+    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[AnomalyRule, str]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAnomaliesResponse(_message.Message):
+    __slots__ = ("anomalies", "next_page_token")
+    ANOMALIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    anomalies: _containers.RepeatedCompositeFieldContainer[Anomaly]
+    next_page_token: str
+    def __init__(self, anomalies: _Optional[_Iterable[_Union[Anomaly, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class Anomaly(_message.Message):
+    __slots__ = ("symbol", "timeframe", "open_time", "rule", "detail", "field", "observed", "expected", "detected_at", "detected_live")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
+    OPEN_TIME_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    DETECTED_AT_FIELD_NUMBER: _ClassVar[int]
+    DETECTED_LIVE_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    timeframe: str
+    open_time: _timestamp_pb2.Timestamp
+    rule: AnomalyRule
+    detail: str
+    field: str
+    observed: float
+    expected: float
+    detected_at: _timestamp_pb2.Timestamp
+    detected_live: bool
+    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[str] = ..., open_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[_Union[AnomalyRule, str]] = ..., detail: _Optional[str] = ..., field: _Optional[str] = ..., observed: _Optional[float] = ..., expected: _Optional[float] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detected_live: _Optional[bool] = ...) -> None: ...
 
 class DeleteAcknowledgementRequest(_message.Message):
     __slots__ = ("id",)

@@ -87,6 +87,11 @@ class AuditServiceStub:
                 request_serializer=auditpb_dot_v1_dot_audit__pb2.DeleteAcknowledgementRequest.SerializeToString,
                 response_deserializer=auditpb_dot_v1_dot_audit__pb2.DeleteAcknowledgementResponse.FromString,
                 _registered_method=True)
+        self.ListAnomalies = channel.unary_unary(
+                '/auditpb.v1.AuditService/ListAnomalies',
+                request_serializer=auditpb_dot_v1_dot_audit__pb2.ListAnomaliesRequest.SerializeToString,
+                response_deserializer=auditpb_dot_v1_dot_audit__pb2.ListAnomaliesResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -177,6 +182,17 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAnomalies(self, request, context):
+        """ListAnomalies pages through the candle content findings (docs/CANDLE_RULES.md):
+        a candle whose values break a rule, found by a cycle or by the live tail. A
+        finding whose candle is corrected or removed is resolved (no longer listed) by
+        the next cycle that reads its slot. Ordered by symbol, timeframe, open_time,
+        rule; any replica serves it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -229,6 +245,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.DeleteAcknowledgement,
                     request_deserializer=auditpb_dot_v1_dot_audit__pb2.DeleteAcknowledgementRequest.FromString,
                     response_serializer=auditpb_dot_v1_dot_audit__pb2.DeleteAcknowledgementResponse.SerializeToString,
+            ),
+            'ListAnomalies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAnomalies,
+                    request_deserializer=auditpb_dot_v1_dot_audit__pb2.ListAnomaliesRequest.FromString,
+                    response_serializer=auditpb_dot_v1_dot_audit__pb2.ListAnomaliesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -504,6 +525,33 @@ class AuditService:
             '/auditpb.v1.AuditService/DeleteAcknowledgement',
             auditpb_dot_v1_dot_audit__pb2.DeleteAcknowledgementRequest.SerializeToString,
             auditpb_dot_v1_dot_audit__pb2.DeleteAcknowledgementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAnomalies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/auditpb.v1.AuditService/ListAnomalies',
+            auditpb_dot_v1_dot_audit__pb2.ListAnomaliesRequest.SerializeToString,
+            auditpb_dot_v1_dot_audit__pb2.ListAnomaliesResponse.FromString,
             options,
             channel_credentials,
             insecure,
