@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import grpc
 
 from auditpb.v1 import audit_pb2 as pb
+from auditsvc.devtools.live_candles import live_candle
 from bench.figures.common import ms
 
 SEC = 1000
@@ -49,15 +49,9 @@ def now_ms() -> int:
 
 
 def candle(symbol: str, t_ms: int) -> dict[str, Any]:
-    return {
-        "symbol": symbol,
-        "timestamp": dt.datetime.fromtimestamp(t_ms / 1000, tz=dt.UTC),
-        "open": 1.0,
-        "high": 1.5,
-        "low": 0.5,
-        "close": 1.1,
-        "volume": 1.0,
-    }
+    """A market-like 1s candle (a feed of identical candles is a frozen feed to the
+    content rules, and a bench that feeds one measures their findings)."""
+    return live_candle(symbol, t_ms, SEC)
 
 
 def due_ms(last_open_ms: int) -> int:

@@ -27,7 +27,7 @@ from typing import Any
 
 from pymongo import MongoClient
 
-from auditsvc.devtools.demo import candle_doc
+from auditsvc.devtools.live_candles import live_candle
 from auditsvc.domain.timeframes import Timeframe, parse_timeframe
 from auditsvc.ops.settings import AuditSettings, MongoSettings
 
@@ -144,7 +144,7 @@ class DemoFeed:
             # Back from a pause: only the newest slot, so the outage is a gap to see.
             opens = due_opens(tf, newest, now, 1 if sym in self._was_paused else MAX_CATCH_UP)
             if opens:
-                coll.insert_many([candle_doc(sym, t, price) for t in opens])
+                coll.insert_many([live_candle(sym, t, tf.nominal_ms, price) for t in opens])
                 self._newest[key] = opens[-1]
                 written += len(opens)
         self._was_paused &= stopped

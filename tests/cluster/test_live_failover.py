@@ -7,7 +7,6 @@ every follower's answer UNKNOWN, and its resumption turns it back."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +19,7 @@ import pytest
 from auditpb.v1 import audit_pb2 as pb
 from auditsvc.storage.mongo.database import SERIES, connect
 from tests.cluster.harness import ReplicaProcess, one_leader
+from tests.integration.live_feed import candle
 from tests.support import SecantusDB, eventually
 
 pytestmark = pytest.mark.slow
@@ -28,18 +28,6 @@ SEC = 1000
 HEARTBEAT, TIMEOUT = 0.3, 1.2
 MARGIN = 10.0  # generous: the machine is shared; the bound is on correctness, not speed
 COLLECTION = "klines_1s"
-
-
-def candle(symbol: str, t_ms: int) -> dict[str, Any]:
-    return {
-        "symbol": symbol,
-        "timestamp": dt.datetime.fromtimestamp(t_ms / 1000, tz=dt.UTC),
-        "open": 100.0,
-        "high": 100.5,
-        "low": 99.5,
-        "close": 100.1,
-        "volume": 10.0,
-    }
 
 
 class Feeder:

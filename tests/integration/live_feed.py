@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,20 +10,14 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from auditsvc.devtools.live_candles import live_candle
+
 SEC = 1000
 
 
 def candle(symbol: str, t_ms: int) -> dict[str, Any]:
-    """A document shaped like auditsvc.devtools.demo's."""
-    return {
-        "symbol": symbol,
-        "timestamp": dt.datetime.fromtimestamp(t_ms / 1000, tz=dt.UTC),
-        "open": 100.0,
-        "high": 100.5,
-        "low": 99.5,
-        "close": 100.1,
-        "volume": 10.0,
-    }
+    """A market-like 1s candle (identical ones would be a frozen feed)."""
+    return live_candle(symbol, t_ms, SEC)
 
 
 class Feeder:
