@@ -82,8 +82,9 @@ class Sizes:
     heal_interval: float = 5.0
     heal_writer_delay: tuple[float, float] = (0.5, 5.0)
     heal_live_modes: tuple[str, ...] = ("auto", "off")
-    # 18. no jam (the same series, no writer; BACKFILL_TIMEOUT in seconds)
-    jam_timeout: int = 10
+    # 18. no jam (the same series, no writer; BACKFILL_TIMEOUT in seconds, well
+    # above a cycle's period: 10 s was under two cycles of 291 expiries at load 4)
+    jam_timeout: int = 30
     jam_interval: float = 2.0
 
     def as_dict(self) -> dict[str, Any]:

@@ -69,12 +69,14 @@ class Sighting:
 class GapWatch(Loop):
     """ListGaps of every state on one replica, all pages, every ``every`` seconds
     (each gap's states over the run); and, once told of a fill (``probe``), that
-    gap alone every ``PROBE_EVERY`` seconds until it is FILLED (when it was seen)."""
+    gap alone until it shows FILLED (when it was first seen so). The probes run
+    one at a time in rounds of at least ``PROBE_EVERY`` seconds, so the watcher
+    never has more than two calls in flight, whatever the backlog."""
 
-    PROBE_EVERY = 0.05
+    PROBE_EVERY = 0.1
     PROBE_FOR_S = 60.0
 
-    def __init__(self, stub: Any, every: float = 0.5) -> None:
+    def __init__(self, stub: Any, every: float = 1.0) -> None:
         self.stub = stub
         self.every = every
         self.seen: dict[Key, Sighting] = {}
@@ -84,39 +86,22 @@ class GapWatch(Loop):
         self.probe_ms: list[float] = []
         self.errors: list[str] = []
         self._changed = asyncio.Event()
-        self._probing: set[asyncio.Task[None]] = set()
+        self._pending: dict[Key, float] = {}  # probed gap -> monotonic deadline
+        self._prober: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        super().start()
+        self._prober = asyncio.create_task(self._probe_rounds())
 
     def probe(self, key: Key) -> None:
-        task = asyncio.create_task(self._probe(key))
-        self._probing.add(task)
-        task.add_done_callback(self._probing.discard)
+        self._pending.setdefault(key, time.monotonic() + self.PROBE_FOR_S)
 
     async def close(self) -> None:
         await super().close()
-        for task in list(self._probing):
+        task, self._prober = self._prober, None
+        if task is not None:
             task.cancel()
-        await asyncio.gather(*self._probing, return_exceptions=True)
-
-    async def _probe(self, key: Key) -> None:
-        sym, start = key
-        req = pb.ListGapsRequest(symbol=sym, timeframe=TIMEFRAME, states=[pb.GAP_STATE_FILLED])
-        req.start_time.FromMilliseconds(start)
-        req.end_time.FromMilliseconds(start + 1)
-        deadline = time.monotonic() + self.PROBE_FOR_S
-        while time.monotonic() < deadline:
-            began = time.perf_counter()
-            try:
-                reply = await self.stub.ListGaps(req, timeout=10)
-            except grpc.aio.AioRpcError as exc:
-                self.errors.append(f"{exc.code().name}: {exc.details()}"[:200])
-                reply = None
-            self.probes += 1
-            self.probe_ms.append((time.perf_counter() - began) * 1000)
-            if reply is not None and any(ms(g.start_time) == start for g in reply.gaps):
-                self.seen.setdefault(key, Sighting()).probed_ms = now_ms()
-                self._changed.set()
-                return
-            await asyncio.sleep(max(0.0, self.PROBE_EVERY - (time.perf_counter() - began)))
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
@@ -134,6 +119,33 @@ class GapWatch(Loop):
                     self._note(g, at)
                 self._changed.set()
             await asyncio.sleep(max(0.0, self.every - (time.perf_counter() - began)))
+
+    async def _probe_rounds(self) -> None:
+        while True:
+            began = time.perf_counter()
+            for key, deadline in list(self._pending.items()):
+                if await self._shows_filled(key) or time.monotonic() > deadline:
+                    del self._pending[key]
+            await asyncio.sleep(max(0.0, self.PROBE_EVERY - (time.perf_counter() - began)))
+
+    async def _shows_filled(self, key: Key) -> bool:
+        sym, start = key
+        req = pb.ListGapsRequest(symbol=sym, timeframe=TIMEFRAME, states=[pb.GAP_STATE_FILLED])
+        req.start_time.FromMilliseconds(start)
+        req.end_time.FromMilliseconds(start + 1)
+        began = time.perf_counter()
+        try:
+            reply = await self.stub.ListGaps(req, timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            self.errors.append(f"{exc.code().name}: {exc.details()}"[:200])
+            return False
+        self.probes += 1
+        self.probe_ms.append((time.perf_counter() - began) * 1000)
+        if not any(ms(g.start_time) == start for g in reply.gaps):
+            return False
+        self.seen.setdefault(key, Sighting()).probed_ms = now_ms()
+        self._changed.set()
+        return True
 
     def _note(self, g: Any, at: int) -> None:
         s = self.seen.setdefault((g.symbol, ms(g.start_time)), Sighting())

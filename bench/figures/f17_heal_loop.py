@@ -8,11 +8,12 @@ HIGH two to eight), scheduled cycles every ``heal_interval`` seconds over the
 default window, auto-backfill on with MAX_AUTO_BACKFILL_JOBS=``heal_cap`` and
 BACKFILL_TIMEOUT at its default (nothing expires). A simulated writer fills each
 request ``heal_writer_delay`` seconds (uniform) after it first sees it, then
-closes it. On the follower, ListGaps of every state every 0.5 s follows each
+closes it. On the follower, ListGaps of every state every second follows each
 gap's states, and from each fill a probe asks ListGaps for that gap alone,
-FILLED, every 0.05 s until it shows. The run ends once every seeded gap has
-been seen FILLED (then two more cycles are watched for a gap leaving FILLED),
-or at a deadline.
+FILLED, in rounds of 0.1 s until it shows (one call at a time: a faster probe
+per gap loaded SecantusDB enough to slow the service it measured). The run
+ends once every seeded gap has been seen FILLED (then two more cycles are
+watched for a gap leaving FILLED), or at a deadline.
 
 Legs per gap: detected_at → the request's created_at (the queue behind the
 cap), → the writer's insert returned (its delay), → the first ListGaps reply

@@ -7,7 +7,8 @@ BACKFILL_TIMEOUT=``jam_timeout`` (T), BACKFILL_MAX_ATTEMPTS at its default (3)
 and MAX_AUTO_BACKFILL_JOBS = half the gaps (rounded up), so the cap binds at
 first and the three requests of every gap still fit in 10 T (a gap needs at
 least T + T + T + 2T + T = 6 T: a request, its backoff, a request, the doubled
-backoff, a request). No writer. Observed for 10 T from the first request: the
+backoff, a request; and each step waits for a healing pass, at a cycle's end,
+so T must be well above a cycle's period). No writer. Observed for 10 T from the first request: the
 count of open requests every 0.1 s; then every request and gap document is
 read back from the database and ListGaps (UNFILLABLE) from the follower.
 
