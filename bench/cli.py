@@ -204,6 +204,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--cold-series", type=int, help=f"16: series (default {d.cold_series})")
     g.add_argument("--cold-slots", type=int, help=f"16: candles each (default {d.cold_slots})")
+    g.add_argument("--heal-series", type=int, help=f"17-18: series (default {d.heal_series})")
+    g.add_argument(
+        "--heal-cap", type=int, help=f"17: MAX_AUTO_BACKFILL_JOBS (default {d.heal_cap})"
+    )
+    g.add_argument(
+        "--heal-interval", type=float, help=f"17: AUDIT_INTERVAL (default {d.heal_interval:g})"
+    )
+    g.add_argument(
+        "--heal-live-modes",
+        type=_words,
+        help=f"17: LIVE_MODE values measured (default {','.join(d.heal_live_modes)})",
+    )
+    g.add_argument(
+        "--jam-timeout", type=int, help=f"18: BACKFILL_TIMEOUT, s (default {d.jam_timeout})"
+    )
+    g.add_argument(
+        "--jam-interval", type=float, help=f"18: AUDIT_INTERVAL (default {d.jam_interval:g})"
+    )
     return p
 
 

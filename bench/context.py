@@ -76,6 +76,16 @@ class Sizes:
     # 16. cold audit by layout (1h series)
     cold_series: int = 2000
     cold_slots: int = 48
+    # 17. heal loop (1h series with seeded gaps; LIVE_MODE values measured)
+    heal_series: int = 200
+    heal_cap: int = 20
+    heal_interval: float = 5.0
+    heal_writer_delay: tuple[float, float] = (0.5, 5.0)
+    heal_live_modes: tuple[str, ...] = ("auto", "off")
+    # 18. no jam (the same series, no writer; BACKFILL_TIMEOUT in seconds, well
+    # above a cycle's period: 10 s was under two cycles of 291 expiries at load 4)
+    jam_timeout: int = 30
+    jam_interval: float = 2.0
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -117,6 +127,12 @@ TINY = Sizes(
     take_office_election=(0.3, 1.2),
     cold_series=6,
     cold_slots=12,
+    heal_series=6,
+    heal_cap=3,
+    heal_interval=0.5,
+    heal_writer_delay=(0.1, 0.4),
+    jam_timeout=1,
+    jam_interval=0.3,
     scale_slots=10,
     ratio_series=4,
     ratio_slots=60,

@@ -21,6 +21,8 @@ from bench.figures import (
     f14_stale_verdicts,
     f15_take_office,
     f16_cold_layout,
+    f17_heal_loop,
+    f18_no_jam,
 )
 
 FIGURES: tuple[ModuleType, ...] = (
@@ -40,5 +42,7 @@ FIGURES: tuple[ModuleType, ...] = (
     f14_stale_verdicts,
     f15_take_office,
     f16_cold_layout,
+    f17_heal_loop,
+    f18_no_jam,
 )
 KEYS: tuple[str, ...] = tuple(m.KEY for m in FIGURES)
