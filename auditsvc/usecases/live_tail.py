@@ -178,6 +178,7 @@ class LiveTail:
         self._holes.clear()
         self._last_pass = None
         watcher: asyncio.Task[None] | None = None
+        fills: asyncio.Task[None] | None = None
         try:
             if mode == "change_stream":
                 opened = asyncio.Event()
@@ -193,6 +194,10 @@ class LiveTail:
                     opening.cancel()  # the stream failed first: the loop below polls
             await self._snapshot()
             await self._failpoints.reach("live.take_office")
+            if self._fills is not None:
+                # Beside the passes, on its own cadence: a pass and its sleep last
+                # up to a heartbeat, and a fill is to be seen within 1.5 s.
+                fills = asyncio.create_task(self._fills.run(term.epoch), name="live-fills")
             while True:
                 if watcher is not None and watcher.done():
                     exc = watcher.exception()
@@ -210,14 +215,13 @@ class LiveTail:
                     await self._poll(term.epoch)
                 await self._evaluate(term.epoch)
                 self._last_pass = self._clock.monotonic()
-                if self._fills is not None:
-                    await self._fills.check(term.epoch)
                 await self._sleep_until_due()
         finally:
             self._metrics.live_tail_up.set(0)
-            if watcher is not None:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
+            for task in (watcher, fills):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
 
     def _paused(self) -> bool:
         """Whether the last pass was more than two heartbeats ago."""
