@@ -204,6 +204,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--cold-series", type=int, help=f"16: series (default {d.cold_series})")
     g.add_argument("--cold-slots", type=int, help=f"16: candles each (default {d.cold_slots})")
+    g.add_argument(
+        "--quality-timeframes",
+        type=_words,
+        help=f"19: generated timeframes (default {','.join(d.quality_timeframes)})",
+    )
+    g.add_argument(
+        "--quality-candles",
+        type=int,
+        help=f"19: clean candles per timeframe (default {d.quality_candles})",
+    )
+    g.add_argument(
+        "--quality-per-rule",
+        type=int,
+        help=f"19: faults of each rule per timeframe (default {d.quality_per_rule})",
+    )
     return p
 
 

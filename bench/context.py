@@ -76,6 +76,10 @@ class Sizes:
     # 16. cold audit by layout (1h series)
     cold_series: int = 2000
     cold_slots: int = 48
+    # 19. detection quality (the content rules on generated series; no database)
+    quality_timeframes: tuple[str, ...] = ("1s", "1m", "1h", "1d")
+    quality_candles: int = 250_000
+    quality_per_rule: int = 300
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -117,6 +121,9 @@ TINY = Sizes(
     take_office_election=(0.3, 1.2),
     cold_series=6,
     cold_slots=12,
+    quality_timeframes=("1m", "1h"),
+    quality_candles=3_000,
+    quality_per_rule=4,
     scale_slots=10,
     ratio_series=4,
     ratio_slots=60,

@@ -194,12 +194,14 @@ def inject_mismatches(higher: Iterable[Candle], seed: int, count: int) -> Inject
 
     One field each: open or close moved to another price within [low, high], high
     raised, low lowered, or volume scaled (with its quote and taker-buy volumes) by
-    at least 1 %, so every exact rule still holds.
+    at least 1 %, so every exact rule still holds. Only candles with a volume are
+    changed; ``count`` must not exceed them.
     """
     rng = random.Random(seed)
     clean = list(higher)
     cs = list(clean)
-    for i in rng.sample(range(len(cs)), count):
+    # A higher candle of zero-volume children has no volume to scale: left out.
+    for i in rng.sample([i for i, c in enumerate(cs) if c.volume], count):
         c = cs[i]
         assert c.open and c.high and c.low and c.close and c.volume
         field = rng.choice(("open", "high", "low", "close", "volume"))

@@ -21,6 +21,7 @@ from bench.figures import (
     f14_stale_verdicts,
     f15_take_office,
     f16_cold_layout,
+    f19_detection,
 )
 
 FIGURES: tuple[ModuleType, ...] = (
@@ -40,5 +41,6 @@ FIGURES: tuple[ModuleType, ...] = (
     f14_stale_verdicts,
     f15_take_office,
     f16_cold_layout,
+    f19_detection,
 )
 KEYS: tuple[str, ...] = tuple(m.KEY for m in FIGURES)

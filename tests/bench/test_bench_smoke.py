@@ -35,6 +35,7 @@ FIGURES = (
     "stale_verdicts",
     "take_office",
     "cold_layout",
+    "detection_quality",
 )
 PROTECTED = (REPO / "bench" / "results" / "latest.json", REPO / "docs" / "PERFORMANCE.md")
 
