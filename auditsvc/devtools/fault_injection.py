@@ -9,7 +9,9 @@ last candles, and with ``margin`` clean candles between two faults, so that a
 spike has clean neighbours and a frozen run's ends are unambiguous.
 
 Limits: spikes are drawn log-uniformly between ``spike_factor`` and 10x (or
-their inverse), so a spike smaller than the rule's threshold is never injected;
+their inverse): above the rule's 10 % floor, but on daily candles in a volatile
+stretch the threshold (``spike_multiple`` x the median daily move) can exceed the
+smallest of them, and those are missed (bench figure 19 counts them);
 TIME_IN_FUTURE moves the candle at least ten slots past ``now_ms`` and sorts it
 to the end of the series, leaving a gap where it was.
 """
