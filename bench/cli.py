@@ -222,6 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--jam-interval", type=float, help=f"18: AUDIT_INTERVAL (default {d.jam_interval:g})"
     )
+    g.add_argument(
+        "--quality-timeframes",
+        type=_words,
+        help=f"19: generated timeframes (default {','.join(d.quality_timeframes)})",
+    )
+    g.add_argument(
+        "--quality-candles",
+        type=int,
+        help=f"19: clean candles per timeframe (default {d.quality_candles})",
+    )
+    g.add_argument(
+        "--quality-per-rule",
+        type=int,
+        help=f"19: faults of each rule per timeframe (default {d.quality_per_rule})",
+    )
     return p
 
 

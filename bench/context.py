@@ -86,6 +86,10 @@ class Sizes:
     # above a cycle's period: 10 s was under two cycles of 291 expiries at load 4)
     jam_timeout: int = 30
     jam_interval: float = 2.0
+    # 19. detection quality (the content rules on generated series; no database)
+    quality_timeframes: tuple[str, ...] = ("1s", "1m", "1h", "1d")
+    quality_candles: int = 250_000
+    quality_per_rule: int = 300
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,6 +137,9 @@ TINY = Sizes(
     heal_writer_delay=(0.1, 0.4),
     jam_timeout=1,
     jam_interval=0.3,
+    quality_timeframes=("1m", "1h"),
+    quality_candles=3_000,
+    quality_per_rule=4,
     scale_slots=10,
     ratio_series=4,
     ratio_slots=60,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from collections import Counter
 
-from auditsvc.devtools.demo import demo_series
+from auditsvc.devtools.demo import demo_price, demo_series, plant_demo_anomalies
 from auditsvc.ops.settings import Settings
 from auditsvc.storage.mongo import MongoDuplicateStore, MongoLeadershipStore, connect
 from auditsvc.storage.mongo.database import ensure_candle_index, ensure_indexes, ensure_time_index
@@ -74,22 +75,34 @@ async def seed_demo(settings: Settings, *, force: bool, end_ms: int | None = Non
     import time
 
     end = end_ms if end_ms is not None else int(time.time() * 1000)
+    audit = settings.audit
     database = connect(settings.mongo.uri, settings.mongo.database, settings.mongo.timeout_ms)
     try:
-        for i, sym in enumerate(settings.audit.symbols):
-            for tf in settings.audit.timeframes:
-                col = database.db[settings.audit.collection_for(sym, tf)]
+        for i, sym in enumerate(audit.symbols):
+            series = {}
+            for tf in audit.timeframes:
+                slots = 1440 if tf == "1m" else 48
+                series[tf] = demo_series(sym, tf, end, slots, price=demo_price(audit.symbols, sym))
+            # The last symbol also gets bad candles of each kind; the first stays clean
+            # for the README's walkthrough of gaps, LATE and the trade gate.
+            planted = plant_demo_anomalies(
+                {tf: docs for tf, (docs, _) in series.items()}
+                if i == len(audit.symbols) - 1
+                else {}
+            )
+            for tf, (docs, expected) in series.items():
+                col = database.db[audit.collection_for(sym, tf)]
                 if not force and await col.estimated_document_count() > 0:
                     print(f"{col.name}: already seeded")
                     continue
                 await col.delete_many({"symbol": sym})
-                slots = 1440 if tf == "1m" else 48
-                docs, expected = demo_series(sym, tf, end, slots, price=100.0 * (i + 1))
                 await col.insert_many(docs)
                 await ensure_candle_index(database, col.name)
+                bad = Counter(rule.name for _, rule in planted.get(tf, []))
                 print(
                     f"{col.name}: {len(docs)} candles, {len(expected.gaps)} gaps, "
                     f"{len(expected.duplicate_slots)} duplicated slots"
+                    + (f", bad candles: {dict(bad)}" if bad else "")
                 )
     finally:
         await database.close()

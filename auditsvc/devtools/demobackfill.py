@@ -23,7 +23,7 @@ from typing import Any
 
 from pymongo import MongoClient
 
-from auditsvc.devtools.demo import candle_doc
+from auditsvc.devtools.demo import demo_candle, demo_price
 from auditsvc.domain.timeframes import parse_timeframe
 from auditsvc.ops.settings import AuditSettings, MongoSettings
 
@@ -111,7 +111,8 @@ class DemoBackfiller:
         }
         missing = [t for t in tf.iter_opens(start, end) if t not in held]
         if missing:
-            coll.insert_many([candle_doc(symbol, t, 100.0) for t in missing])
+            price = demo_price(self._audit.symbols, symbol)
+            coll.insert_many([demo_candle(symbol, tf.name, t, price) for t in missing])
         return len(missing)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from pymongo import MongoClient
 
-from auditsvc.devtools.live_candles import live_candle
+from auditsvc.devtools.demo import demo_candle, demo_price
 from auditsvc.domain.timeframes import Timeframe, parse_timeframe
 from auditsvc.ops.settings import AuditSettings, MongoSettings
 
@@ -95,8 +95,8 @@ class DemoFeed:
         )
         self._own_client = client is None
         self._series = [
-            (sym, parse_timeframe(tf), 100.0 * (i + 1))
-            for i, sym in enumerate(audit.symbols)
+            (sym, parse_timeframe(tf), demo_price(audit.symbols, sym))
+            for sym in audit.symbols
             for tf in audit.timeframes
         ]
         self._newest: dict[tuple[str, str], int | None] = {}
@@ -144,7 +144,7 @@ class DemoFeed:
             # Back from a pause: only the newest slot, so the outage is a gap to see.
             opens = due_opens(tf, newest, now, 1 if sym in self._was_paused else MAX_CATCH_UP)
             if opens:
-                coll.insert_many([live_candle(sym, t, tf.nominal_ms, price) for t in opens])
+                coll.insert_many([demo_candle(sym, tf.name, t, price) for t in opens])
                 self._newest[key] = opens[-1]
                 written += len(opens)
         self._was_paused &= stopped

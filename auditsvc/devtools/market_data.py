@@ -20,7 +20,8 @@ volumes, aligned open times, Binance close times, trades > 0 iff volume > 0,
 taker-buy volume <= volume, quote volume / volume within [low, high]).
 
 Limits: a model, not a market: no intraday seasonality, no order book, one
-symbol at a time; prices are rounded to a tick of ``start_price * 1e-6``.
+symbol at a time; prices are rounded to seven significant digits (a tick that
+follows the price).
 """
 
 from __future__ import annotations
@@ -75,14 +76,18 @@ class _Market:
         self.eta = model.vol_dispersion * math.sqrt(1 - self.phi**2)
         self.h = rng.gauss(0.0, model.vol_dispersion)
         self.price = model.start_price
-        self.tick = model.start_price * 1e-6
         self.jump_p = 1 - (1 - model.jump_prob_per_min) ** minutes
         self.quiet_left = 0
         self.zero_run = 0
         self.since_jump = 100
 
     def _round(self, p: float) -> float:
-        return max(self.tick, round(p / self.tick) * self.tick)
+        # Seven significant digits, as an exchange re-sets a symbol's tick with its price:
+        # a fixed tick quantises a price that wandered far below its start (a long 1d
+        # series drifts by e^10 either way) into moves of tens of percent, a market
+        # no rule is meant for.
+        tick = 10.0 ** (math.floor(math.log10(p)) - 6)
+        return round(p / tick) * tick
 
     def candle(self, open_ms: int) -> Candle:
         rng, m = self.rng, self.m

@@ -55,6 +55,11 @@ class AnomalyConfig:
     excursion from the previous close, and its extreme in the spike's direction
     stays below the same fraction."""
 
+    spike_apart_multiple: float = 1.5
+    """The market may move on after a bad print: when the next candle's close and its
+    extreme in the spike's direction both lie more than this many thresholds back from
+    the spike's extreme, twice ``spike_revert_fraction`` is enough (``inf``: never)."""
+
     frozen_min_run: int = 60
     """Consecutive identical candles (zero or repeated volume) that make a frozen feed."""
 
@@ -76,5 +81,7 @@ class AnomalyConfig:
             raise ValueError("spike_min_move must be > 0")
         if not 0 < self.spike_revert_fraction < 1:
             raise ValueError("spike_revert_fraction must be in (0, 1)")
+        if not self.spike_apart_multiple > 0:  # also rejects NaN; inf turns the relief off
+            raise ValueError("spike_apart_multiple must be > 0")
         if self.frozen_min_run < 2:
             raise ValueError("frozen_min_run must be >= 2")

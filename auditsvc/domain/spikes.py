@@ -16,7 +16,13 @@ candle ``n`` (three consecutive slots, all with valid prices):
 * it is a spike when ``e`` exceeds the threshold and ``n`` reverts: ``n``'s close is
   within ``spike_revert_fraction * e`` of ``P`` and ``n``'s extreme in the spike's
   direction stays below ``P`` moved by that much. A move that persists is a jump,
-  never a spike.
+  never a spike;
+* the market may move on after a bad print: when ``n``'s close and its extreme in
+  the spike's direction both lie more than ``spike_apart_multiple`` thresholds back
+  from the spike's extreme, twice the fraction is enough. Without this, a daily
+  spike followed by a genuine day of 10 to 20 times the usual move went unreported
+  (bench figure 19: 4 of 300 daily spikes; recall 98.7 %, now 100 %, and 99.6 %
+  to 99.9 % on 1,800 more, with no new finding on 4.5 million clean daily candles).
 
 Guarantees: :class:`SpikeDetector` takes candles in ascending order and confirms a
 spike when the candle after it arrives (one slot later), so the live tail and a
@@ -121,14 +127,19 @@ class SpikeDetector:
         if up >= down:
             excursion, extreme, field = up, cand.high, "high"
             back = _ln(nxt.high, ref)
+            apart = min(_ln(extreme, nxt.close), _ln(extreme, nxt.high))
         else:
             excursion, extreme, field = down, cand.low, "low"
             back = _ln(ref, nxt.low)
+            apart = min(_ln(nxt.close, extreme), _ln(nxt.low, extreme))
         scale = self._median()
         threshold = max(self._cfg.spike_multiple * scale, self._floor)
         if excursion <= threshold:
             return None
-        allowed = self._cfg.spike_revert_fraction * excursion
+        fraction = self._cfg.spike_revert_fraction
+        if apart > self._cfg.spike_apart_multiple * threshold:
+            fraction *= 2  # the next candle is far back from the extreme: see the docstring
+        allowed = fraction * excursion
         if abs(_ln(nxt.close, ref)) > allowed or back > allowed:
             return None  # it persists: a jump, not a spike
         detail = (

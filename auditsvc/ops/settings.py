@@ -512,6 +512,12 @@ class ContentSettings:
         "The next candle reverts a spike when back within this fraction of it.",
         _fraction,
     )
+    spike_apart_multiple: float = setting(
+        "ANOMALY_SPIKE_APART_MULTIPLE",
+        "1.5",
+        "A next candle this many thresholds away may revert within twice the fraction.",
+        lambda env, name: env.positive(name),
+    )
     frozen_min_run: int = setting(
         "ANOMALY_FROZEN_MIN_RUN",
         "60",
@@ -531,6 +537,7 @@ class ContentSettings:
             spike_multiple=self.spike_multiple,
             spike_min_move=self.spike_min_move,
             spike_revert_fraction=self.spike_revert_fraction,
+            spike_apart_multiple=self.spike_apart_multiple,
             frozen_min_run=self.frozen_min_run,
             volume_rel_tol=self.volume_rel_tol,
         )

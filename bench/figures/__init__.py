@@ -23,6 +23,7 @@ from bench.figures import (
     f16_cold_layout,
     f17_heal_loop,
     f18_no_jam,
+    f19_detection,
 )
 
 FIGURES: tuple[ModuleType, ...] = (
@@ -44,5 +45,6 @@ FIGURES: tuple[ModuleType, ...] = (
     f16_cold_layout,
     f17_heal_loop,
     f18_no_jam,
+    f19_detection,
 )
 KEYS: tuple[str, ...] = tuple(m.KEY for m in FIGURES)

@@ -37,6 +37,7 @@ FIGURES = (
     "cold_layout",
     "heal_loop",
     "no_jam",
+    "detection_quality",
 )
 PROTECTED = (REPO / "bench" / "results" / "latest.json", REPO / "docs" / "PERFORMANCE.md")
 

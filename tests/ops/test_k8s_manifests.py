@@ -393,6 +393,7 @@ class TestMonitoring:
             "DataManagerBackfillsExpiring",
             "DataManagerSeriesLate",
             "AuditsvcVerdictsStale",
+            "AuditsvcSeriesSuspect",
         }
         for rule in rules:
             assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
@@ -409,7 +410,7 @@ class TestMonitoring:
         assert match.group(1) == configmap["AUDIT_INTERVAL"]
 
     def test_dashboard(self) -> None:
-        """The dashboard is schemaVersion 39 with unique panel ids and the seventeen queries."""
+        """The dashboard is schemaVersion 39 with unique panel ids and the nineteen queries."""
         dashboard = json.loads((MONITORING / "dashboard.json").read_text())
         assert dashboard["schemaVersion"] == 39
         ids = [p["id"] for p in dashboard["panels"]]
@@ -435,4 +436,6 @@ class TestMonitoring:
             "sum by (timeframe) (increase(data_manager_audit_gaps_unfillable_total[1h]))",
             "histogram_quantile(0.9, "
             "sum(rate(data_manager_audit_gap_fill_seconds_bucket[1h])) by (le, timeframe))",
+            "sum by (rule) (increase(auditsvc_anomalies_found_total[1h]))",
+            "max by (timeframe) (auditsvc_suspect_series)",
         }

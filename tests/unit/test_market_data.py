@@ -25,7 +25,7 @@ from auditsvc.domain.anomalies import EXACT_RULES, AnomalyRule
 from auditsvc.domain.anomaly_config import AnomalyConfig
 from auditsvc.domain.candle import Candle
 from auditsvc.domain.content_audit import audit_candles
-from auditsvc.domain.timeframes import Timeframe
+from auditsvc.domain.timeframes import TIMEFRAMES, Timeframe
 from auditsvc.domain.timeframes import parse_timeframe as tf
 
 T0 = 1_704_067_200_000  # Monday 2024-01-01
@@ -102,6 +102,17 @@ class TestClean:
             for c in series[higher]:
                 result = check_aggregate(tf(higher), c, tf(child), series[child])
                 assert result.status is AggregateStatus.CONSISTENT
+
+
+class TestCleanEveryTimeframe:
+    """Generated directly at every timeframe, under several seeds, a series yields no finding."""
+
+    @pytest.mark.parametrize("name", TIMEFRAMES)
+    @pytest.mark.parametrize("seed", [21, 22, 23])
+    def test_no_finding(self, name: str, seed: int) -> None:
+        """Heavy tails, quiet stretches and jumps at this timeframe's scale are never a finding."""
+        candles = generate(seed, tf(name), T0, 1_000)
+        assert audit(candles, tf(name)) == set()
 
 
 class TestDetectionQuality:

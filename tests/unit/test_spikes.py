@@ -111,8 +111,42 @@ class TestReversion:
         e = math.log(2.0)
         inside = 100.0 * math.exp(0.249 * e)
         outside = 100.0 * math.exp(0.251 * e)
+        plain = {"spike_apart_multiple": math.inf}  # the relief below, off
+        assert spikes(with_candidate(e, next_close=inside, field="close"), **plain) == [T0 + 60 * M]
+        assert spikes(with_candidate(e, next_close=outside, field="close"), **plain) == []
+
+    def test_the_market_may_move_on_after_a_spike(self) -> None:
+        """A next candle far back from the extreme needs only twice the fraction (a daily
+        bad print followed by a genuine large move; missed by a quarter alone)."""
+        e, threshold = math.log(2.0), 20 * STEP  # 0.693 and 0.199
+        moved_on = 100.0 * math.exp(0.4 * e)  # 0.4 of the excursion: 0.42 back from 200
+        assert spikes(with_candidate(e, next_close=moved_on, field="close")) == [T0 + 60 * M]
+        assert e - 0.4 * e > 1.5 * threshold
+
+    def test_twice_the_fraction_edge(self) -> None:
+        """Within twice the fraction reverts once the next candle is far back; beyond does not."""
+        e = math.log(2.0)
+        inside = 100.0 * math.exp(0.499 * e)
+        outside = 100.0 * math.exp(0.501 * e)
         assert spikes(with_candidate(e, next_close=inside, field="close")) == [T0 + 60 * M]
         assert spikes(with_candidate(e, next_close=outside, field="close")) == []
+
+    def test_relief_needs_the_next_candle_far_from_the_extreme(self) -> None:
+        """Just inside spike_apart_multiple thresholds of the extreme, a quarter still rules."""
+        e, threshold = math.log(2.0), 20 * STEP
+        close = 100.0 * math.exp(0.4 * e)
+        apart = e - 0.4 * e  # 0.416
+        near = {"spike_apart_multiple": apart / threshold + 0.01}
+        far = {"spike_apart_multiple": apart / threshold - 0.01}
+        assert spikes(with_candidate(e, next_close=close, field="close"), **near) == []
+        assert spikes(with_candidate(e, next_close=close, field="close"), **far) == [T0 + 60 * M]
+
+    def test_relief_needs_the_next_extreme_far_too(self) -> None:
+        """A next candle closing far back but wicking up near the spike level is no reversion."""
+        e = math.log(2.0)
+        candles = with_candidate(e, next_close=100.0 * math.exp(0.4 * e), field="close")
+        candles[-1] = bar(61, candles[-1].close or 0.0, high=190.0)
+        assert spikes(candles) == []
 
     def test_next_extreme_must_come_back(self) -> None:
         """A next candle closing back but wicking to the spike level again is not a reversion."""
