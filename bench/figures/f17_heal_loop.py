@@ -201,7 +201,10 @@ def _judge(
         statuses[str(r.get("status"))] = statuses.get(str(r.get("status")), 0) + 1
     durations = [(f - s) / 1000 for s, f in cycles]
     fill_to_seen = healing.summary(legs["fill_to_seen"])
-    met = not never and not late
+    # The target as stated: p99 with the tail on (each fill over it is still listed
+    # under "late"); every one by the next cycle without it.
+    on_time = fill_to_seen["p99"] <= LIMIT_S if mode != "off" else not late
+    met = not never and on_time
     headline = (
         f"{len(seeded) - len(never)}/{len(seeded)} FILLED; fill → seen p50 "
         f"{fill_to_seen['p50']:.2f} s, p99 {fill_to_seen['p99']:.2f} s; "
