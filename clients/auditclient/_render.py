@@ -262,6 +262,8 @@ def resolve(response: audit_pb2.ResolveDuplicatesResponse) -> str:
             ("surplus_documents", response.surplus_documents),
             ("documents_removed", response.documents_removed),
             ("documents_archived", response.documents_archived),
+            # Groups left untouched (changed since they were read): never hidden.
+            ("groups_skipped", response.groups_skipped),
             ("removal_enabled", str(response.removal_enabled).lower()),
             ("served_by", response.served_by or "-"),
             ("request_id", response.request_id or "-"),
@@ -280,7 +282,12 @@ def resolve(response: audit_pb2.ResolveDuplicatesResponse) -> str:
             for g in response.groups
         ),
     )
-    return f"{summary}\n\n{groups}"
+    if not response.skipped_groups:
+        return f"{summary}\n\n{groups}"
+    skipped = ", ".join(
+        t.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z") for t in response.skipped_groups
+    )
+    return f"{summary}\n\n{groups}\n\nskipped (first {len(response.skipped_groups)}): {skipped}"
 
 
 HEALTH_HEADERS = (

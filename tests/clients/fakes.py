@@ -212,6 +212,8 @@ class FakeAuditService(audit_pb2_grpc.AuditServiceServicer):
             epoch=7,
             removal_enabled=True,
             request_id=request.request_id,
+            groups_skipped=0 if request.dry_run else 1,
+            skipped_groups=[] if request.dry_run else [ts(1_704_070_800)],
             groups=[
                 audit_pb2.DuplicateGroup(
                     timestamp=ts(1_704_067_200),

@@ -268,12 +268,16 @@ class TestCommands:
         args = ("resolve-duplicates", "--target", server.target, "--symbol", "BTCUSDT")
         code, out, _ = await auditctl(*args, "--timeframe", "1m")
         assert code == 0 and "dry_run" in out
+        assert "groups_skipped" in out and "skipped (first" not in out
+        code, out, _ = await auditctl(*args, "--timeframe", "1m", "--apply")
+        # A group that changed since it was read is left alone, and said so.
+        assert code == 0 and "skipped (first 1): 2024-01-01T01:00:00Z" in out
         code, out, _ = await auditctl(
             *args, "--timeframe", "1m", "--strategy", "keep_oldest", "--apply", "--json"
         )
         assert code == 0
         assert json.loads(out)["documents_removed"] == "1"
-        first, second = service.requests["ResolveDuplicates"]
+        first, _, second = service.requests["ResolveDuplicates"]
         assert (first.dry_run, second.dry_run) == (True, False)
         assert second.strategy == audit_pb2.STRATEGY_KEEP_OLDEST
 
