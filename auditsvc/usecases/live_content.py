@@ -11,8 +11,8 @@ arrives, and what it reveals is stored in the tail's own fenced batches.
   when it reaches ``frozen_min_run``.
 * **Aggregates.** When a higher candle arrives, or a child that is the last of its
   higher slot (or any child once that slot has closed: a late one), the slot is
-  checked in the next pass, if it has closed, by one bounded read per collection
-  (the slot's children, and the higher candle when it did not just arrive), with
+  checked in the next pass, if it has closed, by bounded indexed reads (the higher
+  candle when it did not just arrive, then the children of a slot that has one), with
   :func:`~auditsvc.domain.aggregates.check_aggregate`: a missing child makes it
   incomplete, never a mismatch.
 * **Stored in the tail's batches.** Findings wait in an outbox (one per key) until
@@ -37,6 +37,7 @@ slot closes but after the last child (out of order) is left to the cycle.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -63,6 +64,8 @@ log = logging.getLogger(__name__)
 FINDING_BATCH = 500
 # Higher slots checked per pass (each a share of one read per collection).
 AGGREGATE_CHECKS = 1_000
+# Slot reads in flight at once (each one indexed query of one series' slot).
+_READS_IN_FLIGHT = 16
 Key = tuple[str, str]
 _Slot = tuple[str, str, int]  # (symbol, higher timeframe, open ms)
 
@@ -173,43 +176,49 @@ class LiveContent:
         return queued
 
     async def check_aggregates(self, now_ms: int) -> None:
-        """Checks the higher slots that are due and closed (bounded reads)."""
+        """Checks the higher slots that are due and closed (bounded reads): the higher
+        candles not at hand first, then the children of the slots that have one."""
         ready = [s for s in self._slots_due if now_ms >= self._tfs[s[1]].next_open(s[2])]
         ready = ready[:AGGREGATE_CHECKS]
         if not ready:
             return
         known = {s: self._slots_due.pop(s) for s in ready}
-        children = await self._read(
-            [(s, self._child[h].name, Window(t, self._tfs[h].next_open(t))) for s, h, t in ready]
-        )
         missing = [s for s, c in known.items() if c is None]
         highers = await self._read([(sym, h, Window(t, t + 1)) for sym, h, t in missing])
-        for sym, h, t in ready:
-            higher = known[(sym, h, t)] or next(
+        for sym, h, t in missing:
+            known[(sym, h, t)] = next(
                 (c for c in highers.get((sym, h), ()) if c.open_time_ms == t), None
             )
-            if higher is None:
-                continue  # not stored (yet): its own arrival triggers the check
-            child = self._child[h]
-            inside = self._tfs[h].floor
+        # A slot without its higher candle waits for that candle's own arrival.
+        slots = [(s, c) for s, c in known.items() if c is not None]
+        children = await self._read(
+            [
+                (sym, self._child[h].name, Window(t, self._tfs[h].next_open(t)))
+                for (sym, h, t), _ in slots
+            ]
+        )
+        for (sym, h, t), higher in slots:
+            child, inside = self._child[h], self._tfs[h].floor
             kids = [c for c in children.get((sym, child.name), ()) if inside(c.open_time_ms) == t]
             checked = check_aggregate(self._tfs[h], higher, child, kids, self._config)
             if checked.finding is not None:
                 self._queue((sym, h), [checked.finding], now_ms)
 
     async def _read(self, wanted: Sequence[tuple[str, str, Window]]) -> dict[Key, list[Candle]]:
-        """Candles of each (symbol, timeframe) in its windows: one read per collection."""
-        reads: dict[tuple[str, str], dict[str, list[Window]]] = defaultdict(
-            lambda: defaultdict(list)
-        )
-        for sym, tf, w in wanted:
-            reads[(self._candles.collection(sym, tf), tf)][sym].append(w)
+        """Candles of each (symbol, timeframe) in its window: one indexed query per
+        slot, ``_READS_IN_FLIGHT`` at a time. A shared read of many symbols' slots
+        (``read_many_candles``) was slower here: on SecantusDB its ``$in`` scans the
+        collection, and a time-range read of a shared collection reads every symbol's
+        candles (1.8 s p99 for 10 slots among 200 1s series, figure 20)."""
+        gate = asyncio.Semaphore(_READS_IN_FLIGHT)
         out: dict[Key, list[Candle]] = defaultdict(list)
-        for (collection, tf), by_symbol in reads.items():
-            ordered = {s: sorted(ws, key=lambda w: w.start_ms) for s, ws in by_symbol.items()}
-            slot = self._tfs[tf].nominal_ms
-            async for sym, found in self._candles.read_many_candles(collection, ordered, slot):
-                out[(sym, tf)] += found
+
+        async def one(sym: str, tf: str, w: Window) -> None:
+            async with gate:
+                async for found in self._candles.candles(sym, tf, w):
+                    out[(sym, tf)] += found
+
+        await asyncio.gather(*(one(*item) for item in wanted))
         return out
 
     def next_due_ms(self, now_ms: int) -> int | None:
