@@ -21,6 +21,8 @@ from bench.figures import (
     f14_stale_verdicts,
     f15_take_office,
     f16_cold_layout,
+    f20_content_latency,
+    f21_content_cost,
 )
 
 FIGURES: tuple[ModuleType, ...] = (
@@ -40,5 +42,7 @@ FIGURES: tuple[ModuleType, ...] = (
     f14_stale_verdicts,
     f15_take_office,
     f16_cold_layout,
+    f20_content_latency,
+    f21_content_cost,
 )
 KEYS: tuple[str, ...] = tuple(m.KEY for m in FIGURES)

@@ -35,6 +35,8 @@ FIGURES = (
     "stale_verdicts",
     "take_office",
     "cold_layout",
+    "content_latency",
+    "content_cost",
 )
 PROTECTED = (REPO / "bench" / "results" / "latest.json", REPO / "docs" / "PERFORMANCE.md")
 
