@@ -63,6 +63,7 @@ from auditsvc.usecases.auditing import Auditor
 from auditsvc.usecases.content_check import ContentOptions
 from auditsvc.usecases.dedupe import Deduplicator
 from auditsvc.usecases.fill_watch import FillWatch
+from auditsvc.usecases.live_content import LiveContent
 from auditsvc.usecases.live_tail import LiveTail
 from auditsvc.usecases.page_tokens import PageTokens
 from auditsvc.usecases.scheduler import Scheduler
@@ -102,17 +103,13 @@ class App:
         )
         self.leadership: Leadership = self._leadership()
         content = s.content
-        candles = MongoCandleStore(
-            self.database,
-            s.audit.collection_template,
-            self.metrics,
-            CandleFields(
-                close_time=content.close_time_field,
-                trades=content.trades_field,
-                taker_buy_volume=content.taker_buy_volume_field,
-                quote_volume=content.quote_volume_field,
-            ),
+        fields = CandleFields(
+            close_time=content.close_time_field,
+            trades=content.trades_field,
+            taker_buy_volume=content.taker_buy_volume_field,
+            quote_volume=content.quote_volume_field,
         )
+        candles = MongoCandleStore(self.database, s.audit.collection_template, self.metrics, fields)
         self.ready = False
         # Collections and indexes exist; set once, before any cycle may start.
         self.prepared = False
@@ -160,13 +157,27 @@ class App:
             s.audit,
             s.live,
             self.clock,
-            MongoCandleFeed(self.database, self.metrics),
+            MongoCandleFeed(self.database, self.metrics, fields if content.enabled else None),
             MongoLiveStore(self.database),
             self.fence,
             self.leadership,
             self.metrics,
             failpoints,
             fills=fills,
+            content=(
+                LiveContent(
+                    content.anomaly_config(),
+                    content.suspect_slots,
+                    s.audit.symbols,
+                    s.audit.timeframes,
+                    candles,
+                    self.anomalies,
+                    self.metrics,
+                    round(s.audit.ingest_grace * 1000),
+                )
+                if content.enabled
+                else None
+            ),
         )
         self.verdicts = VerdictWatch(
             s.audit, s.live, MongoVerdictSource(self.database), self.clock, self.metrics

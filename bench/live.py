@@ -11,16 +11,25 @@ close; LATE is due AUDIT_INGEST_GRACE after that.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import datetime as dt
+import random
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from auditpb.v1 import audit_pb2 as pb
-from auditsvc.devtools.live_candles import live_candle
+from auditsvc.devtools.market_data import MarketModel, _Market
+from auditsvc.domain.candle import Candle
+from auditsvc.domain.timeframes import parse_timeframe
 from bench.figures.common import ms
+
+_S1 = parse_timeframe("1s")
+_HISTORY = 300
 
 SEC = 1000
 COLLECTION = "klines_1s"
@@ -48,10 +57,40 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def candle(symbol: str, t_ms: int) -> dict[str, Any]:
-    """A market-like 1s candle (a feed of identical candles is a frozen feed to the
-    content rules, and a bench that feeds one measures their findings)."""
-    return live_candle(symbol, t_ms, SEC)
+def candle_doc(symbol: str, c: Candle) -> dict[str, Any]:
+    return {
+        "symbol": symbol,
+        "timestamp": dt.datetime.fromtimestamp(c.open_time_ms / 1000, tz=dt.UTC),
+        "open": c.open,
+        "high": c.high,
+        "low": c.low,
+        "close": c.close,
+        "volume": c.volume,
+    }
+
+
+class Markets:
+    """Market-like 1s candles per symbol (auditsvc.devtools.market_data), generated
+    in order as the feed writes them: the content checks (on by default) see a
+    market, never a frozen feed of identical candles."""
+
+    def __init__(self) -> None:
+        self._markets: dict[str, Any] = {}
+        # The last candles generated per symbol (what was written, tampering aside).
+        self.history: dict[str, collections.deque[Candle]] = {}
+
+    def candle(self, symbol: str, t_ms: int) -> Candle:
+        m = self._markets.get(symbol)
+        if m is None:
+            seed = zlib.crc32(symbol.encode())
+            m = self._markets[symbol] = _Market(random.Random(seed), _S1, MarketModel())
+            self.history[symbol] = collections.deque(maxlen=_HISTORY)
+        c: Candle = m.candle(t_ms)
+        self.history[symbol].append(c)
+        return c
+
+    def doc(self, symbol: str, t_ms: int) -> dict[str, Any]:
+        return candle_doc(symbol, self.candle(symbol, t_ms))
 
 
 def due_ms(last_open_ms: int) -> int:
@@ -75,13 +114,22 @@ class Feed:
         self.active = set(syms)
         self.newest: dict[str, int] = {}
         self.late_writes = 0  # ticks whose insert finished after the slot's grace
+        self.markets = Markets()
+        # symbol -> how to spoil its next candle (content figures); what was spoiled:
+        # (symbol, open ms) -> when its insert returned (ms).
+        self.tamper: dict[str, Callable[[Candle], Candle]] = {}
+        self.tampered: dict[tuple[str, int], int] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
     async def prime(self, seconds: int) -> None:
         """``seconds`` closed slots per active symbol, so each starts LIVE."""
         last = now_ms() // SEC * SEC - SEC
-        docs = [candle(s, last - i * SEC) for s in self.active for i in range(seconds)]
+        docs = [
+            self.markets.doc(s, last - i * SEC)
+            for s in self.active
+            for i in range(seconds - 1, -1, -1)
+        ]
         # The indexes `auditsvc setup-db` makes for symbols sharing a collection.
         await self.coll.create_index([("symbol", 1), ("timestamp", 1)])
         await self.coll.create_index([("timestamp", 1)])
@@ -113,7 +161,7 @@ class Feed:
     async def write(self, symbol: str, t_ms: int) -> None:
         """One candle for a stopped symbol (a resume with a hole)."""
         began = now_ms()
-        await self.coll.insert_one(candle(symbol, t_ms))
+        await self.coll.insert_one(self.markets.doc(symbol, t_ms))
         if self.journal is not None:
             self.journal([(symbol, t_ms)], began, now_ms())
 
@@ -130,7 +178,17 @@ class Feed:
                     self.newest[s] = slot
                 if written:
                     began = now_ms()
-                    await self.coll.insert_many([candle(s, t) for s, t in written], ordered=False)
+                    docs, spoiled = [], []
+                    for s, t in written:
+                        c = self.markets.candle(s, t)
+                        spoil = self.tamper.pop(s, None)
+                        if spoil is not None:
+                            c = spoil(c)
+                            spoiled.append((s, t))
+                        docs.append(candle_doc(s, c))
+                    await self.coll.insert_many(docs, ordered=False)
+                    for key in spoiled:
+                        self.tampered[key] = now_ms()
                     if self.journal is not None:
                         self.journal(written, began, now_ms())
             if now_ms() > slot + SEC + GRACE_S * 1000:

@@ -359,6 +359,14 @@ class AnomalyStore(Protocol):
         suspect at least until its instant (ms); never lowered."""
         ...
 
+    async def clear_live_suspect(
+        self, keys: Sequence[tuple[str, str]], passed_ms: int, epoch: int, session: Any = None
+    ) -> None:
+        """The live tail's end of a horizon it raised: each series' horizon is cleared
+        if it is at or before ``passed_ms`` (a horizon raised since stays), and the
+        series document changes, so a score stream pushes the served ``suspect``."""
+        ...
+
     async def suspect_counts(self, now_ms: int) -> dict[str, int]:
         """Stored series served suspect at ``now_ms``, by timeframe."""
         ...
@@ -448,8 +456,9 @@ class CandleFeed(Protocol):
 
     async def poll(
         self, collection: str, floor_ms: int, recent: Sequence[str], lagging: dict[str, int | None]
-    ) -> list[tuple[str, int]]:
-        """(symbol, open ms) of candles newer than what was seen, ascending per symbol.
+    ) -> list[tuple[str, int, Candle | None]]:
+        """(symbol, open ms, values) of candles newer than what was seen, ascending per
+        symbol; values are None when the feed reads times only (content checks off).
 
         ``recent`` symbols match timestamps above ``floor_ms``, in one query; each
         ``lagging`` symbol matches timestamps above its own newest (any, when None).
@@ -462,9 +471,9 @@ class CandleFeed(Protocol):
 
     def watch(
         self, collections: Sequence[str], opened: asyncio.Event | None = None
-    ) -> AsyncIterator[tuple[str, str, int]]:
-        """(collection, symbol, open ms) of each candle inserted or replaced from the
-        moment the stream is open; ``opened`` is set at that moment."""
+    ) -> AsyncIterator[tuple[str, str, int, Candle | None]]:
+        """(collection, symbol, open ms, values) of each candle inserted or replaced from
+        the moment the stream is open; ``opened`` is set at that moment."""
         ...
 
 

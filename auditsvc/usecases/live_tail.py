@@ -38,6 +38,10 @@ Guarantees:
   skipped slots as a gap marked ``detected_live``, keyed like the cycle's gaps
   (series + start) so the next cycle reconciles the same record; its backfill
   is requested by the next cycle's healing pass, by priority with every other gap.
+* With content checks on, each candle's values come with it (the change event's
+  document, the poll's projected read) and are judged as it arrives
+  (usecases/live_content.py): findings and suspect horizons are stored in the
+  pass's last fenced batch, the one that confirms, never a transaction per candle.
 
 Modes (LIVE_MODE): ``change_stream`` watches the candle collections;
 ``poll`` queries each candle collection every LIVE_POLL_INTERVAL seconds, one
@@ -56,9 +60,10 @@ import contextlib
 import logging
 from collections import Counter
 
+from auditsvc.domain.candle import Candle
 from auditsvc.domain.errors import Cancelled, Fenced, NotLeader, Unavailable
 from auditsvc.domain.poll_plan import plan_poll
-from auditsvc.domain.records import GapRecord, LiveVerdict
+from auditsvc.domain.records import AnomalyRecord, GapRecord, LiveVerdict
 from auditsvc.domain.series_state import (
     LiveState,
     SeriesState,
@@ -77,6 +82,7 @@ from auditsvc.ops.metrics import Metrics
 from auditsvc.ops.settings import AuditSettings, LiveSettings
 from auditsvc.storage.interfaces import CandleFeed, Fence, LiveStore
 from auditsvc.usecases.fill_watch import FillWatch
+from auditsvc.usecases.live_content import LiveContent
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +105,7 @@ class LiveTail:
         metrics: Metrics,
         failpoints: Failpoints | None = None,
         fills: FillWatch | None = None,
+        content: LiveContent | None = None,
     ) -> None:
         self._audit = audit
         self._live = live
@@ -111,6 +118,8 @@ class LiveTail:
         self._failpoints = failpoints or Failpoints()
         # Requested gaps found whole are FILLED within a poll (usecases/fill_watch.py).
         self._fills = fills
+        # Candle content checks on each arriving candle (usecases/live_content.py).
+        self._content = content
         self._grace = round(audit.ingest_grace * 1000)
         self._interval = live.poll_interval
         self._series: dict[Key, Timeframe] = {
@@ -129,7 +138,7 @@ class LiveTail:
         # Monotonic time of the last stored confirmation (None: none this term).
         self._confirmed_at: float | None = None
         # The slots the last out-of-order-free candle skipped, by series, while the
-        # newest of them may still be due (see _judge).
+        # newest of them may still be due (see _state).
         self._holes: dict[Key, Gap] = {}
         # Monotonic time of the last pass (a longer pause: catch up before judging).
         self._last_pass: float | None = None
@@ -213,6 +222,8 @@ class LiveTail:
                     # loop) reads what arrived meanwhile before judging, or a stream
                     # still delivering it would make every series look LATE.
                     await self._poll(term.epoch)
+                if self._content is not None:
+                    await self._content.check_aggregates(self._clock.now_ms())
                 await self._evaluate(term.epoch)
                 self._last_pass = self._clock.monotonic()
                 await self._sleep_until_due()
@@ -235,6 +246,8 @@ class LiveTail:
             self._store.stored_scores(list(self._series)), self._read_newest()
         )
         self._stored.clear()
+        if self._content is not None:
+            self._content.begin_term(stored)
         for key, r in stored.items():
             if r.state is not None:
                 self._stored[key] = LiveState(r.state, r.last_candle_ms, r.late_candles)
@@ -281,6 +294,9 @@ class LiveTail:
             due = next_change_ms(tf, self._newest.get(key), now, self._grace)
             if due is not None:
                 wait = min(wait, (due - now) / 1000)
+        content_due = None if self._content is None else self._content.next_due_ms(now)
+        if content_due is not None:
+            wait = min(wait, (content_due - now) / 1000)
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=max(wait, _MIN_SLEEP))
@@ -291,30 +307,45 @@ class LiveTail:
             p = plan_poll(
                 {sym: self._newest.get(key) for sym, key in members.items()}, slot, self._grace
             )
-            for sym, t in await self._feed.poll(coll, p.floor_ms, p.recent, p.lagging):
+            for sym, t, candle in await self._feed.poll(coll, p.floor_ms, p.recent, p.lagging):
                 if sym in members:
-                    await self._seen(members[sym], t, epoch)
+                    await self._seen(members[sym], t, epoch, candle)
 
     async def _consume_stream(self, epoch: int, opened: asyncio.Event) -> None:
-        async for coll, sym, t in self._feed.watch(list(self._collections), opened):
+        async for coll, sym, t, candle in self._feed.watch(list(self._collections), opened):
             key = self._collections.get(coll, {}).get(sym)
-            if key is not None and await self._seen(key, t, epoch):
+            if key is not None and await self._seen(key, t, epoch, candle, streamed=True):
                 self._wake.set()
 
-    async def _seen(self, key: Key, t: int, epoch: int) -> bool:
-        """Records a candle; True when it is newer than the newest known."""
+    async def _seen(
+        self, key: Key, t: int, epoch: int, candle: Candle | None = None, *, streamed: bool = False
+    ) -> bool:
+        """Records a candle; True when it is newer than the newest known, or its
+        content left work for the next pass.
+
+        Its content is judged once: a poll re-reads candles it has seen (the range
+        after its floor), so only a change event judges a candle that is not the
+        newest (an out-of-order insert, a replaced candle), and a future-dated
+        one is judged when first met."""
         tf = self._series[key]
         previous = self._newest.get(key)
         if previous is not None and t <= previous:
-            return False
+            return streamed and self._judge(key, candle, newest=False)
+        first_sight = t not in self._future_seen.get(key, ())
         if self._in_future(key, t, self._clock.now_ms()):
-            return False
+            return first_sight and self._judge(key, candle, newest=False)
         self._newest[key] = t
         gap = revealed_gap(tf, previous, t)
         if gap is not None:
             self._holes[key] = gap
             await self._store_gap(key, tf, gap, epoch)
+        self._judge(key, candle, newest=True)
         return True
+
+    def _judge(self, key: Key, candle: Candle | None, *, newest: bool) -> bool:
+        if self._content is None or candle is None:
+            return False
+        return self._content.arrived(key, candle, self._clock.now_ms(), newest=newest)
 
     def _in_future(self, key: Key, t: int, now: int) -> bool:
         """Whether a candle opens more than one slot + grace past ``now``; counted once
@@ -359,7 +390,7 @@ class LiveTail:
         counts: Counter[SeriesState] = Counter()
         changed: list[tuple[Key, LiveState, LiveState | None]] = []
         for key, tf in self._series.items():
-            current = self._judge(key, tf, now)
+            current = self._state(key, tf, now)
             counts[current.state] += 1
             previous = self._stored.get(key)
             if must_store(previous, current):
@@ -376,7 +407,8 @@ class LiveTail:
         due = self._confirmed_at is None or (
             self._clock.monotonic() - self._confirmed_at >= self._live.heartbeat * 0.9
         )
-        if not changed and not due:
+        content = self._content is not None and self._content.due(now)
+        if not changed and not due and not content:
             return
         first = 0
         while True:
@@ -407,7 +439,7 @@ class LiveTail:
         self._confirmed_at = self._clock.monotonic()
         self._metrics.live_tail_up.set(1)
 
-    def _judge(self, key: Key, tf: Timeframe, now: int) -> LiveState:
+    def _state(self, key: Key, tf: Timeframe, now: int) -> LiveState:
         """The series' state now; LATE while the newest due slot lies in the hole
         the series' last candle revealed (a feed back from an outage has a newer
         candle, but the slot a gate relies on is missing until that candle is due)."""
@@ -451,10 +483,19 @@ class LiveTail:
         confirm: bool,
     ) -> None:
         verdicts = [LiveVerdict(key[0], key[1], live, now) for key, live, _ in batch]
+        # The last batch of a pass carries the content findings (and the horizons).
+        content = self._content.take(now) if self._content is not None and confirm else None
 
-        async def work(session: object) -> None:
+        async def work(session: object) -> list[AnomalyRecord]:
             await self._store.save_verdicts(verdicts, epoch, session)
+            new = []
+            if content:
+                assert self._content is not None
+                new = await self._content.write(content, epoch, session)
             if confirm:
                 await self._store.confirm(epoch, now, self.mode, session)
+            return new
 
-        await self._fence.write_fenced(epoch, work)
+        new = await self._fence.write_fenced(epoch, work)
+        if content is not None and self._content is not None:
+            self._content.stored(content, new)

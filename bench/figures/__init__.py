@@ -24,6 +24,8 @@ from bench.figures import (
     f17_heal_loop,
     f18_no_jam,
     f19_detection,
+    f20_content_latency,
+    f21_content_cost,
 )
 
 FIGURES: tuple[ModuleType, ...] = (
@@ -46,5 +48,7 @@ FIGURES: tuple[ModuleType, ...] = (
     f17_heal_loop,
     f18_no_jam,
     f19_detection,
+    f20_content_latency,
+    f21_content_cost,
 )
 KEYS: tuple[str, ...] = tuple(m.KEY for m in FIGURES)

@@ -38,6 +38,8 @@ FIGURES = (
     "heal_loop",
     "no_jam",
     "detection_quality",
+    "content_latency",
+    "content_cost",
 )
 PROTECTED = (REPO / "bench" / "results" / "latest.json", REPO / "docs" / "PERFORMANCE.md")
 

@@ -92,7 +92,7 @@ class TestFeed:
             feed.poll(COLL, START - MIN, ["ETHUSDT"], {"BTCUSDT": None}), TIMEOUT
         )
         for symbol in SYMBOLS:
-            assert [t for s, t in found if s == symbol] == list(range(START, END, MIN))
+            assert [t for s, t, _ in found if s == symbol] == list(range(START, END, MIN))
 
     async def test_watch_skips_and_counts(self, database: Database) -> None:
         """The change stream meets a Timestamp, a string and a missing timestamp, counts
@@ -108,7 +108,7 @@ class TestFeed:
             async with aclosing(feed.watch([COLL])) as stream:
                 async for item in stream:
                     await seen.put(item)
-                    if item[1:] == ("BTCUSDT", END):
+                    if item[1:3] == ("BTCUSDT", END):
                         return
 
         task = asyncio.create_task(follow())
@@ -127,7 +127,7 @@ class TestFeed:
             await database.db[COLL].insert_many([kline("BTCUSDT", ts) for ts in HOSTILE])
             await database.db[COLL].insert_one(kline("BTCUSDT", at(END)))
             item = await asyncio.wait_for(seen.get(), TIMEOUT)
-            assert item == (COLL, "BTCUSDT", END)
+            assert item == (COLL, "BTCUSDT", END, None)
             await asyncio.wait_for(task, TIMEOUT)
             assert seen.empty()
             assert ignored(metrics, "wrong_type") == 3

@@ -29,7 +29,7 @@ class NoFeed:
     async def newest(self, collection: str, symbols: Sequence[str], **_: Any) -> dict:
         return {}
 
-    async def poll(self, *args: Any) -> list[tuple[str, int]]:
+    async def poll(self, *args: Any) -> list[tuple[str, int, Any]]:
         return []
 
     async def change_streams_supported(self, collections: Sequence[str]) -> bool:

@@ -37,7 +37,7 @@ from auditsvc.domain.anomalies import Anomaly, AnomalyRule
 from auditsvc.domain.records import AnomalyQuery, AnomalyRecord
 from auditsvc.storage.interfaces import AnomalyCounts, JudgedRange
 from auditsvc.storage.mongo.database import ANOMALIES, SERIES, Database, to_dt, to_ms
-from auditsvc.storage.mongo.series_writes import live_suspect_write
+from auditsvc.storage.mongo.series_writes import live_suspect_clear, live_suspect_write
 
 
 def anomaly_id(symbol: str, timeframe: str, open_ms: int, rule: AnomalyRule) -> str:
@@ -219,6 +219,16 @@ class MongoAnomalyStore:
                 live_suspect_write(sym, tf, until_ms, epoch)
                 for (sym, tf), until_ms in sorted(horizons.items())
             ]
+            await self._db[SERIES].bulk_write(ops, ordered=False, session=session)
+
+    async def clear_live_suspect(
+        self, keys: Sequence[tuple[str, str]], passed_ms: int, epoch: int, session: Any = None
+    ) -> None:
+        """Clears each series' horizon that is at or before ``passed_ms`` (one bulk
+        write): ``suspect`` served from it has ended, and the write makes the series
+        document change, so every replica's score stream pushes it at once."""
+        if keys:
+            ops = [live_suspect_clear(sym, tf, passed_ms, epoch) for sym, tf in sorted(set(keys))]
             await self._db[SERIES].bulk_write(ops, ordered=False, session=session)
 
     async def suspect_counts(self, now_ms: int) -> dict[str, int]:

@@ -7,6 +7,11 @@ symbols sharing it, matching only candles newer than those already seen, so
 its cost follows the insert rate, not the window length. It uses the
 ``{timestamp: 1}`` index where the collection has one (``setup-db`` creates it
 for shared collections), else the ``(symbol, timestamp)`` index.
+
+With ``CandleFields`` (content checks on), a poll projects the fields the content
+rules use and a change event's document is decoded the same way
+(``candle_values.decode_candle``), so the tail judges each candle's values
+without another read; without them, only times cross the wire.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from auditsvc.domain.candle import Candle
 from auditsvc.domain.gap_lifecycle import GapState, severity_rank
 from auditsvc.domain.records import GapRecord, LiveVerdict, ScoreRecord
 from auditsvc.ops.metrics import Metrics
@@ -27,6 +33,7 @@ from auditsvc.storage.mongo.candle_time import (
     MIN_DATE,
     IgnoredCandles,
 )
+from auditsvc.storage.mongo.candle_values import CandleFields, decode_candle
 from auditsvc.storage.mongo.database import (
     COLLECTIONS,
     FENCES,
@@ -55,6 +62,9 @@ _CONCURRENCY = 16
 # scans the collection for a $in), so one query's work must not grow with the
 # number of series; past this, more names save only round trips.
 _IN_MAX = 64
+_TIMES = {"_id": 0, "symbol": 1, "timestamp": 1}
+# (symbol, open ms, the candle's values or None when the feed reads times only).
+Seen = tuple[str, int, Candle | None]
 
 
 def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
@@ -63,13 +73,26 @@ def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
 
 class MongoCandleFeed:
     """Candle timestamps are decoded safely (``candle_time``): one that is not a
-    usable date is skipped and counted, never raised on, in every method."""
+    usable date is skipped and counted, never raised on, in every method.
 
-    def __init__(self, database: Database, metrics: Metrics | None = None) -> None:
+    ``fields``: poll and watch also decode each candle's values (None: times only).
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        metrics: Metrics | None = None,
+        fields: CandleFields | None = None,
+    ) -> None:
         self._database = database
         self._db = database.db.with_options(codec_options=CANDLE_CODEC)
         self._time_index = TimeIndexes(database)
         self._ignored = IgnoredCandles(metrics)
+        self._fields = fields
+        self._projection = _TIMES if fields is None else fields.projection()
+
+    def _values(self, doc: Any, t: int) -> Candle | None:
+        return None if self._fields is None else decode_candle(doc, t, self._fields)
 
     async def newest(
         self,
@@ -104,7 +127,7 @@ class MongoCandleFeed:
             recent: dict[str, Any] = {"$gt": to_dt(since_ms), "$lte": MAX_DATE}
             if below_ms is not None:
                 recent["$lte"] = to_dt(below_ms)
-            for sym, t in await self._read(collection, {"timestamp": recent}):
+            for sym, t, _ in await self._read(collection, {"timestamp": recent}, _TIMES):
                 if sym in wanted:
                     found[sym] = t  # ascending: the last one read is the newest
             symbols = [s for s in symbols if s not in found]
@@ -139,8 +162,8 @@ class MongoCandleFeed:
 
     async def poll(
         self, collection: str, floor_ms: int, recent: Sequence[str], lagging: dict[str, int | None]
-    ) -> list[tuple[str, int]]:
-        """(symbol, open time) of candles newer than those seen, ascending per symbol.
+    ) -> list[Seen]:
+        """(symbol, open time, values) of candles newer than those seen, ascending per symbol.
 
         ``recent`` symbols are those whose newest seen candle is at or after
         ``floor_ms``: one query per collection reads what arrived after the floor.
@@ -156,11 +179,11 @@ class MongoCandleFeed:
             after = DATE_RANGE if newest is None else {"$gt": to_dt(newest), "$lte": MAX_DATE}
             branches.append({"symbol": symbol, "timestamp": after})
         after_floor = {"$gt": to_dt(floor_ms), "$lte": MAX_DATE}
-        found: list[tuple[str, int]] = []
+        found: list[Seen] = []
         if len(recent) > 1 and await self._time_index.has(collection):
             wanted = set(recent)
-            by_time = await self._read(collection, {"timestamp": after_floor})
-            found = [(sym, t) for sym, t in by_time if sym in wanted]
+            by_time = await self._read(collection, {"timestamp": after_floor}, self._projection)
+            found = [seen for seen in by_time if seen[0] in wanted]
         else:
             for part in _chunks(recent, _IN_MAX):
                 names: Any = part[0] if len(part) == 1 else {"$in": part}
@@ -170,18 +193,20 @@ class MongoCandleFeed:
         # be one query whose work grows with the number of symbols.
         gate = asyncio.Semaphore(_CONCURRENCY)
 
-        async def one(clause: dict[str, Any]) -> list[tuple[str, int]]:
+        async def one(clause: dict[str, Any]) -> list[Seen]:
             async with gate:
-                return await self._read(collection, clause)
+                return await self._read(collection, clause, self._projection)
 
         for part_found in await asyncio.gather(*(one(c) for c in branches)):
             found += part_found
         return found
 
-    async def _read(self, collection: str, query: dict[str, Any]) -> list[tuple[str, int]]:
+    async def _read(
+        self, collection: str, query: dict[str, Any], projection: dict[str, int]
+    ) -> list[Seen]:
         docs = await (
             self._db[collection]
-            .find(query, {"_id": 0, "symbol": 1, "timestamp": 1})
+            .find(query, projection)
             .sort("timestamp", 1)
             .batch_size(_POLL_BATCH)
             .to_list(None)
@@ -190,7 +215,7 @@ class MongoCandleFeed:
         for d in docs:
             t = self._ignored.time_ms(collection, d.get("symbol"), d.get("timestamp"))
             if t is not None:
-                found.append((d["symbol"], t))
+                found.append((d["symbol"], t, None if projection is _TIMES else self._values(d, t)))
         return found
 
     async def change_streams_supported(self, collections: Sequence[str]) -> bool:
@@ -206,9 +231,9 @@ class MongoCandleFeed:
 
     async def watch(
         self, collections: Sequence[str], opened: asyncio.Event | None = None
-    ) -> AsyncIterator[tuple[str, str, int]]:
-        """(collection, symbol, open time) of each candle inserted or replaced from the
-        moment the stream is open; ``opened`` is set at that moment.
+    ) -> AsyncIterator[tuple[str, str, int, Candle | None]]:
+        """(collection, symbol, open time, values) of each candle inserted or replaced
+        from the moment the stream is open; ``opened`` is set at that moment.
 
         Up to ``_IN_MAX`` collections are matched by name on the server; more (one
         collection per symbol) are matched here, the server dropping only the
@@ -236,7 +261,7 @@ class MongoCandleFeed:
                     continue
                 t = self._ignored.time_ms(coll, doc["symbol"], doc.get("timestamp"))
                 if t is not None:
-                    yield coll, doc["symbol"], t
+                    yield coll, doc["symbol"], t, self._values(doc, t)
 
 
 class MongoLiveStore:

@@ -95,3 +95,23 @@ def live_suspect_write(symbol: str, timeframe: str, until_ms: int, epoch: int) -
         },
         upsert=True,
     )
+
+
+def live_suspect_clear(symbol: str, timeframe: str, passed_ms: int, epoch: int) -> UpdateOne:
+    """The live tail's end of a passed horizon: ``live_suspect_until`` becomes null if
+    it is at or before ``passed_ms`` (a later one, raised meanwhile, stays), and
+    ``changed_at`` moves, so a score stream re-serves the series and pushes the
+    end of ``suspect``. One update by ``_id`` (a pipeline, like the verdict's)."""
+    passed = {"$lte": ["$live_suspect_until", {"$literal": to_dt(passed_ms)}]}
+    return UpdateOne(
+        {"_id": series_id(symbol, timeframe)},
+        [
+            {
+                "$set": {
+                    "live_suspect_until": {"$cond": [passed, None, "$live_suspect_until"]},
+                    "live_suspect_epoch": {"$cond": [passed, epoch, "$live_suspect_epoch"]},
+                    "changed_at": {"$cond": [passed, "$$NOW", "$changed_at"]},
+                }
+            }
+        ],
+    )
