@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from auditsvc.devtools.devrun import die_with_parent, free_port, wait_port
+from auditsvc.devtools.devrun import free_port, wait_port
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parent.parent
@@ -47,8 +47,6 @@ class SecantusDB:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            # Stopped by the kernel when the test run dies, whatever the signal.
-            preexec_fn=die_with_parent(),
         )
         wait_port(self.port, 30, self.proc)
 

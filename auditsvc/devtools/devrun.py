@@ -83,7 +83,7 @@ class DevPorts:
             ensure_free("METRICS_PORT", "127.0.0.1", self.metrics + i)
 
 
-def die_with_parent() -> Any:
+def _die_with_parent() -> Any:
     """A preexec_fn that makes the kernel SIGTERM the child when this process dies;
     None where prctl does not exist. Only async-signal-safe work happens after fork:
     libc is loaded here, in the parent."""
@@ -104,7 +104,7 @@ def die_with_parent() -> Any:
 
 
 def _spawn(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, preexec_fn=die_with_parent(), **kwargs)
+    return subprocess.Popen(args, preexec_fn=_die_with_parent(), **kwargs)
 
 
 def _start_db(data_dir: Path, port: int, children: list[subprocess.Popen[bytes]]) -> None:
