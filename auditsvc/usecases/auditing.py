@@ -313,9 +313,12 @@ class Auditor:
     async def _save_unsaved(self, epoch: int) -> None:
         """Stores the failed cycles kept back, oldest first. Each leaves the list only
         once stored, so a failure here (which fails this cycle too) loses none of them.
-        Records of an older epoch are dropped: a write under an old epoch is never made
-        late."""
-        self._unsaved = [c for c in self._unsaved if c.epoch == epoch]
+
+        A record from an earlier term of this replica (the database outage that failed
+        it also ended that term) is stored under the current term, through its fence:
+        it is an upsert of this replica's own cycle id, which no other writer touches,
+        and it keeps the epoch of the term that ran it. Nothing is written under an
+        old epoch."""
         while self._unsaved:
             failed = self._unsaved[0]
             await self._fence.write_fenced(epoch, functools.partial(self._store_cycle, failed))

@@ -3,7 +3,10 @@ down at start, lost by the leader, dead mid-cycle, and back again."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import random
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -150,6 +153,108 @@ class TestDatabaseDiesMidCycle:
             assert reply.cycle.status == pb.CYCLE_STATUS_SUCCEEDED
             failed = await handle.db["audit_cycles"].find_one({"succeeded": False})
             assert failed is not None and failed["error"]
+        finally:
+            await replica.close()
+            await handle.close()
+
+
+class TestClientOutlivesCancelledCalls:
+    """The service's client serves again after an outage in which bounded calls were cut off.
+
+    On Python 3.11 this hung the client for good without driver_compat: the
+    topology lock stayed with a cancelled condition wait (every run of a 6 s
+    outage). The leader of the CI failure above never led again.
+    """
+
+    async def test_reads_succeed_after_the_database_returns(self, db):
+        db.start()
+        handle = connect(db.uri, "compat", 1000)
+        col = handle.db["probe"]
+        await col.insert_one({"_id": 1})
+        cut_off = 0
+
+        async def bounded_reads() -> None:
+            nonlocal cut_off
+            while True:
+                try:
+                    # Bounds spread over the driver's own 0.5 s condition waits, so that
+                    # some cut a wait off just as the driver times it out itself.
+                    await asyncio.wait_for(col.find_one({"_id": 1}), random.uniform(0.2, 1.2))
+                except TimeoutError:
+                    cut_off += 1
+                except Exception:  # the outage's own errors are expected here
+                    pass
+                await asyncio.sleep(0.05)
+
+        async def cut_off_enough() -> bool:
+            return cut_off >= 400
+
+        async def reads_again() -> bool:
+            try:
+                return await asyncio.wait_for(col.find_one({"_id": 1}), 2) is not None
+            except Exception:
+                return False
+
+        readers = [asyncio.create_task(bounded_reads()) for _ in range(40)]
+        try:
+            db.stop()
+            # Calls cut off by our own bound while the driver selects a server.
+            await eventually(cut_off_enough, within=30)
+            db.start()
+            await eventually(reads_again, within=20)
+        finally:
+            for task in readers:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*readers)
+            await handle.close()
+
+
+class TestOutageOutlivesTheTerm:
+    """A cycle failed by an outage that also ended its term is still recorded."""
+
+    async def test_failed_cycle_recorded_by_the_next_term(self, db, tmp_path):
+        """Stored once the replica leads again, under the new term's fence, with its own epoch."""
+        db.start()
+        handle = connect(db.uri, "faults", 2000)
+        end = 1_767_225_600_000
+        docs, _ = demo_series("S00", "1m", end, 1440)
+        await handle.db["candles_S00_1m"].insert_many(docs)
+        replica = ReplicaProcess(
+            "r1",
+            db.uri,
+            "faults",
+            tmp_path,
+            AUDIT_SYMBOLS="S00",
+            AUDIT_TIMEFRAMES="1m",
+            LEADER_ELECTION_HEARTBEAT_INTERVAL="0.5",
+            LEADER_ELECTION_TIMEOUT="3",
+        )
+        replica.start()
+        try:
+            await one_leader([replica], within=15)
+            first = (await replica.status()).epoch
+            call = replica.stub.RunAudit(
+                pb.RunAuditRequest(
+                    start_time={"seconds": end // 1000 - 86400}, end_time={"seconds": end // 1000}
+                ),
+                timeout=60,
+            )
+            await eventually(lambda: _cycle_started(replica), within=20, interval=0.01)
+            db.stop()
+            with pytest.raises(grpc.aio.AioRpcError):
+                await call
+            # The outage outlives the renew deadline: the term that ran the cycle ends.
+            await eventually(lambda: _role(replica, pb.ROLE_FOLLOWER), within=15)
+            assert (await replica.status()).last_cycle.status == pb.CYCLE_STATUS_FAILED
+            db.start()
+            await one_leader([replica], within=30)
+            assert (await replica.status()).epoch > first
+            reply = await replica.stub.RunAudit(pb.RunAuditRequest(symbols=["S00"]), timeout=60)
+            assert reply.cycle.status == pb.CYCLE_STATUS_SUCCEEDED
+            failed = await handle.db["audit_cycles"].find_one({"succeeded": False})
+            assert failed is not None and failed["error"]
+            assert failed["epoch"] == first
         finally:
             await replica.close()
             await handle.close()

@@ -10,6 +10,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 from auditsvc.domain.records import RESULT_TTL_DAYS
+from auditsvc.storage.mongo import driver_compat
 
 LEASES = "leader_election"
 # One fence document per election, written only by fenced batches and new leaders.
@@ -65,7 +66,12 @@ class Database:
 
 
 def connect(uri: str, database: str, timeout_ms: int) -> Database:
-    """Builds the client without contacting the server (AsyncMongoClient connects lazily)."""
+    """Builds the client without contacting the server (AsyncMongoClient connects lazily).
+
+    On Python 3.11 it first mends the driver's condition waits, without which a
+    cancelled call during an outage can hang the client for good (driver_compat).
+    """
+    driver_compat.install()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         uri,
         tz_aware=True,

@@ -1,0 +1,71 @@
+"""Keeps the async driver from locking up for good on Python 3.11.
+
+PyMongo's asyncio client waits on its topology and pool conditions with
+``asyncio.wait_for(condition.wait(), timeout)`` (``pymongo.lock._async_cond_wait``).
+On Python 3.11, ``wait_for`` runs the wait in a task of its own. When the
+caller is cancelled while that inner task is re-acquiring the condition's lock
+(a ``wait_for`` of ours timing out, or guarded work cancelled at the end of a
+term, during server selection against a database that is down), the caller
+leaves its ``async with lock`` before the inner task takes the lock back; the
+inner task then takes it and ends, cancelled, holding it. Nothing releases it:
+every later operation of that client waits on the topology lock for ever,
+after the database has come back too. Measured here with SecantusDB: a 6 s
+outage with reads bounded by ``wait_for`` left the client hung in every run,
+and the leader never led again (tests/storage/test_driver_compat.py).
+
+Python 3.12 rewrote ``wait_for`` on ``asyncio.timeout``, which runs the wait
+in the caller's own task, so the lock is taken back before the caller's
+``async with`` exits. ``install()`` gives the driver that same ``wait_for`` on
+3.11 (``asyncio.timeout`` exists there). It changes one module global of the
+pinned driver and does nothing on 3.12 and later, or if the driver no longer
+has that global (then the driver's own code runs unchanged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import pymongo.lock
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:  # noqa: ASYNC109 (the driver calls it so)
+    """``asyncio.wait_for`` on ``asyncio.timeout``, as Python 3.12 has it: the wait
+    runs in the caller's task. A timeout of 0 or less expires at the first
+    suspension (3.12 would first hand back an awaitable that is already done;
+    the driver only passes condition waits, which always suspend)."""
+    async with asyncio.timeout(timeout):
+        return await aw
+
+
+def needed() -> bool:
+    """True where the driver's condition waits can leak a lock (Python < 3.12)."""
+    return sys.version_info < (3, 12)
+
+
+def install() -> bool:
+    """Gives the driver the 3.12 ``wait_for`` where needed; idempotent.
+
+    Returns True when the driver now uses it.
+    """
+    if not needed():
+        return False
+    module: Any = pymongo.lock
+    current = getattr(module, "wait_for", None)
+    if current is wait_for:
+        return True
+    if current is not asyncio.wait_for:
+        log.warning(
+            "the driver no longer waits with asyncio.wait_for; its condition waits are "
+            "left as they are (see auditsvc.storage.mongo.driver_compat)"
+        )
+        return False
+    module.wait_for = wait_for
+    return True
