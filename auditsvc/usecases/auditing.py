@@ -282,13 +282,17 @@ class Auditor:
             failure = finish(self._clock.now_ms(), succeeded=False, error=_reason(exc))
             self.last_cycle = failure
             log.warning("audit cycle failed", extra={**tags, "error": failure.error})
+            # Kept back before the write and let go after it: the outage that failed the
+            # cycle can also end the term, which cancels this write, not only fail it.
+            self._unsaved = [*self._unsaved, failure][-_MAX_UNSAVED:]
             try:
                 await self._fence.write_fenced(
                     term.epoch, lambda s: self._state.save_cycle(failure, s)
                 )
             except Exception:  # the database may be why the cycle failed
-                self._unsaved = [*self._unsaved, failure][-_MAX_UNSAVED:]
                 log.warning("could not record the failed cycle yet", extra=tags)
+            else:
+                self._unsaved = [c for c in self._unsaved if c is not failure]
             raise
         # After every series is stored: the cap serves the cycle's worst gaps.
         reports = _with_backfills(reports, await self._healer.heal(cycle_id, term.epoch))
