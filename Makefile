@@ -50,8 +50,13 @@ breaking: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# Two workers, one test file each at a time: a file's module-scoped database
+# server stays in one worker, and most tests wait on processes and the network
+# more than they compute (20.5 min in one process, 11.8 min in two, 2 cores).
+TEST_WORKERS ?= 2
+
 test: setup lint typecheck breaking
-	$(BIN)/pytest -q -p no:cacheprovider --durations=20
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 test-fast: setup
 	$(BIN)/pytest -q -m "not slow and not chaos"
