@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 from auditpb.v1 import audit_pb2
 
@@ -38,16 +38,9 @@ def strategy_value(strategy: StrategyLike) -> audit_pb2.Strategy:
     """
     if strategy is None:
         return audit_pb2.STRATEGY_UNSPECIFIED
-    if isinstance(strategy, int):
-        audit_pb2.Strategy.Name(strategy)  # raises ValueError on an unknown number
-        return cast("audit_pb2.Strategy", strategy)
-    name = strategy.strip().upper().replace("-", "_")
-    if not name.startswith("STRATEGY_"):
-        name = "STRATEGY_" + name
-    try:
-        return cast("audit_pb2.Strategy", audit_pb2.Strategy.Value(name))
-    except ValueError:
-        raise ValueError(f"unknown strategy {strategy!r}") from None
+    return cast(
+        "audit_pb2.Strategy", _enum_number(audit_pb2.Strategy, "STRATEGY_", strategy, "strategy")
+    )
 
 
 def new_request_id() -> str:
@@ -100,16 +93,9 @@ GapStateLike = int | str
 def gap_state_value(state: GapStateLike) -> audit_pb2.GapState:
     """Return the ``GapState`` enum value for an enum value or a (short) name; an unknown
     name or number raises ``ValueError``."""
-    if isinstance(state, int):
-        audit_pb2.GapState.Name(state)  # raises ValueError on an unknown number
-        return cast("audit_pb2.GapState", state)
-    name = state.strip().upper().replace("-", "_")
-    if not name.startswith("GAP_STATE_"):
-        name = "GAP_STATE_" + name
-    try:
-        return cast("audit_pb2.GapState", audit_pb2.GapState.Value(name))
-    except ValueError:
-        raise ValueError(f"unknown gap state {state!r}") from None
+    return cast(
+        "audit_pb2.GapState", _enum_number(audit_pb2.GapState, "GAP_STATE_", state, "gap state")
+    )
 
 
 RuleLike = int | str
@@ -120,16 +106,26 @@ RuleLike = int | str
 def rule_value(rule: RuleLike) -> audit_pb2.AnomalyRule:
     """Return the ``AnomalyRule`` enum value for an enum value or a (short) name; an
     unknown name or number raises ``ValueError``."""
-    if isinstance(rule, int):
-        audit_pb2.AnomalyRule.Name(rule)  # raises ValueError on an unknown number
-        return cast("audit_pb2.AnomalyRule", rule)
-    name = rule.strip().upper().replace("-", "_")
-    if not name.startswith("ANOMALY_RULE_"):
-        name = "ANOMALY_RULE_" + name
+    return cast(
+        "audit_pb2.AnomalyRule",
+        _enum_number(audit_pb2.AnomalyRule, "ANOMALY_RULE_", rule, "anomaly rule"),
+    )
+
+
+def _enum_number(enum: Any, prefix: str, value: int | str, what: str) -> int:
+    """``value``'s number in ``enum``: a known number as it is, or the value of a name
+    given with or without ``prefix``, in any case, with ``-`` for ``_``. An unknown
+    name or number raises ValueError (a name's error names ``what``)."""
+    if isinstance(value, int):
+        enum.Name(value)  # raises ValueError on an unknown number
+        return value
+    name = value.strip().upper().replace("-", "_")
+    if not name.startswith(prefix):
+        name = prefix + name
     try:
-        return cast("audit_pb2.AnomalyRule", audit_pb2.AnomalyRule.Value(name))
+        return int(enum.Value(name))
     except ValueError:
-        raise ValueError(f"unknown anomaly rule {rule!r}") from None
+        raise ValueError(f"unknown {what} {value!r}") from None
 
 
 def list_anomalies_request(

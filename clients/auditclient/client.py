@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import grpc
 import grpc.aio
@@ -134,18 +134,9 @@ class AuditClient:
         request = _requests.list_gaps_request(
             symbol, timeframe, start, end, min_missing_candles, page_size, states
         )
-        while True:
-            page: audit_pb2.ListGapsResponse = await self._unary(
-                self.stub.ListGaps, request, call_timeout
-            )
-            for gap in page.gaps:
-                yield gap
-            token = str(page.next_page_token)
-            if not token:
-                return
-            if token == request.page_token:
-                raise AuditError(None, f"server repeated page token {token!r}")
-            request.page_token = token
+        pages = self._pages(self.stub.ListGaps, request, lambda p: p.gaps, call_timeout)
+        async for gap in pages:
+            yield gap
 
     async def list_anomalies(
         self,
@@ -162,18 +153,9 @@ class AuditClient:
         its deadline). ``rules``: names such as ``"price_spike"`` or enum values; none
         means every rule. ``start``/``end`` bound the candles' open times."""
         request = _requests.list_anomalies_request(symbol, timeframe, rules, start, end, page_size)
-        while True:
-            page: audit_pb2.ListAnomaliesResponse = await self._unary(
-                self.stub.ListAnomalies, request, call_timeout
-            )
-            for anomaly in page.anomalies:
-                yield anomaly
-            token = str(page.next_page_token)
-            if not token:
-                return
-            if token == request.page_token:
-                raise AuditError(None, f"server repeated page token {token!r}")
-            request.page_token = token
+        pages = self._pages(self.stub.ListAnomalies, request, lambda p: p.anomalies, call_timeout)
+        async for anomaly in pages:
+            yield anomaly
 
     async def list_health_scores(
         self,
@@ -189,36 +171,20 @@ class AuditClient:
         Any replica answers; a gate checks ``score.state == SERIES_STATE_LIVE``.
         """
         request = _requests.list_health_scores_request(symbols, timeframes, state, page_size)
-        while True:
-            page: audit_pb2.ListHealthScoresResponse = await self._unary(
-                self.stub.ListHealthScores, request, call_timeout
-            )
-            for score in page.scores:
-                yield score
-            token = str(page.next_page_token)
-            if not token:
-                return
-            if token == request.page_token:
-                raise AuditError(None, f"server repeated page token {token!r}")
-            request.page_token = token
+        pages = self._pages(self.stub.ListHealthScores, request, lambda p: p.scores, call_timeout)
+        async for score in pages:
+            yield score
 
     async def list_acknowledgements(
         self, page_size: int = 0, *, call_timeout: float | None = None
     ) -> AsyncIterator[audit_pb2.Acknowledgement]:
         """Yield every acknowledgement, oldest first, page after page."""
         request = audit_pb2.ListAcknowledgementsRequest(page_size=page_size)
-        while True:
-            page: audit_pb2.ListAcknowledgementsResponse = await self._unary(
-                self.stub.ListAcknowledgements, request, call_timeout
-            )
-            for ack in page.acknowledgements:
-                yield ack
-            token = str(page.next_page_token)
-            if not token:
-                return
-            if token == request.page_token:
-                raise AuditError(None, f"server repeated page token {token!r}")
-            request.page_token = token
+        pages = self._pages(
+            self.stub.ListAcknowledgements, request, lambda p: p.acknowledgements, call_timeout
+        )
+        async for ack in pages:
+            yield ack
 
     # -- mutations -----------------------------------------------------------------------
 
@@ -355,6 +321,26 @@ class AuditClient:
             failures += 1
 
     # -- plumbing ------------------------------------------------------------------------
+
+    async def _pages(
+        self,
+        method: Callable[..., Awaitable[Any]],
+        request: Any,
+        items: Callable[[Any], Iterable[_T]],
+        call_timeout: float | None,
+    ) -> AsyncIterator[_T]:
+        """Follows ``next_page_token`` to the last page, each page with its own deadline;
+        a token the server repeats raises AuditError instead of asking for it again."""
+        while True:
+            page = await self._unary(method, request, call_timeout)
+            for item in items(page):
+                yield item
+            token = str(page.next_page_token)
+            if not token:
+                return
+            if token == request.page_token:
+                raise AuditError(None, f"server repeated page token {token!r}")
+            request.page_token = token
 
     async def _unary(
         self,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import grpc
 
@@ -96,17 +96,7 @@ class BlockingAuditClient:
         request = _requests.list_gaps_request(
             symbol, timeframe, start, end, min_missing_candles, page_size, states
         )
-        while True:
-            page: audit_pb2.ListGapsResponse = self._unary(
-                self._stub.ListGaps, request, call_timeout
-            )
-            yield from page.gaps
-            token = str(page.next_page_token)
-            if not token:
-                return
-            if token == request.page_token:
-                raise AuditError(None, f"server repeated page token {token!r}")
-            request.page_token = token
+        yield from self._pages(self._stub.ListGaps, request, lambda p: p.gaps, call_timeout)
 
     def list_anomalies(
         self,
@@ -122,17 +112,9 @@ class BlockingAuditClient:
         """Yield every matching candle content finding, page after page (see
         :meth:`auditclient.AuditClient.list_anomalies`)."""
         request = _requests.list_anomalies_request(symbol, timeframe, rules, start, end, page_size)
-        while True:
-            page: audit_pb2.ListAnomaliesResponse = self._unary(
-                self._stub.ListAnomalies, request, call_timeout
-            )
-            yield from page.anomalies
-            token = str(page.next_page_token)
-            if not token:
-                return
-            if token == request.page_token:
-                raise AuditError(None, f"server repeated page token {token!r}")
-            request.page_token = token
+        yield from self._pages(
+            self._stub.ListAnomalies, request, lambda p: p.anomalies, call_timeout
+        )
 
     def list_health_scores(
         self,
@@ -145,34 +127,18 @@ class BlockingAuditClient:
     ) -> Iterator[audit_pb2.HealthScore]:
         """Yield every stored score (optionally only in ``state``), page after page."""
         request = _requests.list_health_scores_request(symbols, timeframes, state, page_size)
-        while True:
-            page: audit_pb2.ListHealthScoresResponse = self._unary(
-                self._stub.ListHealthScores, request, call_timeout
-            )
-            yield from page.scores
-            token = str(page.next_page_token)
-            if not token:
-                return
-            if token == request.page_token:
-                raise AuditError(None, f"server repeated page token {token!r}")
-            request.page_token = token
+        yield from self._pages(
+            self._stub.ListHealthScores, request, lambda p: p.scores, call_timeout
+        )
 
     def list_acknowledgements(
         self, page_size: int = 0, *, call_timeout: float | None = None
     ) -> Iterator[audit_pb2.Acknowledgement]:
         """Yield every acknowledgement, oldest first, page after page."""
         request = audit_pb2.ListAcknowledgementsRequest(page_size=page_size)
-        while True:
-            page: audit_pb2.ListAcknowledgementsResponse = self._unary(
-                self._stub.ListAcknowledgements, request, call_timeout
-            )
-            yield from page.acknowledgements
-            token = str(page.next_page_token)
-            if not token:
-                return
-            if token == request.page_token:
-                raise AuditError(None, f"server repeated page token {token!r}")
-            request.page_token = token
+        yield from self._pages(
+            self._stub.ListAcknowledgements, request, lambda p: p.acknowledgements, call_timeout
+        )
 
     def run_audit(
         self,
@@ -250,6 +216,25 @@ class BlockingAuditClient:
             self._stub.DeleteAcknowledgement, request, call_timeout
         )
         return reply.acknowledgement
+
+    def _pages(
+        self,
+        method: Callable[..., Any],
+        request: Any,
+        items: Callable[[Any], Iterable[_T]],
+        call_timeout: float | None,
+    ) -> Iterator[_T]:
+        """Follows ``next_page_token`` to the last page, each page with its own deadline;
+        a token the server repeats raises AuditError instead of asking for it again."""
+        while True:
+            page = self._unary(method, request, call_timeout)
+            yield from items(page)
+            token = str(page.next_page_token)
+            if not token:
+                return
+            if token == request.page_token:
+                raise AuditError(None, f"server repeated page token {token!r}")
+            request.page_token = token
 
     def _unary(self, method: Callable[..., _T], request: object, call_timeout: float | None) -> _T:
         try:

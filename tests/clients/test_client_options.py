@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from auditclient import ClientOptions
+from auditclient import AuditClient, BlockingAuditClient, ClientOptions
 from auditclient._backoff import backoff_delay, mutation_attempts
-from auditclient._requests import strategy_value, to_timestamp
+from auditclient._requests import gap_state_value, rule_value, strategy_value, to_timestamp
 from auditclient._scores import LatestScores
+from auditclient.errors import AuditError
 from auditclient.options import channel_options, service_config
 from auditpb.v1 import audit_pb2
 
@@ -111,3 +114,85 @@ class TestHelpers:
         assert not latest.admit(score("A", "1m", 9))
         assert latest.admit(score("A", "5m", 1))
         assert latest.admit(score("A", "1m", 11))
+
+
+class TestEnumNames:
+    """Gap states and anomaly rules take names as strategies do."""
+
+    @pytest.mark.parametrize(
+        ("parse", "given", "expected"),
+        [
+            (gap_state_value, "filled", audit_pb2.GAP_STATE_FILLED),
+            (gap_state_value, "GAP_STATE_ACKNOWLEDGED", audit_pb2.GAP_STATE_ACKNOWLEDGED),
+            (rule_value, "price-spike", audit_pb2.ANOMALY_RULE_PRICE_SPIKE),
+            (rule_value, audit_pb2.ANOMALY_RULE_PRICE_SPIKE, audit_pb2.ANOMALY_RULE_PRICE_SPIKE),
+        ],
+    )
+    def test_names_and_numbers(self, parse: Any, given: int | str, expected: int) -> None:
+        assert parse(given) == expected
+
+    @pytest.mark.parametrize(
+        ("parse", "bad", "words"),
+        [
+            (gap_state_value, "healed", "unknown gap state"),
+            (rule_value, "spike", "unknown anomaly"),
+        ],
+    )
+    def test_unknown_name_is_named(self, parse: Any, bad: str, words: str) -> None:
+        with pytest.raises(ValueError, match=words):
+            parse(bad)
+        with pytest.raises(ValueError):
+            parse(999)
+
+
+def _pager(tokens: dict[str, tuple[str, str]]) -> Any:
+    """A method answering each page token with (item, next token)."""
+
+    def method(request: Any, timeout: float, metadata: Any) -> Any:
+        item, token = tokens[request.page_token]
+        return SimpleNamespace(items=[item], next_page_token=token)
+
+    return method
+
+
+LAST_PAGE = {"": ("a", "t1"), "t1": ("b", "")}
+REPEATED = {"": ("a", "t1"), "t1": ("b", "t1")}
+
+
+class TestPaging:
+    """Both clients follow page tokens to the last page and refuse a repeated token."""
+
+    def test_blocking_client(self) -> None:
+        client = BlockingAuditClient("127.0.0.1:1")
+        try:
+            pages = client._pages(_pager(LAST_PAGE), audit_pb2.ListGapsRequest(), _items, 1)
+            assert list(pages) == ["a", "b"]
+            got: list[str] = []
+            with pytest.raises(AuditError, match="repeated page token"):
+                for item in client._pages(_pager(REPEATED), audit_pb2.ListGapsRequest(), _items, 1):
+                    got.append(item)
+            assert got == ["a", "b"]
+        finally:
+            client.close()
+
+    async def test_async_client(self) -> None:
+        async def method(request: Any, **call: Any) -> Any:
+            return pager(request, **call)
+
+        client = AuditClient("127.0.0.1:1")
+        try:
+            pager = _pager(LAST_PAGE)
+            request = audit_pb2.ListGapsRequest()
+            assert [x async for x in client._pages(method, request, _items, 1)] == ["a", "b"]
+            pager = _pager(REPEATED)
+            got: list[str] = []
+            with pytest.raises(AuditError, match="repeated page token"):
+                async for item in client._pages(method, audit_pb2.ListGapsRequest(), _items, 1):
+                    got.append(item)
+            assert got == ["a", "b"]
+        finally:
+            await client.close()
+
+
+def _items(page: Any) -> list[str]:
+    return list(page.items)

@@ -133,17 +133,8 @@ class TestDatabaseDiesMidCycle:
         replica.start()
         try:
             await one_leader([replica], within=15)
-            call = replica.stub.RunAudit(
-                pb.RunAuditRequest(
-                    start_time={"seconds": end // 1000 - 86400}, end_time={"seconds": end // 1000}
-                ),
-                timeout=60,
-            )
-            await eventually(lambda: _cycle_started(replica), within=20, interval=0.01)
-            db.stop()
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await call
-            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            error = await _cut_off_a_cycle(replica, db, end)
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
             status = await replica.status()
             assert status.last_cycle.status == pb.CYCLE_STATUS_FAILED
             assert status.last_cycle.error
@@ -234,16 +225,7 @@ class TestOutageOutlivesTheTerm:
         try:
             await one_leader([replica], within=15)
             first = (await replica.status()).epoch
-            call = replica.stub.RunAudit(
-                pb.RunAuditRequest(
-                    start_time={"seconds": end // 1000 - 86400}, end_time={"seconds": end // 1000}
-                ),
-                timeout=60,
-            )
-            await eventually(lambda: _cycle_started(replica), within=20, interval=0.01)
-            db.stop()
-            with pytest.raises(grpc.aio.AioRpcError):
-                await call
+            await _cut_off_a_cycle(replica, db, end)
             # The outage outlives the renew deadline: the term that ran the cycle ends.
             await eventually(lambda: _role(replica, pb.ROLE_FOLLOWER), within=15)
             assert (await replica.status()).last_cycle.status == pb.CYCLE_STATUS_FAILED
@@ -258,6 +240,24 @@ class TestOutageOutlivesTheTerm:
         finally:
             await replica.close()
             await handle.close()
+
+
+async def _cut_off_a_cycle(
+    replica: ReplicaProcess, db: SecantusDB, end: int
+) -> grpc.aio.AioRpcError:
+    """Starts a RunAudit over the day before ``end``, stops the database once the
+    cycle has started, and returns the error the call ends with."""
+    call = replica.stub.RunAudit(
+        pb.RunAuditRequest(
+            start_time={"seconds": end // 1000 - 86400}, end_time={"seconds": end // 1000}
+        ),
+        timeout=60,
+    )
+    await eventually(lambda: _cycle_started(replica), within=20, interval=0.01)
+    db.stop()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    return err.value
 
 
 async def _unreachable_lines(replica: ReplicaProcess) -> list[dict[str, object]]:
