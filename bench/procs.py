@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from auditpb.v1 import audit_pb2 as pb
 from auditpb.v1 import audit_pb2_grpc as pb_grpc
+from auditsvc.devtools import die_with_parent
 from auditsvc.devtools.devrun import free_port, wait_port
 
 BIN = Path(sys.executable).parent
@@ -58,7 +59,11 @@ class Process:
     def spawn(self) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
+                die_with_parent.command(self.argv),
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.cwd,
             )
 
     @property

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from auditsvc.devtools import die_with_parent
 from auditsvc.devtools.devrun import free_port, wait_port
 
 BIN = Path(sys.executable).parent
@@ -34,17 +35,19 @@ class SecantusDB:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [
-                str(BIN / "secantusd-py"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--storage-path",
-                self.storage,
-                "--log-level",
-                "ERROR",
-            ],
+            die_with_parent.command(
+                [
+                    str(BIN / "secantusd-py"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--storage-path",
+                    self.storage,
+                    "--log-level",
+                    "ERROR",
+                ]
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

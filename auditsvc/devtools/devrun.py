@@ -18,7 +18,6 @@ real MongoDB.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
 import socket
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from auditsvc.devtools import die_with_parent
 from auditsvc.devtools.dbtools import seed_demo
 from auditsvc.devtools.demobackfill import DemoBackfiller
 from auditsvc.devtools.demofeed import PAUSE_FILE, DemoFeed
@@ -38,7 +38,6 @@ from auditsvc.ops.settings import Settings
 DEV_DB_PORT = 27027
 DEV_GRPC_PORT = 50051
 DEV_METRICS_PORT = 9464
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _READY_TIMEOUT = 60.0
 
 
@@ -83,28 +82,9 @@ class DevPorts:
             ensure_free("METRICS_PORT", "127.0.0.1", self.metrics + i)
 
 
-def _die_with_parent() -> Any:
-    """A preexec_fn that makes the kernel SIGTERM the child when this process dies;
-    None where prctl does not exist. Only async-signal-safe work happens after fork:
-    libc is loaded here, in the parent."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec
-
-
 def _spawn(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, preexec_fn=_die_with_parent(), **kwargs)
+    # The children get SIGTERM when this process dies, whatever ends it.
+    return subprocess.Popen(die_with_parent.command(args), **kwargs)
 
 
 def _start_db(data_dir: Path, port: int, children: list[subprocess.Popen[bytes]]) -> None:

@@ -15,6 +15,7 @@ import grpc
 
 from auditpb.v1 import audit_pb2 as pb
 from auditpb.v1 import audit_pb2_grpc as pb_grpc
+from auditsvc.devtools import die_with_parent
 from tests.support import free_port, process_env, replica_env, wait_port
 
 CALL_TIMEOUT = 5.0
@@ -49,7 +50,10 @@ class ReplicaProcess:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "auditsvc", "serve"], env=self.env, stdout=log, stderr=log
+            die_with_parent.command([sys.executable, "-m", "auditsvc", "serve"]),
+            env=self.env,
+            stdout=log,
+            stderr=log,
         )
         log.close()
         ReplicaProcess.started.append(self)

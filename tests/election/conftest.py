@@ -14,6 +14,7 @@ import pytest
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
+from auditsvc.devtools import die_with_parent
 from auditsvc.devtools.devrun import free_port
 from auditsvc.storage.mongo.database import Database, connect
 
@@ -59,15 +60,17 @@ class SecantusServer:
             port = free_port()
             with self.log_path.open("ab") as log:
                 process = subprocess.Popen(
-                    [
-                        str(SERVER),
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--storage-path",
-                        ":memory:",
-                    ],
+                    die_with_parent.command(
+                        [
+                            str(SERVER),
+                            "--host",
+                            "127.0.0.1",
+                            "--port",
+                            str(port),
+                            "--storage-path",
+                            ":memory:",
+                        ]
+                    ),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
