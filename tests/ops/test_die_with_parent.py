@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 
 import psutil
 import pytest
 
-from tests.support import REPO, eventually
+from tests.support import REPO
 
 PARENT = """
 import subprocess, sys, time
@@ -29,21 +30,31 @@ def _gone(pid: int) -> bool:
         return True
 
 
+def _runs_sleep(pid: int) -> bool:
+    return psutil.Process(pid).cmdline()[:1] == ["sleep"]
+
+
+def _until(check: Callable[[], bool], within: float) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"not within {within}s"
+        time.sleep(0.05)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-async def test_child_stops_when_the_parent_is_killed() -> None:
+def test_child_stops_when_the_parent_is_killed() -> None:
     parent = subprocess.Popen(
         [sys.executable, "-c", PARENT], cwd=REPO, stdout=subprocess.PIPE, text=True
     )
     child = 0
     try:
         assert parent.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(parent.stdout.readline), 30)
-        child = int(line)
+        child = int(parent.stdout.readline())  # bounded by the test's timeout
         # The command runs in the wrapper's own process: same pid, its own argv.
-        await eventually(lambda: _runs_sleep(child), within=10)
+        _until(lambda: _runs_sleep(child), within=10)
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=10)
-        await eventually(lambda: _async_gone(child), within=10)
+        _until(lambda: _gone(child), within=10)
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -52,11 +63,3 @@ async def test_child_stops_when_the_parent_is_killed() -> None:
             os.kill(child, signal.SIGKILL)
         if parent.stdout is not None:
             parent.stdout.close()
-
-
-async def _runs_sleep(pid: int) -> bool:
-    return psutil.Process(pid).cmdline()[:1] == ["sleep"]
-
-
-async def _async_gone(pid: int) -> bool:
-    return _gone(pid)
