@@ -48,7 +48,6 @@ class FillWatch:
         self._candles = candles
         self._store = store
         self._fence = fence
-        self._checked_at = float("-inf")
 
     async def run(self, epoch: int) -> None:
         """Checks every ``CHECK_EVERY_S`` until cancelled (the tail's term ends); a
@@ -63,11 +62,7 @@ class FillWatch:
             await asyncio.sleep(CHECK_EVERY_S)
 
     async def check(self, epoch: int) -> int:
-        """One check, when due; returns how many gaps it marked FILLED."""
-        now = self._clock.monotonic()
-        if now - self._checked_at < CHECK_EVERY_S:
-            return 0
-        self._checked_at = now
+        """One check; returns how many gaps it marked FILLED. ``run`` paces them."""
         whole = [g for g in await self._store.requested_gaps(SCAN_LIMIT) if await self._whole(g)]
         if not whole:
             return 0
