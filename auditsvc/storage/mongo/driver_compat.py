@@ -2,23 +2,25 @@
 
 PyMongo's asyncio client waits on its topology and pool conditions with
 ``asyncio.wait_for(condition.wait(), timeout)`` (``pymongo.lock._async_cond_wait``).
-On Python 3.11, ``wait_for`` runs the wait in a task of its own. When the
-caller is cancelled while that inner task is re-acquiring the condition's lock
-(a ``wait_for`` of ours timing out, or guarded work cancelled at the end of a
-term, during server selection against a database that is down), the caller
-leaves its ``async with lock`` before the inner task takes the lock back; the
-inner task then takes it and ends, cancelled, holding it. Nothing releases it:
-every later operation of that client waits on the topology lock for ever,
-after the database has come back too. Measured here with SecantusDB: a 6 s
-outage with reads bounded by ``wait_for`` left the client hung in every run,
-and the leader never led again (tests/storage/test_driver_compat.py).
+On Python 3.11, ``wait_for`` runs the wait in a task of its own, and a waiter
+must take the condition's lock back before it returns, even when cancelled.
+When callers are cancelled during server selection against a database that is
+down (a ``wait_for`` of ours timing out, or guarded work cancelled at the end
+of a term), the lock can end up held by that inner task after it has finished,
+cancelled: seen here, the topology lock's holder was a done, cancelled
+``Condition.wait`` task. Nothing releases it, so every later operation of that
+client waits on the lock for ever, after the database has come back too.
+Measured with SecantusDB: an outage with reads cut off by ``wait_for`` hung the
+client in 3 of 3 runs, and a leader that lost its term in one never led again
+(tests/cluster/test_db_faults.py, TestClientOutlivesCancelledCalls).
 
 Python 3.12 rewrote ``wait_for`` on ``asyncio.timeout``, which runs the wait
-in the caller's own task, so the lock is taken back before the caller's
-``async with`` exits. ``install()`` gives the driver that same ``wait_for`` on
-3.11 (``asyncio.timeout`` exists there). It changes one module global of the
-pinned driver and does nothing on 3.12 and later, or if the driver no longer
-has that global (then the driver's own code runs unchanged).
+in the caller's own task, so the lock is taken back in the task whose
+``async with`` releases it. ``install()`` gives the driver that same
+``wait_for`` on 3.11 (``asyncio.timeout`` exists there); with it the same runs
+recover (3 of 3), as they do on 3.12 without it. It changes one module global
+of the pinned driver and does nothing on 3.12 and later, or if the driver no
+longer has that global (then the driver's own code runs unchanged).
 """
 
 from __future__ import annotations
